@@ -1,0 +1,87 @@
+"""Composition root: turns the Config into plain arguments for crmsync and the servers.
+
+``App(config).start()`` is what `crmagi serve` runs and what the tests start
+on port 0; ``stop(timeout)`` drains running sessions, then flushes the spool.
+"""
+import logging
+import os
+
+from crmsync.calls import CallStore
+from crmsync.db import make_engine
+from crmsync.directory import Directory
+from crmsync.models import LookupRules, ModuleSpec
+from crmsync.spool import CallWriter, Spool
+
+from . import routes
+from .config import require_url
+from .server import FastAgiServer, Router
+
+log = logging.getLogger("crmagi")
+
+
+def module_specs(config):
+    return tuple(ModuleSpec(name=m.name, table=m.table, phone_fields=m.phone_fields,
+                            name_fields=m.name_fields, link_table=m.link_table,
+                            link_column=m.link_column) for m in config.modules)
+
+
+def lookup_rules(config):
+    return LookupRules(modules=module_specs(config), default_region=config.lookup.default_region,
+                       internal_max_digits=config.lookup.internal_max_digits,
+                       suffix_digits=config.lookup.suffix_digits,
+                       extension_field=config.users.extension_field)
+
+
+def build_engine(config):
+    crm = config.crm
+    return make_engine(require_url(config), pool_size=crm.pool_size,
+                       connect_timeout=crm.connect_timeout, query_timeout=crm.query_timeout)
+
+
+class App:
+    def __init__(self, config, engine=None):
+        self.config = config
+        self.engine = engine or build_engine(config)
+        self.directory = Directory(self.engine, lookup_rules(config))
+        self.store = CallStore(self.engine, system_user=config.crm.system_user)
+        spool_dir = os.path.dirname(os.path.abspath(config.agi.spool))
+        os.makedirs(spool_dir, exist_ok=True)
+        self.spool = Spool(config.agi.spool)
+        self.writer = CallWriter(self.store, self.spool, timeout=config.crm.query_timeout,
+                                 flush_interval=config.agi.flush_interval)
+        self.flow = routes.CallFlow(
+            directory=self.directory, writer=self.writer, call_id_for=CallStore.call_id_for,
+            modules={spec.name: spec for spec in module_specs(config)},
+            timeout=config.agi.timeout, set_callerid_name=config.agi.set_callerid_name,
+            log_internal=config.agi.log_internal, anonymous_account=config.lookup.anonymous_account,
+            internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
+            late_lookup_wait=config.crm.query_timeout)
+        self.agi = FastAgiServer(config.agi.listen, Router(routes.ROUTES), self.flow,
+                                 env_timeout=config.agi.reply_timeout,
+                                 reply_timeout=config.agi.reply_timeout,
+                                 max_sessions=config.agi.max_sessions)
+
+    def start(self):
+        try:
+            self.store.ensure_tables()
+        except Exception as exc:   # the CRM may be down at boot: calls are spooled meanwhile
+            log.warning("cannot prepare crmagi tables yet (%s); will write calls when the CRM is back", exc)
+        self.writer.start()
+        self.agi.start()
+        return self
+
+    def stop(self, timeout=5.0):
+        self.agi.stop(timeout=timeout)
+        self.writer.stop()
+        self.engine.dispose()
+
+    def serve_forever(self):
+        import gevent
+        import signal
+
+        stopped = gevent.event.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            gevent.signal_handler(sig, stopped.set)
+        stopped.wait()
+        log.info("stopping: draining FastAGI sessions")
+        self.stop()

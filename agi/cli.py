@@ -1,0 +1,134 @@
+"""The `crmagi` command.  gevent's monkey-patching must come before any socket import."""
+from gevent import monkey
+
+monkey.patch_all()
+
+import logging  # noqa: E402
+import sys  # noqa: E402
+
+import click  # noqa: E402
+
+from . import config as config_mod  # noqa: E402
+from .errors import ConfigError  # noqa: E402
+
+log = logging.getLogger("crmagi")
+CONFIG_OPTION = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
+                             envvar="CRMAGI_CONFIG", help="INI file (see README.rst, Configuration).")
+
+
+def _load(config_path, overrides=None):
+    try:
+        return config_mod.load(config_path, overrides=overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _logging(verbose):
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@click.group()
+@click.version_option(package_name="crmagi")
+def main():
+    """Asterisk <-> SuiteCRM: caller lookup, routing to the responsible user, call logging."""
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--listen", help="Override [agi] listen (host:port).")
+@click.option("-v", "--verbose", is_flag=True)
+def serve(config_path, listen, verbose):
+    """Run the FastAGI server."""
+    from .app import App
+
+    _logging(verbose)
+    overrides = {"agi": {"listen": listen}} if listen else None
+    cfg = _load(config_path, overrides)
+    try:
+        config_mod.require_url(cfg)
+        app = App(cfg).start()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    app.serve_forever()
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("number")
+def lookup(config_path, number):
+    """Show what a call from NUMBER matches, and why. Exit 1 when nothing matches."""
+    from .app import build_engine, lookup_rules
+    from crmsync.db import CrmUnavailable
+    from crmsync.directory import Directory
+
+    cfg = _load(config_path)
+    directory = Directory(_engine(cfg, build_engine), lookup_rules(cfg))
+    try:
+        result = directory.lookup(number)
+    except CrmUnavailable as exc:
+        raise click.ClickException("CRM database unavailable: %s" % exc) from None
+    for line in result.explain:
+        click.echo("  " + line)
+    caller = result.caller
+    if caller is None:
+        click.echo("%s: %s" % (number, result.status))
+        sys.exit(1)
+    owner = caller.owner
+    click.echo("status:    found (rule %s, %s = %r)" % (caller.rule, caller.column, caller.stored_number))
+    click.echo("module:    %s" % caller.module)
+    click.echo("record id: %s" % caller.record_id)
+    click.echo("name:      %s%s" % (caller.name, " (%s)" % caller.account_name if caller.account_name else ""))
+    click.echo("owner:     %s" % ("%s (%s)" % (owner.full_name or owner.user_name, owner.id) if owner else "-"))
+    click.echo("extension: %s" % ((owner.extension if owner else None) or "-"))
+
+
+def _engine(cfg, build):
+    try:
+        return build(cfg)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--fix", is_flag=True, help="Create what crmagi owns: its tables and the virtual account.")
+def check(config_path, fix):
+    """Validate the config and the CRM database; errors name the key or table.column."""
+    from .checks import run_checks
+
+    cfg = _load(config_path)
+    for line in config_mod.describe(cfg):
+        click.echo(line)
+    problems = run_checks(cfg, fix=fix, echo=click.echo)
+    if problems:
+        for problem in problems:
+            click.echo("ERROR " + problem, err=True)
+        sys.exit(1)
+    click.echo("OK")
+
+
+@main.command()
+@CONFIG_OPTION
+def dialplan(config_path):
+    """Print the extensions.conf include, filled with the configured host and port."""
+    from .dialplan import render
+
+    click.echo(render(_load(config_path)), nl=False)
+
+
+@main.command()
+@click.option("--dir", "directory", default="crmagi-demo", show_default=True,
+              type=click.Path(file_okay=False), help="Where the demo CRM and config are created.")
+@click.option("--listen", default="127.0.0.1:4573", show_default=True)
+@click.option("--once", is_flag=True, help="Place the demo calls, print the result and exit.")
+def demo(directory, listen, once):
+    """Start crmagi against a demo CRM it creates itself, and place test calls."""
+    from .demo import run_demo
+
+    _logging(False)
+    sys.exit(run_demo(directory, listen, once, echo=click.echo))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""One typed, frozen configuration object, validated at start-up.
+
+Each section is a frozen dataclass whose fields carry their converter and help
+text; the INI file, then ``CRMAGI_<SECTION>_<KEY>`` environment variables,
+then CLI overrides are applied on top of the defaults.  Every error names the
+section and key, e.g. ``config [agi] timeout: 'abc' is not a number``.
+"""
+import configparser
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Optional, Tuple
+
+from .errors import ConfigError
+
+# Modules SuiteCRM ships with phone columns; a custom module names its table.
+KNOWN_MODULES = {
+    "Contacts": ("contacts", "phone_work, phone_mobile, phone_home, phone_other, assistant_phone"),
+    "Leads": ("leads", "phone_work, phone_mobile, phone_home, phone_other, assistant_phone"),
+    "Prospects": ("prospects", "phone_work, phone_mobile, phone_home, phone_other, assistant_phone"),
+    "Accounts": ("accounts", "phone_office, phone_alternate"),
+}
+
+
+def _str(value):
+    return value.strip()
+
+
+def _int(value):
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError("%r is not an integer" % value) from None
+
+
+def _float(value):
+    try:
+        result = float(value)
+    except ValueError:
+        raise ValueError("%r is not a number" % value) from None
+    if result <= 0:
+        raise ValueError("%r must be greater than 0" % value)
+    return result
+
+
+def _bool(value):
+    lowered = value.strip().lower()
+    if lowered in ("1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("%r is not yes/no" % value)
+
+
+def _list(value):
+    return tuple(item.strip() for item in value.split(",") if item.strip())
+
+
+def _hostport(value):
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError("%r is not host:port" % value)
+    return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+def _region(value):
+    import phonenumbers
+
+    region = value.strip().upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("%r is not a region code such as RU, DE or US" % value)
+    return region
+
+
+def setting(default, conv, help):
+    return field(default=default, metadata={"conv": conv, "help": help})
+
+
+@dataclass(frozen=True)
+class CrmSettings:
+    url: str = setting("", _str, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm")
+    pool_size: int = setting(20, _int, "database connections kept open")
+    connect_timeout: float = setting(3.0, _float, "seconds to wait for a database connection")
+    query_timeout: float = setting(5.0, _float, "seconds a database read or write may take before it is abandoned")
+    system_user: str = setting("1", _str, "users.id written as created_by/modified_user_id of Call records")
+    site_url: str = setting("", _str, "SuiteCRM base URL, used in links (e.g. https://crm.example.com/)")
+
+
+@dataclass(frozen=True)
+class AgiSettings:
+    listen: Tuple[str, int] = setting(("127.0.0.1", 4573), _hostport, "FastAGI address host:port")
+    timeout: float = setting(0.5, _float, "seconds: a request always answers within this, with what it has")
+    reply_timeout: float = setting(2.0, _float, "seconds to wait for Asterisk's reply to one command")
+    max_sessions: int = setting(500, _int, "concurrent FastAGI sessions; more wait in the accept queue")
+    set_callerid_name: bool = setting(True, _bool, "set CALLERID(name) to the record's name when found")
+    log_internal: bool = setting(False, _bool, "also log calls between internal extensions")
+    spool: str = setting("crmagi-spool.sqlite", _str, "local file keeping writes the CRM database could not take yet")
+    flush_interval: float = setting(5.0, _float, "seconds between retries of the spool")
+    system_name: str = setting("", _str, "name of this Asterisk, part of call ids when several share one CRM")
+
+
+@dataclass(frozen=True)
+class LookupSettings:
+    modules: Tuple[str, ...] = setting(("Contacts", "Accounts", "Leads"), _list, "modules searched, in this order")
+    default_region: str = setting("US", _region, "region for numbers without a country code (ISO code)")
+    anonymous_account: str = setting("crmagi-virtual-account", _str, "accounts.id of the virtual account for unidentified callers")
+    internal_max_digits: int = setting(5, _int, "numbers this short are internal extensions, never customers")
+    suffix_digits: int = setting(7, _int, "fewest trailing digits that may match a number stored without prefix")
+
+
+@dataclass(frozen=True)
+class UsersSettings:
+    extension_field: str = setting("phone_work", _str, "users column (or users_cstm column, e.g. asterisk_ext_c) with the extension")
+
+
+@dataclass(frozen=True)
+class DialplanSettings:
+    agi_host: str = setting("", _str, "host Asterisk uses to reach crmagi (default: the [agi] listen host)")
+    owner_dial: str = setting("PJSIP/${CRM_OWNER_EXTEN}", _str, "Dial() string that rings the responsible user")
+    owner_timeout: int = setting(20, _int, "seconds the responsible user's phone rings before the fallback")
+    record: bool = setting(True, _bool, "add MixMonitor to logged calls")
+    record_prefix: str = setting("", _str, "path prefix of recordings (relative: Asterisk's monitor dir)")
+
+
+@dataclass(frozen=True)
+class ModuleSettings:
+    name: str = setting("", _str, "module name as SuiteCRM spells it (section suffix)")
+    table: str = setting("", _str, "table of the module (known for Contacts, Accounts, Leads, Prospects)")
+    phone_fields: Tuple[str, ...] = setting((), _list, "phone columns searched, in this order")
+    name_fields: Tuple[str, ...] = setting((), _list, "columns joined into the display name (default: first_name, last_name or name)")
+    link_table: str = setting("", _str, "join table linking calls (calls_contacts for Contacts, calls_leads for Leads)")
+    link_column: str = setting("", _str, "column of link_table holding the record id")
+
+
+@dataclass(frozen=True)
+class Config:
+    crm: CrmSettings = CrmSettings()
+    agi: AgiSettings = AgiSettings()
+    lookup: LookupSettings = LookupSettings()
+    users: UsersSettings = UsersSettings()
+    dialplan: DialplanSettings = DialplanSettings()
+    modules: Tuple[ModuleSettings, ...] = ()
+    source: Optional[str] = None
+
+    def module(self, name):
+        for spec in self.modules:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
+            "dialplan": DialplanSettings}
+
+
+def _build(section, cls, values, base=None):
+    """Build one section dataclass from raw strings, naming the key on error."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, raw in values.items():
+        if key not in known:
+            raise ConfigError("config [%s] %s: unknown key (known: %s)" % (section, key, ", ".join(sorted(known))))
+        try:
+            kwargs[key] = known[key].metadata["conv"](raw)
+        except ValueError as exc:
+            raise ConfigError("config [%s] %s: %s" % (section, key, exc)) from None
+    return dataclasses.replace(base or cls(), **kwargs)
+
+
+def _env_values(environ, section, cls):
+    prefix = "CRMAGI_%s_" % section.upper()
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {key[len(prefix):].lower(): value for key, value in environ.items()
+            if key.startswith(prefix) and key[len(prefix):].lower() in names}
+
+
+def _module(name, values):
+    table, phones = KNOWN_MODULES.get(name, ("", ""))
+    defaults = {"name": name, "table": table, "phone_fields": phones}
+    defaults.update(values)
+    spec = _build("module:" + name, ModuleSettings, defaults)
+    if not spec.table:
+        raise ConfigError("config [module:%s] table: required for a module SuiteCRM does not ship with phones" % name)
+    if not spec.phone_fields:
+        raise ConfigError("config [module:%s] phone_fields: at least one column is needed" % name)
+    if name == "Contacts" and not spec.link_table:
+        spec = dataclasses.replace(spec, link_table="calls_contacts", link_column="contact_id")
+    if name == "Leads" and not spec.link_table:
+        spec = dataclasses.replace(spec, link_table="calls_leads", link_column="lead_id")
+    if bool(spec.link_table) != bool(spec.link_column):
+        raise ConfigError("config [module:%s] link_column: link_table and link_column go together" % name)
+    return spec
+
+
+def _read_ini(path):
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    parser.optionxform = str
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise ConfigError("config %s: cannot read (%s)" % (path, exc.strerror)) from None
+    except configparser.Error as exc:
+        raise ConfigError("config %s: %s" % (path, exc.message.splitlines()[0])) from None
+    return {name: dict(parser.items(name)) for name in parser.sections()}
+
+
+def load(path=None, environ: Mapping[str, str] = None,
+         overrides: Dict[str, Dict[str, str]] = None) -> Config:
+    """Defaults < INI file < CRMAGI_<SECTION>_<KEY> environment < overrides."""
+    raw = _read_ini(path) if path else {}
+    environ = os.environ if environ is None else environ
+    overrides = overrides or {}
+    for name in raw:
+        if name not in SECTIONS and not name.startswith("module:"):
+            raise ConfigError("config [%s]: unknown section (known: %s, module:<Name>)" % (name, ", ".join(SECTIONS)))
+    built = {}
+    for section, cls in SECTIONS.items():
+        obj = _build(section, cls, raw.get(section, {}))
+        obj = _build(section, cls, _env_values(environ, section, cls), obj)
+        built[section] = _build(section, cls, overrides.get(section, {}), obj)
+    built["agi"] = _relative_spool(built["agi"], path)
+    modules = tuple(_module(name, raw.get("module:" + name, {})) for name in built["lookup"].modules)
+    for name in raw:
+        if name.startswith("module:") and name[7:] not in built["lookup"].modules:
+            raise ConfigError("config [%s]: module is not listed in [lookup] modules" % name)
+    return Config(modules=modules, source=path, **built)
+
+
+def _relative_spool(agi, path):
+    """A relative spool path is relative to the config file, not to the cwd of a service."""
+    if path and not os.path.isabs(agi.spool):
+        return dataclasses.replace(agi, spool=os.path.join(os.path.dirname(os.path.abspath(path)), agi.spool))
+    return agi
+
+
+def require_url(config):
+    if not config.crm.url:
+        raise ConfigError("config [crm] url: required (an SQLAlchemy URL such as mysql+pymysql://user:pass@host/suitecrm)")
+    return config.crm.url
+
+
+def describe(config):
+    """Lines of the effective config, secrets masked, for `crmagi check`."""
+    lines = []
+    for section in SECTIONS:
+        lines.append("[%s]" % section)
+        for f in dataclasses.fields(SECTIONS[section]):
+            value = getattr(getattr(config, section), f.name)
+            lines.append("%s = %s" % (f.name, _show(section, f.name, value)))
+    for spec in config.modules:
+        lines.append("[module:%s]" % spec.name)
+        for f in dataclasses.fields(ModuleSettings)[1:]:
+            lines.append("%s = %s" % (f.name, _show("module", f.name, getattr(spec, f.name))))
+    return lines
+
+
+def _show(section, key, value):
+    if isinstance(value, tuple) and key == "listen":
+        return "%s:%d" % value
+    if isinstance(value, tuple):
+        return ", ".join(value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if section == "crm" and key == "url":
+        return _mask_url(value)
+    return str(value)
+
+
+def _mask_url(url):
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True) if url else ""
+    except Exception:
+        return "<unparsable url>"
+
+
+def reference():
+    """(section, key, default, help) rows for the README's config reference."""
+    rows = []
+    for section, cls in list(SECTIONS.items()) + [("module:<Name>", ModuleSettings)]:
+        for f in dataclasses.fields(cls):
+            if section.startswith("module") and f.name == "name":
+                continue
+            rows.append((section, f.name, _show(section, f.name, f.default) if section != "crm" or f.name != "url" else "", f.metadata["help"]))
+    return rows
+
+
+def reference_rst():
+    """The README's configuration table (tests/test_config.py keeps the README in sync)."""
+    lines = [".. list-table::", "   :header-rows: 1", "   :widths: 15 20 25 40", "",
+             "   * - section", "     - key", "     - default", "     - meaning"]
+    for section, key, default, help_text in reference():
+        lines += ["   * - ``[%s]``" % section, "     - ``%s``" % key,
+                  "     - ``%s``" % default if default else "     -", "     - %s" % help_text]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_rst(), end="")

@@ -1,0 +1,20 @@
+"""Render the extensions.conf include shipped in extensions/ (checked against a golden file)."""
+from importlib import resources
+
+from jinja2 import Environment, StrictUndefined
+
+TEMPLATE = "extensions_crmagi.conf.j2"
+
+
+def render(config) -> str:
+    text = resources.files("agi.extensions").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    env = Environment(undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    host, port = config.agi.listen
+    if config.dialplan.agi_host:
+        host = config.dialplan.agi_host
+    elif host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    dp = config.dialplan
+    return env.from_string(text).render(
+        host=host, port=port, owner_dial=dp.owner_dial, owner_timeout=dp.owner_timeout,
+        record=dp.record, record_prefix=dp.record_prefix, source=config.source or "")

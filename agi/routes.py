@@ -1,0 +1,207 @@
+"""Call-flow handlers for the FastAGI scripts ``incoming``, ``outgoing`` and ``hangup``.
+
+A handler gets the session (already holding the agi_* env) and a ``CallFlow``
+with its collaborators injected.  It answers the dialplan first (variables
+set, socket closed: Asterisk moves on at once) and writes the Call after, so a
+slow CRM never holds a call longer than ``[agi] timeout``.
+"""
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Dict, Optional
+
+import gevent
+from gevent.pool import Pool
+
+from crmsync.models import CallRecord, LookupResult
+
+from . import callstate
+
+log = logging.getLogger("crmagi.routes")
+
+# The public dialplan contract (documented in README.rst).
+CONTRACT = ("CRM_STATUS", "CRM_MODULE", "CRM_RECORD_ID", "CRM_RECORD_NAME",
+            "CRM_OWNER_USER_ID", "CRM_OWNER_EXTEN", "CRM_CALL_ID")
+ROUND_TRIP_ALLOWANCE = 0.05   # seconds kept for setting variables after the lookup
+
+
+@dataclass
+class CallFlow:
+    directory: object                    # lookup(number), user(id), user_by_extension(ext)
+    writer: object                       # submit(kind, CallRecord) -> bool
+    call_id_for: Callable[[str, str], str]
+    modules: Dict[str, object]           # module name -> ModuleSpec (link table)
+    timeout: float = 0.5
+    set_callerid_name: bool = True
+    log_internal: bool = False
+    anonymous_account: str = ""
+    internal_max_digits: int = 5
+    system_name: str = ""
+    late_lookup_wait: float = 5.0
+    lookups: Pool = field(default_factory=lambda: Pool(200))
+    clock: Callable[[], float] = time.monotonic
+    notify: Callable[[str, CallRecord, Optional[LookupResult]], None] = lambda *a: None
+
+    # -- lookup with a deadline ------------------------------------------
+    def start_lookup(self, func, *args):
+        """Run a CRM read in its own greenlet: a late one is not killed mid-query."""
+        if self.lookups.full():
+            log.warning("lookup pool full (%d): answering without the CRM", self.lookups.size)
+            return None
+        return self.lookups.spawn(func, *args)
+
+    def wait_lookup(self, job, deadline):
+        if job is None:
+            return None
+        job.join(timeout=max(0.0, deadline - self.clock()))
+        if job.ready() and job.successful():
+            return job.value
+        if job.ready():
+            log.warning("CRM lookup failed: %s", job.exception)
+        return None
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+def _lookup_vars(result: Optional[LookupResult], call_id):
+    if result is None:
+        status = "error"
+    else:
+        status = result.status
+    values = dict.fromkeys(CONTRACT, "")
+    values.update(CRM_STATUS=status, CRM_CALL_ID=call_id)
+    caller = result.caller if result else None
+    if caller:
+        values.update(CRM_MODULE=caller.module, CRM_RECORD_ID=caller.record_id, CRM_RECORD_NAME=caller.name)
+        if caller.owner:
+            values.update(CRM_OWNER_USER_ID=caller.owner.id, CRM_OWNER_EXTEN=caller.owner.extension or "")
+    return values
+
+
+def _linkedid(session):
+    return session.get_full_variable("${CHANNEL(linkedid)}") or session.env.get("uniqueid", "")
+
+
+def _answer(session, values, result, flow):
+    for name, value in values.items():
+        session.set_variable(name, value)
+    caller = result.caller if result else None
+    if caller and flow.set_callerid_name and caller.name:
+        session.set_variable("CALLERID(name)", caller.name)
+
+
+def _apply_lookup(record, result, flow, direction):
+    caller = result.caller if result else None
+    if caller:
+        spec = flow.modules.get(caller.module)
+        record.parent_module, record.parent_id, record.parent_name = caller.module, caller.record_id, caller.name
+        record.link_table = getattr(spec, "link_table", "") or ""
+        record.link_column = getattr(spec, "link_column", "") or ""
+        if direction == "Inbound" and caller.owner:
+            record.assigned_user_id = caller.owner.id
+    elif direction == "Inbound" and flow.anonymous_account:
+        record.parent_module, record.parent_id = "Accounts", flow.anonymous_account
+    record.lookup_status = result.status if result else "error"
+
+
+def _finish_late(flow, job, record, direction):
+    """After the socket is closed: give a late lookup more time, then write the start."""
+    if record.lookup_status == "error" and job is not None:
+        job.join(timeout=flow.late_lookup_wait)
+        if job.ready() and job.successful():
+            _apply_lookup(record, job.value, flow, direction)
+    flow.writer.submit("start", record)
+
+
+def incoming(session, flow: CallFlow, accepted_at: float):
+    env = session.env
+    deadline = accepted_at + flow.timeout - min(ROUND_TRIP_ALLOWANCE, flow.timeout / 5)
+    number = callstate.clean(env.get("callerid"))
+    job = flow.start_lookup(flow.directory.lookup, number)
+    linkedid = _linkedid(session)
+    call_id = flow.call_id_for(flow.system_name, linkedid)
+    result = flow.wait_lookup(job, deadline)
+    record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
+                        direction="Inbound", number=number, started_at=_now(),
+                        did=env.arg(1) or callstate.clean(env.get("dnid")) or env.get("extension"))
+    _apply_lookup(record, result, flow, "Inbound")
+    _answer(session, _lookup_vars(result, call_id), result, flow)
+    session.set_variable("CRM_CALL", callstate.pack(record))
+    session.close()
+    flow.notify("ringing", record, result)
+    _finish_late(flow, job, record, "Inbound")
+
+
+def outgoing(session, flow: CallFlow, accepted_at: float):
+    env = session.env
+    deadline = accepted_at + flow.timeout - min(ROUND_TRIP_ALLOWANCE, flow.timeout / 5)
+    extension = callstate.clean(env.get("callerid"))
+    dialled = env.arg(1) or env.get("extension", "")
+    internal = len([c for c in dialled if c.isdigit()]) <= flow.internal_max_digits
+    if internal and not flow.log_internal:
+        session.set_variable("CRM_STATUS", "internal")
+        session.close()
+        return
+    job = flow.start_lookup(flow.directory.lookup, dialled)
+    user_job = flow.start_lookup(flow.directory.user_by_extension, extension) if extension else None
+    linkedid = _linkedid(session)
+    call_id = flow.call_id_for(flow.system_name, linkedid)
+    result = flow.wait_lookup(job, deadline)
+    user = flow.wait_lookup(user_job, deadline)
+    record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
+                        direction="Outbound", number=dialled, extension=extension, started_at=_now())
+    _apply_lookup(record, result, flow, "Outbound")
+    if user:
+        record.assigned_user_id = user.id
+    elif result and result.caller and result.caller.owner:
+        record.assigned_user_id = result.caller.owner.id
+    _answer(session, _lookup_vars(result, call_id), result, flow)
+    session.set_variable("CRM_CALL", callstate.pack(record))
+    session.close()
+    _finish_late(flow, job, record, "Outbound")
+
+
+HANGUP_VARS = ("CRM_CALL", "DIALSTATUS", "ANSWEREDTIME", "DIALEDTIME",
+               "DIALEDPEERNUMBER", "MEMBERINTERFACE", "MIXMONITOR_FILENAME", "HANGUPCAUSE")
+
+
+def hangup(session, flow: CallFlow, accepted_at: float):
+    """Runs from a hangup handler on a dead channel: only GET VARIABLE works there."""
+    values = {name: session.get_variable(name) for name in HANGUP_VARS}
+    session.close()
+    record = callstate.unpack(values["CRM_CALL"])
+    if record is None:
+        log.warning("hangup for %s without CRM_CALL: the start request did not run; nothing to finish",
+                    session.env.get("uniqueid"))
+        return
+    _apply_hangup(record, values, flow)
+    flow.notify("ended", record, None)
+    flow.writer.submit("finish", record)
+
+
+def _apply_hangup(record, values, flow):
+    record.ended_at = _now()
+    record.dial_status = (values["DIALSTATUS"] or "").upper() or None
+    record.talk_seconds = callstate.to_int(values["ANSWEREDTIME"])
+    dialed = callstate.to_int(values["DIALEDTIME"])
+    if dialed is not None:
+        record.ring_seconds = max(0, dialed - (record.talk_seconds or 0))
+    peer = values["DIALEDPEERNUMBER"] if record.dial_status == "ANSWER" else None
+    if record.talk_seconds is not None and not peer:
+        peer = values["MEMBERINTERFACE"]   # answered through Queue(): no DIALSTATUS there
+    record.answered_extension = callstate.extension_from_peer(peer)
+    if record.answered_extension and record.direction == "Inbound":
+        try:
+            user = flow.directory.user_by_extension(record.answered_extension)
+        except Exception as exc:    # the CRM is down: the spool keeps the rest of the record
+            log.warning("cannot map extension %s to a user: %s", record.answered_extension, exc)
+            user = None
+        record.answered_user_id = user.id if user else None
+    record.recording = values["MIXMONITOR_FILENAME"] or None
+    record.hangup_cause = values["HANGUPCAUSE"] or None
+
+
+ROUTES = {"incoming": incoming, "outgoing": outgoing, "hangup": hangup}

@@ -1,0 +1,90 @@
+"""FastAGI server: a gevent StreamServer with a bounded pool, routing by agi_network_script.
+
+A bad peer (junk, a half-sent environment, an over-long line, a stall) costs
+one log line and its own connection, never the server or other calls.
+"""
+import logging
+import time
+
+from gevent.pool import Pool
+from gevent.server import StreamServer
+
+from .errors import AgiError, AgiHangup
+from .protocol import AgiProtocolError
+from .session import AgiSession
+
+log = logging.getLogger("crmagi.agi")
+
+
+class Router:
+    """Script name -> handler(session, flow, accepted_at); a duplicate is a start-up error."""
+
+    def __init__(self, routes=None):
+        self._routes = {}
+        for name, handler in (routes or {}).items():
+            self.add(name, handler)
+
+    def add(self, name, handler):
+        if name in self._routes:
+            raise ValueError("FastAGI route %r is defined twice" % name)
+        self._routes[name] = handler
+
+    def get(self, name):
+        return self._routes.get(name)
+
+    def names(self):
+        return sorted(self._routes)
+
+
+class FastAgiServer:
+    def __init__(self, listen, router, flow, env_timeout=2.0, reply_timeout=2.0, max_sessions=500):
+        self.router = router
+        self.flow = flow
+        self.env_timeout = env_timeout
+        self.reply_timeout = reply_timeout
+        self.pool = Pool(max_sessions)
+        self.server = StreamServer(listen, self.handle, spawn=self.pool)
+        self.stats = {"sessions": 0, "errors": 0}
+
+    @property
+    def address(self):
+        return self.server.address
+
+    def start(self):
+        self.server.start()
+        log.info("FastAGI listening on %s:%d (routes: %s)", self.address[0], self.address[1],
+                 ", ".join(self.router.names()))
+
+    def stop(self, timeout=5.0):
+        """Stop accepting, let running sessions finish for ``timeout`` s, then kill them."""
+        self.server.stop(timeout=timeout)
+
+    def handle(self, sock, address):
+        accepted_at = time.monotonic()
+        session = AgiSession(sock, address, reply_timeout=self.reply_timeout)
+        self.stats["sessions"] += 1
+        try:
+            env = session.read_env(self.env_timeout)
+            handler = self.router.get(env.script)
+            if handler is None:
+                log.error("FastAGI %s from %s:%s (uniqueid %s): unknown script %r; known: %s",
+                          env.get("network_script"), address[0], address[1], env.get("uniqueid"),
+                          env.script, ", ".join(self.router.names()))
+                self.stats["errors"] += 1
+                return
+            handler(session, self.flow, accepted_at)
+        except AgiHangup:
+            log.info("FastAGI %s from %s: caller hung up", self._what(session), address[0])
+        except (AgiError, AgiProtocolError) as exc:
+            self.stats["errors"] += 1
+            log.warning("FastAGI %s from %s:%s dropped: %s", self._what(session), address[0], address[1], exc)
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("FastAGI %s from %s:%s failed", self._what(session), address[0], address[1])
+        finally:
+            session.close()
+
+    @staticmethod
+    def _what(session):
+        env = session.env or {}
+        return "%s (uniqueid %s)" % (env.get("network_script", "<no env>"), env.get("uniqueid", "?"))

@@ -1,0 +1,1 @@
+"""Data-access layer for SuiteCRM/SugarCRM: lookups and call records (no agi imports)."""

@@ -1,0 +1,118 @@
+"""Engine creation and reflection of the CRM tables crmagi reads and writes.
+
+SuiteCRM declares no foreign keys and its schema varies between versions and
+installs (custom fields, custom modules), so crmagi never carries a copy of it:
+the configured tables are reflected once and checked column by column.
+"""
+import threading
+
+from sqlalchemy import MetaData, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+
+class SchemaError(Exception):
+    """A table or column crmagi needs is missing; the message names table.column."""
+
+
+class CrmUnavailable(Exception):
+    """The CRM database cannot be reached (or timed out)."""
+
+
+CALL_TABLES = ("calls", "calls_users")
+CALL_COLUMNS = {
+    "calls": ("id", "name", "date_entered", "date_modified", "modified_user_id", "created_by",
+              "description", "deleted", "assigned_user_id", "duration_hours", "duration_minutes",
+              "date_start", "date_end", "parent_type", "parent_id", "status", "direction"),
+    "calls_users": ("id", "call_id", "user_id", "required", "accept_status", "date_modified", "deleted"),
+    "users": ("id", "user_name", "first_name", "last_name", "status", "deleted"),
+    "accounts_contacts": ("contact_id", "account_id", "deleted"),
+    "accounts": ("id", "name", "deleted"),
+}
+
+
+def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0):
+    """An engine whose every socket operation is bounded in time.
+
+    PyMySQL is pure Python, so under gevent's monkey-patching its reads yield
+    to the hub; the read/write timeouts make a hung database fail instead of
+    holding a pooled connection for ever.
+    """
+    parsed = make_url(url)
+    kwargs = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        kwargs = {"connect_args": {"check_same_thread": False, "timeout": query_timeout}}
+        if parsed.database in (None, "", ":memory:"):
+            kwargs["poolclass"] = StaticPool
+    elif parsed.get_backend_name() in ("mysql", "mariadb"):
+        kwargs.update(
+            pool_size=pool_size, max_overflow=pool_size, pool_timeout=connect_timeout,
+            pool_recycle=3600,
+            connect_args={"connect_timeout": max(1, int(round(connect_timeout))),
+                          "read_timeout": max(1, int(round(query_timeout))),
+                          "write_timeout": max(1, int(round(query_timeout))),
+                          "charset": "utf8mb4"},
+        )
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Schema:
+    """Reflected tables, loaded on first use and re-tried until the database answers."""
+
+    def __init__(self, engine, tables, required_columns=None):
+        self.engine = engine
+        self.wanted = tuple(dict.fromkeys(tables))
+        self.required = dict(required_columns or {})
+        self._tables = None
+        self._lock = threading.Lock()
+
+    def tables(self):
+        if self._tables is None:
+            with self._lock:
+                if self._tables is None:
+                    self._tables = self._reflect()
+        return self._tables
+
+    def _reflect(self):
+        existing = set(inspect(self.engine).get_table_names())
+        present = [name for name in self.wanted if name in existing]
+        metadata = MetaData()
+        metadata.reflect(self.engine, only=present)
+        return dict(metadata.tables)
+
+    def table(self, name):
+        tables = self.tables()
+        if name not in tables:
+            raise SchemaError("%s: table not found in the CRM database" % name)
+        return tables[name]
+
+    def has(self, name):
+        return name in self.tables()
+
+    def problems(self):
+        """Every missing table.column, as messages (empty when all is well)."""
+        tables = self.tables()
+        found = []
+        for name, columns in self.required.items():
+            if name not in tables:
+                found.append("%s: table not found in the CRM database" % name)
+                continue
+            for column in columns:
+                if column not in tables[name].c:
+                    found.append("%s.%s: column not found" % (name, column))
+        return found
+
+    def check(self):
+        problems = self.problems()
+        if problems:
+            raise SchemaError("; ".join(problems))

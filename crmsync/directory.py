@@ -1,0 +1,336 @@
+"""Who is calling: a caller number -> the SuiteCRM record it belongs to, and its owner.
+
+Each configured module is searched in the configured order and the first module
+with a match wins.  Per module there is ONE query: a scan of the records whose
+phone columns, stripped of `` -().+/``, contain the caller's last
+``suffix_digits`` digits (a bound parameter, never SQL built from the caller
+ID).  "Contain", not "end with": a stored ``… доб. 12`` or ``… x12`` must not hide
+the number in front of it.  Every candidate column is then verified in Python
+with ``phone.match``.
+
+Tie-break, when several records or columns of the winning module match:
+
+1. the strongest rule (``e164`` > ``national`` > ``suffix``);
+2. the column that comes first in the module's ``phone_fields``;
+3. the most recent ``date_modified``;
+4. the smallest record id.
+
+Users (the record's owner, and extensions for outbound calls) come from an
+in-memory map of active users, loaded with one query and refreshed after
+``users_cache_seconds``: there are few users, and an outbound call should not
+wait on the CRM database.
+"""
+import logging
+import re
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from typing import NamedTuple, Optional
+
+from sqlalchemy import bindparam, exc as sa_exc, func, or_, select
+
+from . import phone
+from .db import CrmUnavailable, Schema, SchemaError
+from .models import Caller, LookupResult, LookupRules, User
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 200
+_SEPARATORS = (" ", "-", "(", ")", ".", "+", "/")
+_MODULE_COLUMNS = ("id", "deleted", "assigned_user_id", "date_modified")
+_USER_COLUMNS = ("id", "user_name", "first_name", "last_name", "status", "deleted")
+_UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
+                sa_exc.DisconnectionError, OSError)
+
+
+class _Match(NamedTuple):
+    key: tuple          # the tie-break order (see the module docstring)
+    record_id: str
+    name: str
+    account_name: Optional[str]
+    owner_id: Optional[str]
+    column: str
+    stored: str
+    rule: str
+
+
+class _UserEntry(NamedTuple):
+    user: User
+    dropped: Optional[str]   # why the extension field was not taken as an extension
+
+
+class _Users(NamedTuple):
+    by_id: dict              # users.id -> _UserEntry
+    by_extension: dict       # extension -> User
+    loaded_at: float
+
+
+@contextmanager
+def _database_errors():
+    """Connection failures and timeouts become CrmUnavailable, with the cause chained."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise CrmUnavailable("CRM database unavailable: %s" % (getattr(exc, "orig", None) or exc)) from exc
+
+
+def _digits_only(column):
+    """The column without the separators people type; portable to SQLite and MariaDB."""
+    expr = column
+    for char in _SEPARATORS:
+        expr = func.replace(expr, char, "")
+    return expr
+
+
+def _name_fields(spec, table):
+    if spec.name_fields:
+        return spec.name_fields
+    if "first_name" in table.c and "last_name" in table.c:
+        return ("first_name", "last_name")
+    return ("name",)
+
+
+def _recency(modified):
+    """Sorts the most recent date_modified first, and a missing one last."""
+    return -(modified - datetime.min).total_seconds() if modified else float("inf")
+
+
+def _extension(raw, max_digits):
+    """(extension, None) when raw is a short all-digit extension, else (None, reason)."""
+    if raw is None or not raw.strip():
+        return None, None
+    value = re.sub(r"[\s-]", "", raw)
+    if not (value.isascii() and value.isdigit()):
+        return None, "%r is not all digits" % raw
+    if len(value) > max_digits:
+        return None, "%r has %d digits, more than internal_max_digits=%d" % (raw, len(value), max_digits)
+    return value, None
+
+
+class Directory:
+    """Caller lookup over the configured SuiteCRM modules, and the active users."""
+
+    def __init__(self, engine, rules: LookupRules, users_cache_seconds: float = 30.0):
+        self.engine = engine
+        self.rules = rules
+        self.users_cache_seconds = users_cache_seconds
+        self._contacts = any(spec.table == "contacts" for spec in rules.modules)
+        wanted = [spec.table for spec in rules.modules] + ["users"]
+        if self._contacts:
+            wanted += ["accounts_contacts", "accounts"]
+        self._schema = Schema(engine, wanted)
+        self._cstm_schema = Schema(engine, ["users_cstm"])
+        self._checked = None     # tables, once problems() came back empty
+        self._queries = None
+        self._users = None
+        self._users_lock = threading.Lock()
+
+    # -- schema ----------------------------------------------------------------
+
+    def _tables(self):
+        """Reflected tables; users_cstm only when the extension field is not a users column."""
+        with _database_errors():
+            tables = dict(self._schema.tables())
+            users = tables.get("users")
+            if users is not None and self.rules.extension_field not in users.c:
+                tables.update(self._cstm_schema.tables())
+        return tables
+
+    def _required(self, tables):
+        required = {}
+        for spec in self.rules.modules:
+            table = tables.get(spec.table)
+            names = _name_fields(spec, table) if table is not None else ()
+            required.setdefault(spec.table, []).extend(_MODULE_COLUMNS + tuple(names) + spec.phone_fields)
+        required["users"] = _USER_COLUMNS
+        if "users" in tables and self.rules.extension_field not in tables["users"].c:
+            required["users_cstm"] = ("id_c", self.rules.extension_field)
+        if self._contacts:
+            required["accounts_contacts"] = ["contact_id", "account_id", "deleted"]
+            required["accounts"] = ["id", "name", "deleted"]
+        return required
+
+    def problems(self):
+        """Every missing table and column, as ``table.column`` messages (empty when all is well)."""
+        tables = self._tables()
+        found = []
+        for name, columns in self._required(tables).items():
+            if name == "users_cstm" and name not in tables:
+                found.append("users_cstm.%s: not a users column, and there is no users_cstm table"
+                             % self.rules.extension_field)
+            elif name not in tables:
+                found.append("%s: table not found in the CRM database" % name)
+            else:
+                found.extend("%s.%s: column not found" % (name, column)
+                             for column in dict.fromkeys(columns) if column not in tables[name].c)
+        return found
+
+    def _checked_tables(self):
+        """The reflected tables, or SchemaError naming everything that is missing."""
+        if self._checked is None:
+            problems = self.problems()
+            if problems:
+                raise SchemaError("; ".join(problems))
+            self._checked = self._tables()
+        return self._checked
+
+    # -- lookup ----------------------------------------------------------------
+
+    def lookup(self, number: str) -> LookupResult:
+        rules = self.rules
+        kind = phone.classify(number, rules.internal_max_digits)
+        if kind == "anonymous":
+            return LookupResult("anonymous", number, explain=(
+                "%r is anonymous (withheld, no digits, or letters): not searched" % number,))
+        if kind == "internal":
+            return LookupResult("internal", number, explain=(
+                "%r has at most internal_max_digits=%d digits: an internal extension, not searched"
+                % (number, rules.internal_max_digits),))
+        caller = phone.parse(number, rules.default_region)
+        explain = ["%r in region %s: digits %s, e164 %s, national %s, %s" % (
+            number, rules.default_region, caller.digits, caller.e164 or "-", caller.national or "-",
+            "with country code" if caller.international else "no country code")]
+        if len(caller.digits) <= rules.internal_max_digits:
+            explain.append("too few digits to be a customer's number: not searched")
+            return LookupResult("unknown", number, caller.e164, explain=tuple(explain))
+        spec, matches = self._search(caller, explain)
+        if matches:
+            return self._found(number, caller, spec, sorted(matches), explain)
+        explain.append("no match in %s" % ", ".join(m.name for m in rules.modules))
+        return LookupResult("unknown", number, caller.e164, explain=tuple(explain))
+
+    def _search(self, caller, explain):
+        """(module, its matches) for the first module with a match, else (None, [])."""
+        pattern = "%" + phone.suffix(caller, self.rules.suffix_digits) + "%"
+        queries = self._module_queries()
+        with _database_errors(), self.engine.connect() as conn:
+            for spec, stmt, names in queries:
+                rows = conn.execute(stmt, {"p": pattern}).all()
+                matches = self._matches(spec, names, rows, caller)
+                explain.append("%s: %s.{%s} digits LIKE %r: %d candidate(s)%s, %d matching column(s)" % (
+                    spec.name, spec.table, ",".join(spec.phone_fields), pattern, len(rows),
+                    " (capped)" if len(rows) >= MAX_CANDIDATES else "", len(matches)))
+                if matches:
+                    return spec, matches
+        return None, []
+
+    def _module_queries(self):
+        if self._queries is None:     # built once; building twice at start-up is harmless
+            tables = self._checked_tables()
+            self._queries = [self._module_query(spec, tables) for spec in self.rules.modules]
+        return self._queries
+
+    def _module_query(self, spec, tables):
+        """(spec, statement, name_fields): id, names, owner, modified, phones[, account]."""
+        table = tables[spec.table]
+        names = _name_fields(spec, table)
+        phones = [table.c[column] for column in spec.phone_fields]
+        columns = [table.c.id, *(table.c[n] for n in names), table.c.assigned_user_id,
+                   table.c.date_modified, *phones]
+        if spec.table == "contacts":
+            links, accounts = tables["accounts_contacts"], tables["accounts"]
+            # A contact may belong to several accounts: take the first by name.
+            columns.append(
+                select(func.min(accounts.c.name))
+                .select_from(links.join(accounts, accounts.c.id == links.c.account_id))
+                .where(links.c.contact_id == table.c.id, links.c.deleted == 0, accounts.c.deleted == 0)
+                .scalar_subquery())
+        elif "account_name" in table.c:   # Leads and Targets carry the company as text
+            columns.append(table.c.account_name)
+        pattern = bindparam("p")
+        stmt = (select(*columns)
+                .where(table.c.deleted == 0, or_(*(_digits_only(c).like(pattern) for c in phones)))
+                .order_by(table.c.date_modified.desc(), table.c.id)
+                .limit(MAX_CANDIDATES))
+        return spec, stmt, names
+
+    def _matches(self, spec, names, rows, caller):
+        rules, found = self.rules, []
+        first_phone = 3 + len(names)
+        extra = first_phone + len(spec.phone_fields)     # account name, when selected
+        for row in rows:
+            record_id, owner_id, modified = row[0], row[1 + len(names)], row[2 + len(names)]
+            name = " ".join(str(part).strip() for part in row[1:1 + len(names)] if part and str(part).strip())
+            account = row[extra] if len(row) > extra else None
+            for index, column in enumerate(spec.phone_fields):
+                stored = phone.parse(row[first_phone + index], rules.default_region)
+                rule = stored and phone.match(caller, stored, rules.suffix_digits, rules.internal_max_digits)
+                if rule:
+                    key = (phone.strength(rule), index, _recency(modified), record_id)
+                    found.append(_Match(key, record_id, name, account, owner_id, column, stored.raw, rule))
+        return found
+
+    def _found(self, number, caller, spec, matches, explain):
+        best = matches[0]
+        explain.append("%s %s %r: %s %r matches by %s" % (
+            spec.name, best.record_id, best.name, best.column, best.stored, best.rule))
+        for other in matches[1:4]:
+            explain.append("  lost the tie-break (rule, column order, newest, smallest id): %s %s %r (%s)" % (
+                other.record_id, other.column, other.stored, other.rule))
+        entry = self._users_map().by_id.get(best.owner_id) if best.owner_id else None
+        owner = entry.user if entry else None
+        if entry:
+            explain.append("owner %s (%s), extension %s%s" % (
+                owner.user_name, owner.full_name, owner.extension or "none",
+                " (%s: not an extension)" % entry.dropped if entry.dropped else ""))
+        else:
+            explain.append("owner %s is not an active user" % best.owner_id if best.owner_id
+                           else "the record has no assigned user")
+        found = Caller(module=spec.name, record_id=best.record_id, name=best.name,
+                       account_name=best.account_name, owner=owner, column=best.column,
+                       stored_number=best.stored, rule=best.rule)
+        return LookupResult("found", number, caller.e164, found, tuple(explain))
+
+    # -- users -----------------------------------------------------------------
+
+    def user(self, user_id) -> Optional[User]:
+        entry = self._users_map().by_id.get(user_id)
+        return entry.user if entry else None
+
+    def user_by_extension(self, ext) -> Optional[User]:
+        value, _ = _extension(ext, self.rules.internal_max_digits)
+        return self._users_map().by_extension.get(value) if value else None
+
+    def _users_map(self):
+        users = self._users
+        if users is not None and time.monotonic() - users.loaded_at < self.users_cache_seconds:
+            return users
+        with self._users_lock:
+            if self._users is not users:      # another greenlet refreshed it meanwhile
+                return self._users
+            try:
+                self._users = self._load_users()
+            except CrmUnavailable:
+                if users is None:
+                    raise
+                # Stale users beat no users; try again after another period.
+                log.warning("CRM users could not be refreshed; keeping the ones loaded before", exc_info=True)
+                self._users = users._replace(loaded_at=time.monotonic())
+            return self._users
+
+    def _load_users(self):
+        tables = self._checked_tables()
+        users, field = tables["users"], self.rules.extension_field
+        if field in users.c:
+            source, ext_column, where = users, users.c[field], "users." + field
+        else:
+            cstm = tables["users_cstm"]
+            source, ext_column = users.outerjoin(cstm, cstm.c.id_c == users.c.id), cstm.c[field]
+            where = "users_cstm." + field
+        stmt = (select(users.c.id, users.c.user_name, users.c.first_name, users.c.last_name, ext_column)
+                .select_from(source)
+                .where(users.c.deleted == 0, users.c.status == "Active")
+                .order_by(users.c.id))
+        with _database_errors(), self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        by_id, by_extension = {}, {}
+        for user_id, user_name, first, last, raw in rows:
+            extension, reason = _extension(raw, self.rules.internal_max_digits)
+            full_name = " ".join(part for part in (first, last) if part) or user_name
+            user = User(id=user_id, user_name=user_name, full_name=full_name, extension=extension)
+            by_id[user_id] = _UserEntry(user, "%s %s" % (where, reason) if reason else None)
+            if extension:
+                # Two users sharing an extension is a CRM mistake; the smallest id keeps it.
+                by_extension.setdefault(extension, user)
+        return _Users(by_id, by_extension, time.monotonic())

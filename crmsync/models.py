@@ -1,0 +1,108 @@
+"""Plain values crossing the crmsync boundary (no SQLAlchemy types).
+
+agi/ and webpush/ only ever see these; they are also what the durable spool
+stores, so every field is JSON-friendly (datetimes are UTC-aware and are
+serialised as ISO strings by ``to_json``/``from_json``).
+"""
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Optional, Tuple
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    """One searchable CRM module, as configured."""
+    name: str                       # SuiteCRM module name: Contacts, Accounts, Leads, ...
+    table: str
+    phone_fields: Tuple[str, ...]
+    name_fields: Tuple[str, ...] = ()   # empty: first_name+last_name, else name
+    link_table: str = ""            # calls_contacts / calls_leads; empty: parent only
+    link_column: str = ""
+
+
+@dataclass(frozen=True)
+class LookupRules:
+    """How numbers are compared (see README, "Matching rules")."""
+    modules: Tuple[ModuleSpec, ...]
+    default_region: str = "US"
+    internal_max_digits: int = 5
+    suffix_digits: int = 7
+    extension_field: str = "phone_work"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    user_name: str
+    full_name: str
+    extension: Optional[str]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The CRM record a number matched."""
+    module: str
+    record_id: str
+    name: str
+    account_name: Optional[str]
+    owner: Optional[User]
+    column: str            # the phone column that matched
+    stored_number: str     # the value as typed in the CRM
+    rule: str              # "e164" | "national" | "suffix"
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """Outcome of a lookup; ``status`` is the CRM_STATUS contract value."""
+    status: str                         # found | unknown | anonymous | internal
+    number: str                         # the caller number as received
+    e164: Optional[str] = None
+    caller: Optional[Caller] = None
+    explain: Tuple[str, ...] = ()       # human-readable trace for `crmagi lookup`
+
+
+@dataclass
+class CallRecord:
+    """Everything crmagi writes about one call; built at start, completed at hangup."""
+    call_id: str
+    linkedid: str
+    uniqueid: str
+    direction: str                      # Inbound | Outbound
+    number: str                         # the external party: caller (in) or called (out)
+    started_at: datetime
+    did: Optional[str] = None           # dialled external number for inbound calls
+    extension: Optional[str] = None     # internal extension (caller for outbound)
+    parent_module: Optional[str] = None
+    parent_id: Optional[str] = None
+    parent_name: Optional[str] = None
+    link_table: str = ""
+    link_column: str = ""
+    assigned_user_id: Optional[str] = None
+    lookup_status: str = "unknown"
+    # Filled at hangup:
+    ended_at: Optional[datetime] = None
+    status: str = "Planned"             # Planned | Held | Not Held
+    outcome: Optional[str] = None       # answered | missed | busy | noanswer | failed | cancelled
+    dial_status: Optional[str] = None
+    talk_seconds: Optional[int] = None
+    ring_seconds: Optional[int] = None
+    answered_extension: Optional[str] = None
+    answered_user_id: Optional[str] = None
+    recording: Optional[str] = None
+    hangup_cause: Optional[str] = None
+
+    def to_json(self):
+        data = dataclasses.asdict(self)
+        for key in ("started_at", "ended_at"):
+            if data[key] is not None:
+                data[key] = data[key].isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data):
+        data = dict(data)
+        for key in ("started_at", "ended_at"):
+            if data.get(key):
+                data[key] = datetime.fromisoformat(data[key]).astimezone(timezone.utc)
+        return cls(**data)

@@ -1,0 +1,1 @@
+"""Dialplan templates rendered by `crmagi dialplan`."""

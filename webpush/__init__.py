@@ -1,0 +1,1 @@
+"""Browser push: popups in SuiteCRM pages (no agi imports)."""
