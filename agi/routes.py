@@ -8,7 +8,7 @@ slow CRM never holds a call longer than ``[agi] timeout``.
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, Optional
 
 import gevent
@@ -171,15 +171,56 @@ HANGUP_VARS = ("CRM_CALL", "DIALSTATUS", "ANSWEREDTIME", "DIALEDTIME",
 def hangup(session, flow: CallFlow, accepted_at: float):
     """Runs from a hangup handler on a dead channel: only GET VARIABLE works there."""
     values = {name: session.get_variable(name) for name in HANGUP_VARS}
-    session.close()
     record = callstate.unpack(values["CRM_CALL"])
     if record is None:
-        log.warning("hangup for %s without CRM_CALL: the start request did not run; nothing to finish",
+        record = _rebuild(session, flow)
+    session.close()
+    if record is None:
+        log.warning("hangup for %s: no CRM_CALL and no CRM_DIRECTION on the channel; not a crmagi call",
                     session.env.get("uniqueid"))
         return
     _apply_hangup(record, values, flow)
+    if record.lookup_status == "pending":
+        _late_lookup(record, flow)
     flow.notify("ended", record, None)
     flow.writer.submit("finish", record)
+
+
+def _rebuild(session, flow):
+    """The start request never ran (crmagi was down: AGISTATUS=FAILURE), but the dialplan
+    include set CRM_DIRECTION and CRM_DID/CRM_DIALED: rebuild the start of the call."""
+    direction = session.get_variable("CRM_DIRECTION")
+    if direction not in ("Inbound", "Outbound"):
+        return None
+    env = session.env
+    linkedid = _linkedid(session)
+    if direction == "Inbound":
+        number, did, extension = callstate.clean(env.get("callerid")), session.get_variable("CRM_DID"), None
+    else:
+        number, did, extension = session.get_variable("CRM_DIALED") or "", None, callstate.clean(env.get("callerid"))
+    log.info("hangup for %s without a start record: rebuilding the call from the channel", linkedid)
+    return CallRecord(call_id=flow.call_id_for(flow.system_name, linkedid), linkedid=linkedid,
+                      uniqueid=env.get("uniqueid", ""), direction=direction, number=number, did=did,
+                      extension=extension, started_at=_now(), lookup_status="pending")
+
+
+def _late_lookup(record, flow):
+    """For a rebuilt call: look the number up now, after the socket is closed."""
+    try:
+        result = flow.directory.lookup(record.number)
+    except Exception as exc:
+        log.warning("lookup for the rebuilt call %s failed: %s", record.linkedid, exc)
+        result = None
+    _apply_lookup(record, result, flow, record.direction)
+    if record.direction == "Outbound" and record.extension:
+        try:
+            user = flow.directory.user_by_extension(record.extension)
+        except Exception:
+            user = None
+        record.assigned_user_id = user.id if user else record.assigned_user_id
+    if record.ring_seconds is not None or record.talk_seconds is not None:
+        total = (record.ring_seconds or 0) + (record.talk_seconds or 0)
+        record.started_at = record.ended_at - timedelta(seconds=total)
 
 
 def _apply_hangup(record, values, flow):

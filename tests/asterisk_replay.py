@@ -1,53 +1,29 @@
 """The test suite's fake Asterisk: replays the FastAGI recordings in shared/fixtures/asterisk.
 
-It answers the way Asterisk 22's res/res_agi.c does (parse_args, find_command,
-agi_handle_command, run_agi), including the parts that hurt: it reads ONE command
-line per wake-up of its socket (surprise 14: pipelined commands wait), sends an
-unsolicited ``HANGUP`` when the caller hangs up, answers 511 on a dead channel, and
-sends a final ``HANGUP`` after the server closes.  Channel variables come from the
-scenario's AMI stream, as they stood when each recorded session ran.
+What is about recordings lives here: the lossless transcript format (``A>``/``S>``
+lines), the channel model derived from each scenario's AMI stream (variables,
+linkedid, deadness as they stood when a recorded session ran) and ``FakeAsterisk``,
+which replays a recorded session's env and channel through agi/simulator.py.  How
+Asterisk answers (one command per socket wake-up, unsolicited and final ``HANGUP``,
+511 on a dead channel, 2047-byte lines) is agi/simulator.py's, shared with the product.
 
     fake = FakeAsterisk(load_scenario("01-inbound-answered"))
     result = fake.run_session(0, server.address)    # incoming; then 1: the hangup handler, same Channel
     assert result.variables["CRM_OWNER_EXTEN"] == "101" and not result.pipelined
 """
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from gevent import socket
-
 from agi.protocol import AgiEnv, parse_env, reply_is_complete
+from agi.simulator import (AGI_BUF_LEN, DEAD_REPLY, Channel, SessionResult, parse_args,  # noqa: F401 (re-exported)
+                           run_session)
 from conftest import ASTERISK  # the fixtures directory (conftest also monkey-patches first)
 
-AGI_BUF_LEN = 2048  # res_agi.c: fgets() takes at most 2047 bytes; the rest is the next "command"
-MAX_ARGS = 128
-DEAD_REPLY = b"511 Command Not Permitted on a dead channel or intercept routine\n"
 _SESSION = re.compile(rb"^# ===== FastAGI session \d+ of \d+: (.*)$")
 _TIMING = re.compile(rb"^# \+(\d+(?:\.\d+)?)s")
 _ENV_REF = re.compile(r"env block as in (\S+)")
-_FALSE = {"no", "false", "off", "n", "f", "0"}
-
-_COMMANDS = [tuple(name.split()) for name in (
-    "answer|asyncagi break|channel status|control stream file|database del|database deltree|database get|"
-    "database put|exec|get data|get full variable|get option|get variable|gosub|hangup|noop|receive char|"
-    "receive text|record file|say alpha|say digits|say number|say phonetic|say date|say time|say datetime|"
-    "send image|send text|set autohangup|set callerid|set context|set extension|set music|set priority|"
-    "set variable|stream file|tdd mode|verbose|wait for digit").split("|")]  # (speech * left out)
-_DEAD_OK = {"asyncagi break", "database del", "database deltree", "database get", "database put", "exec",
-            "get full variable", "get variable", "noop", "set variable", "verbose"}
-_USAGE = {  # recorded in 10e; other commands' usage texts were not recorded and get a placeholder
-    "set variable": "Sets a variable to the current channel.\n",
-    "get variable": "Returns <literal>0</literal> if <replaceable>variablename</replaceable> is not set. "
-                    "Returns <literal>1</literal> if <replaceable>variablename</replaceable> is set and "
-                    "returns the variable in parentheses.\nExample return code: 200 result=1 (testvariable)\n"}
-_CHECKED = {"set variable", "get variable", "get full variable", "exec", "database put", "database get",
-            "database del", "verbose", "channel status", "hangup"}  # wrong argc: 520 usage
-_APPS_DEAD_OK = {"noop", "set", "verbose", "log", "userevent", "system"}
-_APPS = _APPS_DEAD_OK | {"answer", "hangup", "playback", "background", "wait", "dial", "queue", "read",
-                         "mixmonitor", "stopmixmonitor", "goto", "gosub", "ringing", "progress", "busy"}
 
 
 @dataclass
@@ -198,146 +174,20 @@ def load_scenario(name: str, directory=ASTERISK) -> Scenario:
     return Scenario(stem, sessions, messages)
 
 
-def parse_args(line: str) -> List[str]:
-    """res_agi.c parse_args(): spaces/tabs split, double quotes group, a backslash escapes the next char."""
-    args, quoted, escaped, whitespace = [], False, False, True
-    for char in line:
-        if char == '"' and not escaped:
-            quoted = not quoted
-            if quoted and whitespace:
-                args.append("")
-                whitespace = False
-        elif char in " \t" and not quoted and not escaped:
-            whitespace = True
-        elif char == "\\" and not escaped:
-            escaped = True
-        else:
-            if whitespace:
-                if len(args) >= MAX_ARGS - 1:
-                    continue  # "Too many arguments, truncating"
-                args.append("")
-                whitespace = False
-            args[-1] += char
-            escaped = False
-    return args
-
-
-def _find_command(argv: List[str]) -> Optional[str]:
-    words = tuple(word.lower() for word in argv)
-    for command in _COMMANDS:
-        if words[:len(command)] == command:
-            return " ".join(command)
-    return None
-
-
-def _take_line(buf: bytes, eof: bool) -> Tuple[Optional[bytes], bytes]:
-    """One command as run_agi()'s fgets() loop reads it: through "\\n", at most 2047 bytes."""
-    end = buf.find(b"\n", 0, AGI_BUF_LEN - 1)
-    if end >= 0:
-        return buf[:end + 1], buf[end + 1:]
-    if len(buf) >= AGI_BUF_LEN - 1:
-        return buf[:AGI_BUF_LEN - 1], buf[AGI_BUF_LEN - 1:]
-    return (buf, b"") if eof and buf else (None, buf)
-
-
-class Channel:
-    """One channel as AGI sees it, shared by every session on the same agi_channel."""
-
-    def __init__(self, name: str):
-        self.name, self.vars, self.functions, self._applied = name, {}, {}, {}
-        self.env, self.callerid_num, self.callerid_name = AgiEnv(), "", ""
-        self.linkedid, self.cause, self.state, self.dead, self.soft_hangup = "", "0", 4, False, False
-
-    def enter(self, session: RecordedSession) -> None:
-        """Bring the channel to where the recording had it when ``session`` started."""
-        for key, value in session.variables.items():  # keeps what earlier sessions SET meanwhile
-            if self._applied.get(key) != value:
-                self.vars[key] = value
-        self._applied, first, self.env = dict(session.variables), not self.env, session.agi_env
-        if first:  # later sessions keep what the server SET: CALLERID(name) set in incoming, read in hangup
-            placeholder = lambda value: "" if value == "unknown" else value  # noqa: E731
-            self.callerid_num = placeholder(self.env.get("callerid", ""))
-            self.callerid_name = placeholder(self.env.get("calleridname", ""))
-        self.linkedid, self.cause, self.state = session.linkedid, session.hangupcause, session.state
-        self.dead, self.soft_hangup = session.dead, False
-
-    def read(self, name: str) -> Optional[str]:
-        """GET VARIABLE: a function when the name ends in ")", else a builtin, else a channel variable."""
-        if name.endswith(")") and "(" in name:
-            func, _, arg = name[:-1].partition("(")
-            key, arg = func.upper() + "(" + arg + ")", arg.strip().lower()
-            if func.upper() == "CALLERID":
-                return {"num": self.callerid_num, "number": self.callerid_num, "name": self.callerid_name,
-                        "all": '"%s" <%s>' % (self.callerid_name, self.callerid_num)}.get(arg)
-            if func.upper() == "CHANNEL":
-                return {"linkedid": self.linkedid, "uniqueid": self.env.get("uniqueid"),
-                        "name": self.name}.get(arg)
-            if key in self.functions or func.upper() != "CDR":
-                return self.functions.get(key)
-            return "0" if arg in ("billsec", "duration") else ""  # CDR(billsec) is 0 in a hangup handler
-        builtin = {"EXTEN": "extension", "CONTEXT": "context", "PRIORITY": "priority", "CHANNEL": "channel",
-                   "UNIQUEID": "uniqueid", "CALLINGPRES": "callingpres", "CALLINGANI2": "callingani2",
-                   "CALLINGTON": "callington", "CALLINGTNS": "callingtns"}.get(name)
-        if builtin:
-            return self.env.get(builtin)
-        if name == "HANGUPCAUSE":
-            return self.cause if self.dead else "0"
-        return self.vars.get(name)
-
-    def write(self, name: str, value: str) -> None:
-        if name.endswith(")") and "(" in name:
-            func, _, arg = name[:-1].partition("(")
-            if func.upper() == "CALLERID" and arg.lower() in ("num", "number", "name"):
-                setattr(self, "callerid_name" if arg.lower() == "name" else "callerid_num", value)
-            else:
-                self.functions[func.upper() + "(" + arg + ")"] = value
-        else:
-            self.vars[name.lstrip("_")] = value
-
-    def expand(self, text: str) -> str:
-        """GET FULL VARIABLE: substitute ``${NAME}`` and ``${FUNC(arg)}`` (nested too); unknown -> ""."""
-        out, i = [], 0
-        while i < len(text):
-            if not text.startswith("${", i):
-                out.append(text[i])
-                i += 1
-                continue
-            depth, j = 1, i + 2
-            while j < len(text) and depth:
-                depth += 1 if text.startswith("${", j) else -1 if text[j] == "}" else 0
-                j += 2 if text.startswith("${", j) else 1
-            if depth:
-                return "".join(out) + text[i:]
-            out.append(self.read(self.expand(text[i + 2:j - 1])) or "")
-            i = j
-        return "".join(out)
-
-
-@dataclass
-class SessionResult:
-    commands: List[bytes] = field(default_factory=list)  # command lines received, in order ("\n" kept)
-    replies: List[bytes] = field(default_factory=list)   # every reply sent after the env, HANGUP lines too
-    variables: Dict[str, str] = field(default_factory=dict)  # SET VARIABLE / EXEC Set(...) by the server
-    server_closed: bool = False                          # the server closed or half-closed first
-    timed_out: bool = False                              # ... or not within ``timeout``: the fake gave up
-    pipelined: bool = False                              # a command came before the previous one's reply
-    elapsed: float = 0.0
-    received: bytes = b""                                # every byte the server sent
-
-
 class FakeAsterisk:
-    """Connects to a FastAGI server the way Asterisk does and answers like the recorded Asterisk."""
+    """Replays a Scenario's sessions through agi/simulator.py, channels modelled on the recording."""
 
     def __init__(self, scenario: Scenario):
         self.scenario = scenario
         self.channels: Dict[str, Channel] = {}
         self.astdb: Dict[Tuple[str, str], str] = {}
+        self._applied: Dict[str, Dict[str, str]] = {}  # per channel: the recorded variables entered last
 
     def channel(self, index: int) -> Channel:
         name = self.scenario.sessions[index].agi_env.get("channel", "")
         return self.channels.setdefault(name, Channel(name))
 
-    def run_session(self, index, address, *, timeout=5.0, hangup_after=None, env_override=None):
+    def run_session(self, index, address, *, timeout=5.0, hangup_after=None, env_override=None) -> SessionResult:
         """Run recorded session ``index`` against the server at ``address``.
 
         ``hangup_after``: seconds after connect at which the caller hangs up (unsolicited
@@ -345,116 +195,21 @@ class FakeAsterisk:
         ``env_override``: raw bytes to send instead of the recorded env block (junk tests)."""
         session = self.scenario.sessions[index]
         chan = self.channel(index)
-        chan.enter(session)
-        hangup_after = session.hangup_at if hangup_after is None else hangup_after
-        result, start, buf, eof = SessionResult(), time.monotonic(), b"", False
-        hangup_time = None if hangup_after is None or chan.dead else start + hangup_after
-        sock = socket.create_connection(address, timeout=timeout)
-        try:
-            sock.sendall(session.env if env_override is None else env_override)
-            while True:
-                now = time.monotonic()
-                if not chan.dead and (chan.soft_hangup or (hangup_time is not None and now >= hangup_time)):
-                    chan.dead, hangup_time = True, None
-                    self._hangup_line(chan, sock, result)
-                    continue
-                if now >= start + timeout:
-                    result.timed_out = True
-                    break
-                if not eof:  # one wake-up of the socket
-                    sock.settimeout(min(start + timeout, hangup_time or float("inf")) - now)
-                    try:
-                        data = sock.recv(65536)
-                    except socket.timeout:
-                        continue
-                    except OSError:
-                        data = b""
-                    result.received += data
-                    eof, buf = not data, buf + data
-                    result.pipelined = result.pipelined or buf.count(b"\n") > 1
-                line, buf = _take_line(buf, eof)  # at most ONE command per wake-up
-                if line is None:
-                    if eof:
-                        break
-                    continue
-                result.commands.append(line)
-                self._send(sock, self._answer(chan, line, result), result)
-            result.server_closed = eof
-            if eof:
-                self._hangup_line(chan, sock, result)
-        finally:
-            sock.close()
-            result.elapsed = time.monotonic() - start
-        return result
+        self._enter(chan, session)
+        return run_session(address, session.env if env_override is None else env_override, chan,
+                           astdb=self.astdb, timeout=timeout,
+                           hangup_after=session.hangup_at if hangup_after is None else hangup_after)
 
-    def _hangup_line(self, chan, sock, result):
-        if chan.vars.get("AGISIGHUP", "").lower() not in _FALSE:
-            self._send(sock, b"HANGUP\n", result)
-
-    @staticmethod
-    def _send(sock, data: bytes, result: SessionResult) -> None:
-        result.replies.append(data)
-        try:
-            sock.sendall(data)
-        except OSError:  # EPIPE/ECONNRESET: the server is gone; Asterisk ignores it too
-            pass
-
-    def _answer(self, chan: Channel, line: bytes, result: SessionResult) -> bytes:
-        text = line.decode("utf-8", "surrogateescape")
-        argv = parse_args(text[:-1] if text.endswith("\n") else text)  # only "\n" is stripped, not "\r"
-        name = _find_command(argv)
-        if name is None:
-            return b"510 Invalid or unknown command\n"
-        if chan.dead and name not in _DEAD_OK:
-            return DEAD_REPLY
-        reply = self._run(name, chan, argv, result)
-        if reply is None:
-            usage = _USAGE.get(name, "(usage of %s: not recorded)\n" % name.upper())
-            reply = "520-Invalid command syntax.  Proper usage follows:\n%s520 End of proper usage.\n" % usage
-        return reply.encode("utf-8", "surrogateescape")
-
-    def _run(self, name: str, chan: Channel, argv: List[str], result: SessionResult) -> Optional[str]:
-        """One command's reply, or None for a 520 usage reply (the argc checks of res_agi.c)."""
-        argc, key = len(argv), tuple(argv[2:4])
-        if name == "set variable" and argc == 4:
-            chan.write(argv[2], argv[3])
-            result.variables[argv[2]] = argv[3]
-            return "200 result=1\n"
-        if name == "get variable" and argc == 3:
-            return _value(chan.read(argv[2]))
-        if name == "get full variable" and argc in (4, 5):  # argv[4]: another channel's name
-            return _value(chan.expand(argv[3]) if argc == 4 or argv[4] == chan.name else None)
-        if name == "exec" and argc >= 2:
-            return "200 result=%d\n" % self._exec(chan, argv[1].lower(), argv[2] if argc > 2 else "", result)
-        if name == "database put" and argc == 5:
-            self.astdb[key] = argv[4]
-            return "200 result=1\n"
-        if name == "database get" and argc == 4:
-            return _value(self.astdb.get(key))
-        if name == "database del" and argc == 4:
-            return "200 result=%d\n" % (self.astdb.pop(key, None) is not None)
-        if name == "verbose" and argc >= 2:
-            return "200 result=1\n"
-        if name == "answer":
-            chan.state = 6
-        if name in ("channel status", "hangup") and argc <= len(name.split()) + 1:
-            if argc == len(name.split()) + 1 and argv[-1] != chan.name:
-                return "200 result=-1\n"  # no such channel
-            chan.soft_hangup = name == "hangup"
-            return "200 result=1\n" if chan.soft_hangup else "200 result=%d\n" % chan.state
-        return None if name in _CHECKED else "200 result=0\n"  # noop, answer, what a CRM never uses
-
-    @staticmethod
-    def _exec(chan: Channel, app: str, options: str, result: SessionResult) -> int:
-        if app not in _APPS:
-            return -2
-        if app == "set" and "=" in options:
-            var, _, value = options.partition("=")
-            chan.write(var, value)
-            result.variables[var] = value
-        chan.soft_hangup = chan.soft_hangup or app == "hangup"
-        return 0 if app in _APPS_DEAD_OK or not (chan.dead or chan.soft_hangup) else -1
-
-
-def _value(value: Optional[str]) -> str:
-    return "200 result=0\n" if value is None else "200 result=1 (%s)\n" % value
+    def _enter(self, chan: Channel, session: RecordedSession) -> None:
+        """Bring the channel to where the recording had it when ``session`` started."""
+        applied = self._applied.get(chan.name, {})
+        for key, value in session.variables.items():  # keeps what earlier sessions SET meanwhile
+            if applied.get(key) != value:
+                chan.vars[key] = value
+        self._applied[chan.name], first, chan.env = dict(session.variables), not chan.env, session.agi_env
+        if first:  # later sessions keep what the server SET: CALLERID(name) set in incoming, read in hangup
+            placeholder = lambda value: "" if value == "unknown" else value  # noqa: E731
+            chan.callerid_num = placeholder(chan.env.get("callerid", ""))
+            chan.callerid_name = placeholder(chan.env.get("calleridname", ""))
+        chan.linkedid, chan.cause, chan.state = session.linkedid, session.hangupcause, session.state
+        chan.dead, chan.soft_hangup = session.dead, False

@@ -263,3 +263,29 @@ def test_slow_database_answers_in_time_and_links_the_call_when_the_lookup_lands(
         locker.close()
     row = call(db, incoming.variables["CRM_CALL_ID"])
     assert (row["parent_type"], row["parent_id"]) == ("Contacts", CONTACT)   # the late lookup was used
+
+
+def test_crmagi_down_at_call_start_the_hangup_still_logs_the_call(app, db):
+    """10b: AGI() to a dead server fails at once and the dialplan goes on; the include's
+    CRM_DIRECTION/CRM_DID let the hangup request write the whole call."""
+    fake = FakeAsterisk(load_scenario("01-inbound-answered"))
+    channel = fake.channel(1)
+    channel.write("CRM_DIRECTION", "Inbound")
+    channel.write("CRM_DID", "4930123400")
+    result = fake.run_session(1, app.agi.address)            # only the hangup handler reaches crmagi
+    assert result.server_closed
+    call_id = app.flow.call_id_for("", "1795699120.0")
+    row = call(db, call_id, status="Held")
+    assert (row["direction"], row["parent_type"], row["parent_id"]) == ("Inbound", "Contacts", CONTACT)
+    assert rows(db, HISTORY_CONTACT, rid=CONTACT) == [{"id": call_id}]
+    extra = crmagi_row(db, call_id)
+    assert extra["did"] == "4930123400" and extra["talk_seconds"] == 5
+
+
+def test_hangup_of_a_channel_crmagi_never_saw_writes_nothing(app, db, caplog):
+    fake = FakeAsterisk(load_scenario("01-inbound-answered"))
+    result = fake.run_session(1, app.agi.address)
+    assert result.server_closed
+    gevent.sleep(0.2)
+    assert rows(db, "SELECT COUNT(*) AS n FROM calls")[0]["n"] == 0
+    assert "not a crmagi call" in caplog.text

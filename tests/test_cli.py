@@ -1,0 +1,72 @@
+"""Tier c: the `crmagi` commands admins run, against the real SuiteCRM schema in MariaDB."""
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+
+from agi.cli import main
+
+PATSY = "13ca4a4c-562d-57d3-c959-6b082d7b086f"   # sample contact, phone_work (033) 097-7089, chris
+
+
+def ini(tmp_path, url, extra=""):
+    path = tmp_path / "crmagi.ini"
+    path.write_text("[crm]\nurl = %s\n%s" % (url, extra))
+    return str(path)
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_check_fix_creates_what_crmagi_owns(crm_url_module, tmp_path):
+    path = ini(tmp_path, crm_url_module)
+    first = run("check", "-c", path)
+    assert first.exit_code == 1
+    assert "[lookup] anonymous_account: accounts.id 'crmagi-virtual-account' not found" in first.output
+    fixed = run("check", "-c", path, "--fix")
+    assert fixed.exit_code == 0, fixed.output
+    assert "virtual account crmagi-virtual-account: created" in fixed.output
+    again = run("check", "-c", path)
+    assert again.exit_code == 0 and again.output.rstrip().endswith("OK")
+    engine = create_engine(crm_url_module)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM crmagi_calls")).scalar() == 0
+        assert conn.execute(text("SELECT deleted FROM accounts WHERE id='crmagi-virtual-account'")).scalar() == 0
+    engine.dispose()
+
+
+def test_check_names_missing_columns(crm_url_module, tmp_path):
+    path = ini(tmp_path, crm_url_module,
+               "[users]\nextension_field = asterisk_ext_c\n[lookup]\nmodules = Contacts, Vendors\n"
+               "[module:Vendors]\ntable = vendors\nphone_fields = phone\n")
+    result = run("check", "-c", path)
+    assert result.exit_code == 1
+    assert "users_cstm" in result.output and "asterisk_ext_c" in result.output
+    assert "vendors" in result.output
+
+
+def test_check_unreachable_database_names_the_key(tmp_path):
+    result = run("check", "-c", ini(tmp_path, "mysql+pymysql://root@127.0.0.1:1/suitecrm"))
+    assert result.exit_code == 1 and "ERROR [crm] url: cannot connect" in result.output
+
+
+def test_check_bad_config_value(tmp_path):
+    result = CliRunner().invoke(main, ["check", "-c", ini(tmp_path, "x", "[agi]\ntimeout = soon\n")])
+    assert result.exit_code == 1 and "config [agi] timeout: 'soon' is not a number" in result.output
+
+
+def test_lookup_found_and_unknown(crm_url_module, tmp_path):
+    path = ini(tmp_path, crm_url_module)
+    found = run("lookup", "-c", path, "033-097-7089")
+    assert found.exit_code == 0, found.output
+    assert "module:    Contacts" in found.output and PATSY in found.output
+    assert "Patsy Beauchesne" in found.output and "seed_chris_id" in found.output
+    unknown = run("lookup", "-c", path, "+1 212 555 0199")
+    assert unknown.exit_code == 1 and "unknown" in unknown.output
+
+
+def test_serve_without_url_is_a_clear_error(tmp_path):
+    path = tmp_path / "empty.ini"
+    path.write_text("[agi]\nlisten = 127.0.0.1:0\n")
+    result = CliRunner().invoke(main, ["serve", "-c", str(path)])
+    assert result.exit_code == 1 and "config [crm] url: required" in result.output
