@@ -6,6 +6,8 @@ on port 0; ``stop(timeout)`` drains running sessions, then flushes the spool.
 import logging
 import os
 
+import gevent
+
 from crmsync.calls import CallStore
 from crmsync.db import make_engine
 from crmsync.directory import Directory
@@ -68,7 +70,17 @@ class App:
             log.warning("cannot prepare crmagi tables yet (%s); will write calls when the CRM is back", exc)
         self.writer.start()
         self.agi.start()
+        gevent.spawn(self._warm_up)
         return self
+
+    def _warm_up(self):
+        """Reflect the tables and load the users before the first call, not during it."""
+        try:
+            self.directory.problems()
+            self.directory.user(self.config.crm.system_user)
+            self.directory.lookup("+1 650 253 0000")    # also loads phonenumbers' metadata
+        except Exception as exc:
+            log.warning("CRM not ready yet (%s); lookups answer CRM_STATUS=error until it is", exc)
 
     def stop(self, timeout=5.0):
         self.agi.stop(timeout=timeout)
@@ -76,7 +88,6 @@ class App:
         self.engine.dispose()
 
     def serve_forever(self):
-        import gevent
         import signal
 
         stopped = gevent.event.Event()

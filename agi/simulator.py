@@ -170,7 +170,7 @@ class SimulatedCall:
         name = channel or "PJSIP/%s-%08x" % ("trunk" if direction == "incoming" else callerid or "phone", serial)
         direction_var = {"CRM_DIRECTION": "Inbound" if direction == "incoming" else "Outbound"}
         self.channel = Channel(name, callerid=callerid, calleridname=calleridname, linkedid=self.uniqueid,
-                               variables=dict(direction_var, **dict(variables or {})))
+                               variables={**direction_var, **(variables or {})})
         self.astdb = {} if astdb is None else astdb
         self.threadid = DEFAULT_THREADID + serial * 512000
 
