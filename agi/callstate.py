@@ -6,7 +6,7 @@ the hangup alone can write a complete Call even if the start write was lost.
 """
 import re
 from datetime import datetime, timezone
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from crmsync.models import CallRecord
 
@@ -16,6 +16,8 @@ FIELDS = ("call_id", "linkedid", "uniqueid", "direction", "number", "did", "exte
           "assigned_user_id", "lookup_status", "started_at")
 PLACEHOLDERS = {"", "unknown", "<unknown>"}
 _TECH = re.compile(r"^[A-Za-z][A-Za-z0-9]*/")
+_ESCAPE = {ord(c): "%%%02X" % ord(c) for c in "%|\r\n\x00"}
+MAX_NAME = 100    # keeps CRM_CALL far below Asterisk's 2047-byte command line
 
 
 def pack(record: CallRecord) -> str:
@@ -24,7 +26,9 @@ def pack(record: CallRecord) -> str:
         value = getattr(record, name)
         if name == "started_at":
             value = "%.3f" % value.timestamp()
-        values.append(quote(value or "", safe="+@.:-_ "))
+        if name == "parent_name":
+            value = (value or "")[:MAX_NAME]
+        values.append((value or "").translate(_ESCAPE))
     return "|".join([VERSION] + values)
 
 

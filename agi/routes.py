@@ -85,12 +85,15 @@ def _linkedid(session):
     return session.get_full_variable("${CHANNEL(linkedid)}") or session.env.get("uniqueid", "")
 
 
+MAX_VALUE = 255          # Asterisk reads at most 2047 bytes per command line
+
+
 def _answer(session, values, result, flow):
     for name, value in values.items():
-        session.set_variable(name, value)
+        session.set_variable(name, value[:MAX_VALUE])
     caller = result.caller if result else None
     if caller and flow.set_callerid_name and caller.name:
-        session.set_variable("CALLERID(name)", caller.name)
+        session.set_variable("CALLERID(name)", caller.name[:80])
 
 
 def _apply_lookup(record, result, flow, direction):
