@@ -61,7 +61,8 @@ class App:
         self.agi = FastAgiServer(config.agi.listen, Router(routes.ROUTES), self.flow,
                                  env_timeout=config.agi.reply_timeout,
                                  reply_timeout=config.agi.reply_timeout,
-                                 max_sessions=config.agi.max_sessions)
+                                 max_sessions=config.agi.max_sessions,
+                                 reuse_port=config.agi.workers > 1)
 
     def start(self):
         try:

@@ -37,16 +37,24 @@ def main():
 @main.command()
 @CONFIG_OPTION
 @click.option("--listen", help="Override [agi] listen (host:port).")
+@click.option("--worker", type=int, default=None, hidden=True, help="Run as worker N of [agi] workers.")
 @click.option("-v", "--verbose", is_flag=True)
-def serve(config_path, listen, verbose):
-    """Run the FastAGI server."""
+def serve(config_path, listen, worker, verbose):
+    """Run the FastAGI server (several worker processes with [agi] workers)."""
+    import dataclasses
+
     from .app import App
+    from .workers import run_workers, worker_spool
 
     _logging(verbose)
-    overrides = {"agi": {"listen": listen}} if listen else None
-    cfg = _load(config_path, overrides)
+    cfg = _load(config_path, {"agi": {"listen": listen}} if listen else None)
     try:
         config_mod.require_url(cfg)
+        if worker is None and cfg.agi.workers > 1:
+            sys.exit(run_workers(config_path, cfg.agi.workers, listen))
+        if worker is not None:
+            agi = dataclasses.replace(cfg.agi, spool=worker_spool(cfg.agi.spool, worker))
+            cfg = dataclasses.replace(cfg, agi=agi)
         app = App(cfg).start()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

@@ -4,6 +4,7 @@ A bad peer (junk, a half-sent environment, an over-long line, a stall) costs
 one log line and its own connection, never the server or other calls.
 """
 import logging
+import socket
 import time
 
 from gevent.pool import Pool
@@ -36,14 +37,27 @@ class Router:
         return sorted(self._routes)
 
 
+def make_listener(address, backlog=1024):
+    """A listening socket several worker processes can bind at once; the kernel spreads connections."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    sock.listen(backlog)
+    return sock
+
+
 class FastAgiServer:
-    def __init__(self, listen, router, flow, env_timeout=2.0, reply_timeout=2.0, max_sessions=500):
+    def __init__(self, listen, router, flow, env_timeout=2.0, reply_timeout=2.0, max_sessions=500,
+                 reuse_port=False):
         self.router = router
         self.flow = flow
         self.env_timeout = env_timeout
         self.reply_timeout = reply_timeout
         self.pool = Pool(max_sessions)
-        self.server = StreamServer(listen, self.handle, spawn=self.pool)
+        listener = make_listener(listen) if reuse_port else listen
+        self.server = StreamServer(listener, self.handle, spawn=self.pool)
         self.stats = {"sessions": 0, "errors": 0}
 
     @property
