@@ -45,3 +45,19 @@ class ConfigError(Exception):
 
 class HaltServer(BaseException):
     """Fatal: stop the whole process (reserved for unrecoverable start-up errors)."""
+
+
+class AmiError(Exception):
+    """Any failure talking to the Asterisk Manager Interface."""
+
+
+class AmiProtocolError(AmiError):
+    """The peer sent bytes that are not AMI."""
+
+
+class AmiDisconnected(AmiError):
+    """The AMI connection is down; pending actions fail with this instead of waiting."""
+
+
+class AmiActionFailed(AmiError):
+    """Asterisk answered an action with Response: Error."""

@@ -1,0 +1,120 @@
+"""Tier b: the AMI client against a fake Asterisk Manager that replays recordings and drops the link."""
+import gevent
+import pytest
+
+from agi.amiclient import AmiClient, Backoff
+from agi.errors import AmiDisconnected
+from fake_ami import FakeAmi, recorded_events
+
+
+class Recorder:
+    def __init__(self):
+        self.events, self.connected = [], 0
+
+    def on_event(self, message):
+        self.events.append(message)
+
+    def on_connected(self, client):
+        self.connected += 1
+
+
+def wait(predicate, timeout=5.0):
+    with gevent.Timeout(timeout):
+        while not predicate():
+            gevent.sleep(0.01)
+
+
+@pytest.fixture
+def fake():
+    server = FakeAmi(recorded_events("01-inbound-answered")).start()
+    yield server
+    server.stop()
+
+
+def client_for(fake, handler, **kwargs):
+    return AmiClient("127.0.0.1", fake.port, "crm", "crmsecret", handler, timeout=1.0,
+                     backoff=Backoff(first=0.01, cap=0.1), **kwargs).start()
+
+
+def test_receives_every_recorded_event_unescaped(fake):
+    expected = len(fake.events)
+    rec = Recorder()
+    client = client_for(fake, rec)
+    try:
+        wait(lambda: len(rec.events) == expected)
+        names = [m.get("CallerIDName") for m in rec.events if m.event == "DialBegin"]
+        assert 'Anna "Annie" O\'Neil' in names
+        login = fake.actions[0]
+        assert (login["Action"], login["Username"], login["Events"]) == ("Login", "crm", "on")
+        assert rec.connected == 1
+    finally:
+        client.stop()
+
+
+def test_reconnects_after_restart_and_loses_nothing(fake):
+    expected = len(fake.events)
+    fake.drop_after = 100
+    rec = Recorder()
+    client = client_for(fake, rec)
+    try:
+        wait(lambda: len([m for m in rec.events if m.event != "Shutdown"]) == expected)
+        assert fake.connections == 2 and rec.connected == 2
+        assert client.stats["disconnects"] >= 1
+        assert [m.event for m in rec.events].count("Shutdown") == 1
+    finally:
+        client.stop()
+
+
+def test_refused_connects_back_off_then_connect(fake):
+    fake.refuse = True
+    rec = Recorder()
+    client = client_for(fake, rec)
+    try:
+        gevent.sleep(0.3)
+        assert rec.connected == 0
+        fake.refuse = False
+        wait(lambda: rec.connected == 1)
+    finally:
+        client.stop()
+
+
+def test_actions_and_list_actions(fake):
+    client = client_for(fake, Recorder())
+    try:
+        client.connected.wait(2)
+        assert client.action("Ping").get("Ping") == "Pong"
+        response, events = client.action("CoreShowChannels", collect=True)
+        assert response.response == "Success" and events == []
+    finally:
+        client.stop()
+
+
+def test_an_action_on_a_dead_link_fails_fast(fake):
+    client = client_for(fake, Recorder())
+    try:
+        client.connected.wait(2)
+        client._sock.close()                 # the socket dies under a waiting action
+        with pytest.raises(AmiDisconnected):
+            client.action("Ping", timeout=2)
+    finally:
+        client.stop()
+
+
+def test_wrong_secret_is_retried_with_backoff_not_a_tight_loop(fake):
+    fake.secret = "other"
+    client = client_for(fake, Recorder())
+    try:
+        gevent.sleep(0.5)
+        logins = [a for a in fake.actions if a.get("Action") == "Login"]
+        assert 2 <= len(logins) <= 15        # backs off between attempts (cap 0.1 s here)
+        assert not client.connected.is_set()
+    finally:
+        client.stop()
+
+
+def test_backoff_is_capped_and_jittered():
+    backoff = Backoff(first=0.05, cap=2.0, rng=lambda: 1.0)
+    delays = [backoff.next() for _ in range(10)]
+    assert delays[0] == 0.05 and max(delays) == 2.0
+    backoff.reset()
+    assert Backoff(first=0.05, cap=2.0, rng=lambda: 0.0).next() == 0.025

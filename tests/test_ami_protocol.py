@@ -1,0 +1,90 @@
+"""Tier a: the AMI codec on every byte Asterisk 22 sent in the recordings."""
+import glob
+import os
+
+import pytest
+
+from agi import amiproto
+from agi.errors import AmiProtocolError
+from conftest import ASTERISK
+
+STREAMS = sorted(glob.glob(str(ASTERISK / "*.ami.txt")))
+
+
+def messages(path):
+    data = open(path, "rb").read()
+    banner, rest = amiproto.split_banner(data)
+    frames, rest = amiproto.split_frames(rest)
+    assert rest == b""
+    return banner, [amiproto.unescape(amiproto.parse_frame(f)) for f in frames]
+
+
+@pytest.mark.parametrize("path", STREAMS, ids=os.path.basename)
+def test_every_recorded_stream_parses_completely(path):
+    banner, msgs = messages(path)
+    assert banner == "Asterisk Call Manager/11.0.0"
+    assert msgs[0].response == "Success" and msgs[0].action_id == "login-1"
+    assert all(m.event or m.response for m in msgs)
+    assert all(key for m in msgs for key, _ in m.headers)          # no stray text lines
+    if not path.endswith("09-restart-before.ami.txt"):
+        assert msgs[-1].response == "Goodbye"
+
+
+def test_stream_split_at_every_byte_boundary_gives_the_same_messages():
+    data = open(ASTERISK / "05a-queue-ringall.ami.txt", "rb").read()
+    _, rest = amiproto.split_banner(data)
+    whole, _ = amiproto.split_frames(rest)
+    got, buf = [], b""
+    for i in range(0, len(rest), 997):                  # arbitrary TCP segment sizes
+        frames, buf = amiproto.split_frames(buf + rest[i:i + 997])
+        got.extend(frames)
+    assert got == whole and buf == b""
+
+
+def test_caller_names_are_unescaped_except_in_originate_response():
+    _, msgs = messages(ASTERISK / "03d-inbound-hostile-callerid.ami.txt")
+    names = {m.get("CallerIDName") for m in msgs if m.event == "DialBegin"}
+    assert "Robert'); DROP TABLE calls;-- \"Bobby\"" in names
+    raw = [m for m in msgs if m.event == "OriginateResponse"]
+    assert raw and raw[0].get("CallerIDName") == "Robert'); DROP TABLE calls;-- \"Bobby\""
+    dial = [m for m in msgs if m.event == "DialBegin"][0]
+    assert dial.get("DestConnectedLineName") == "Robert'); DROP TABLE calls;-- \"Bobby\""
+    cdr = [m for m in msgs if m.event == "Cdr"][0]
+    assert cdr.get("CallerID").startswith('"Robert\'); DROP TABLE calls;-- \\"Bobby\\""')   # not a snapshot
+
+
+def test_repeated_keys_are_kept_in_order():
+    msg = amiproto.parse_frame(b"Event: X\r\nVariable: A=1\r\nVariable: B=2\r\nEmpty: \r\nNoSpace:x")
+    assert msg.getall("Variable") == ["A=1", "B=2"] and msg.get("Empty") == "" and msg["NoSpace"] == "x"
+
+
+def test_format_action_matches_the_recorded_login():
+    sent = open(ASTERISK / "01-inbound-answered.ami-sent.txt", "rb").read()
+    login = amiproto.format_action("Login", "login-1", [("Username", "crm"), ("Secret", "crmsecret"),
+                                                        ("Events", "on")])
+    assert login.replace(b"ActionID: login-1\r\n", b"") in sent.replace(b"ActionID: login-1\r\n", b"")
+    originate = amiproto.format_action("Originate", "c2c-101-0001", [
+        ("Channel", "Local/101@phones/n"), ("Variable", "A=1"), ("Variable", "B=2")])
+    assert originate.count(b"Variable: ") == 2 and originate.endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("value", ["x\r\nAction: Originate", "x\nEvents: on"])
+def test_format_action_refuses_header_injection(value):
+    with pytest.raises(ValueError):
+        amiproto.format_action("Originate", "1", [("CallerID", value)])
+
+
+@pytest.mark.parametrize("junk", [b"HTTP/1.1 200 OK\r\n", b"x" * 300])
+def test_junk_instead_of_a_banner(junk):
+    with pytest.raises(AmiProtocolError):
+        amiproto.split_banner(junk)
+
+
+def test_oversized_message_is_refused():
+    with pytest.raises(AmiProtocolError):
+        amiproto.split_frames(b"Event: X\r\nData: " + b"y" * (amiproto.MAX_FRAME + 1))
+
+
+def test_frame_without_header_is_refused():
+    with pytest.raises(AmiProtocolError):
+        amiproto.parse_frame(b"just some text")
