@@ -115,6 +115,29 @@ class UsersSettings:
 
 
 @dataclass(frozen=True)
+class AmiSettings:
+    host: str = setting("", _str, "Asterisk Manager host; empty: no AMI listener (AGI only)")
+    port: int = setting(5038, _int, "Asterisk Manager port")
+    username: str = setting("", _str, "manager.conf user (read = call,agent,dialplan,system; write = originate)")
+    secret: str = setting("", _str, "its secret")
+    ping_interval: float = setting(20.0, _float, "seconds between keepalive Pings")
+    timeout: float = setting(5.0, _float, "seconds to wait for a connect or an action's response")
+    inbound_contexts: Tuple[str, ...] = setting(("from-pstn", "from-trunk", "from-external"), _list,
+                                                "dialplan contexts where calls from outside arrive")
+    outbound_contexts: Tuple[str, ...] = setting(("from-internal",), _list, "contexts where phones place outside calls")
+    ignore_contexts: Tuple[str, ...] = setting((), _list, "contexts whose calls are not followed at all")
+    call_ttl: float = setting(14400.0, _float, "seconds after which a call AMI never ended is dropped from memory")
+
+
+@dataclass(frozen=True)
+class DidSettings:
+    number: str = setting("", _str, "the DID (section suffix)")
+    campaign: str = setting("", _str, "campaigns.id to record on calls to this number")
+    lead_source: str = setting("", _str, "lead source to record (SuiteCRM lead_source_dom key)")
+    group: str = setting("", _str, "responsible group (free text) for calls to this number")
+
+
+@dataclass(frozen=True)
 class DialplanSettings:
     agi_host: str = setting("", _str, "host Asterisk uses to reach crmagi (default: the [agi] listen host)")
     owner_dial: str = setting("PJSIP/${CRM_OWNER_EXTEN}", _str, "Dial() string that rings the responsible user")
@@ -140,7 +163,9 @@ class Config:
     lookup: LookupSettings = LookupSettings()
     users: UsersSettings = UsersSettings()
     dialplan: DialplanSettings = DialplanSettings()
+    ami: AmiSettings = AmiSettings()
     modules: Tuple[ModuleSettings, ...] = ()
+    dids: Tuple[DidSettings, ...] = ()
     source: Optional[str] = None
 
     def module(self, name):
@@ -151,7 +176,7 @@ class Config:
 
 
 SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
-            "dialplan": DialplanSettings}
+            "dialplan": DialplanSettings, "ami": AmiSettings}
 
 
 def _build(section, cls, values, base=None):
@@ -213,8 +238,9 @@ def load(path=None, environ: Mapping[str, str] = None,
     environ = os.environ if environ is None else environ
     overrides = overrides or {}
     for name in raw:
-        if name not in SECTIONS and not name.startswith("module:"):
-            raise ConfigError("config [%s]: unknown section (known: %s, module:<Name>)" % (name, ", ".join(SECTIONS)))
+        if name not in SECTIONS and not name.startswith(("module:", "did:")):
+            raise ConfigError("config [%s]: unknown section (known: %s, module:<Name>, did:<Number>)"
+                              % (name, ", ".join(SECTIONS)))
     built = {}
     for section, cls in SECTIONS.items():
         obj = _build(section, cls, raw.get(section, {}))
@@ -225,7 +251,9 @@ def load(path=None, environ: Mapping[str, str] = None,
     for name in raw:
         if name.startswith("module:") and name[7:] not in built["lookup"].modules:
             raise ConfigError("config [%s]: module is not listed in [lookup] modules" % name)
-    return Config(modules=modules, source=path, **built)
+    dids = tuple(_build(name, DidSettings, dict(values, number=name[4:]))
+                 for name, values in raw.items() if name.startswith("did:"))
+    return Config(modules=modules, dids=dids, source=path, **built)
 
 
 def _relative_spool(agi, path):
@@ -265,6 +293,8 @@ def _show(section, key, value):
         return "yes" if value else "no"
     if section == "crm" and key == "url":
         return _mask_url(value)
+    if section == "ami" and key == "secret":
+        return "***" if value else ""
     return str(value)
 
 
@@ -280,9 +310,10 @@ def _mask_url(url):
 def reference():
     """(section, key, default, help) rows for the README's config reference."""
     rows = []
-    for section, cls in list(SECTIONS.items()) + [("module:<Name>", ModuleSettings)]:
+    extra = [("module:<Name>", ModuleSettings), ("did:<Number>", DidSettings)]
+    for section, cls in list(SECTIONS.items()) + extra:
         for f in dataclasses.fields(cls):
-            if section.startswith("module") and f.name == "name":
+            if f.name in ("name", "number") and ":" in section:
                 continue
             rows.append((section, f.name, _show(section, f.name, f.default) if section != "crm" or f.name != "url" else "", f.metadata["help"]))
     return rows
