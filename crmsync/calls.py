@@ -60,6 +60,13 @@ CRMAGI_CALLS = Table(
     Column("started_at", DateTime),
     Column("ended_at", DateTime),
     Column("updated_at", DateTime),
+    # Filled from the AMI call model (issue #4); added to older tables by ensure_tables.
+    Column("transfer_extension", String(64)),
+    Column("transfer_user_id", String(36)),
+    Column("transfers", Integer),
+    Column("campaign", String(36)),
+    Column("lead_source", String(100)),
+    Column("did_group", String(100)),
     mysql_engine="InnoDB",
 )
 
@@ -136,10 +143,20 @@ class CallStore:
                 # Another crmagi may have created it between the check and the CREATE.
                 if not inspect(self.engine).has_table(CRMAGI_CALLS.name):
                     raise
+            self._add_missing_columns()
             self._schema.check()
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
         self._ready = True
+
+    def _add_missing_columns(self):
+        """crmagi_calls gained columns after its first release: add them to an older table."""
+        present = {col["name"] for col in inspect(self.engine).get_columns(CRMAGI_CALLS.name)}
+        missing = [col for col in CRMAGI_CALLS.c if col.name not in present]
+        with self.engine.begin() as conn:
+            for col in missing:
+                kind = col.type.compile(dialect=self.engine.dialect)
+                conn.exec_driver_sql("ALTER TABLE crmagi_calls ADD COLUMN %s %s" % (col.name, kind))
 
     def start(self, rec):
         """Insert the call; False (and nothing changed) when the call id already exists."""
@@ -164,7 +181,7 @@ class CallStore:
             raise _unavailable(exc) from exc
 
     def _get(self, call_id):
-        calls = self._table("calls")
+        calls = self.table("calls")
         query = (select(CRMAGI_CALLS, calls.c.assigned_user_id)
                  .select_from(CRMAGI_CALLS.outerjoin(calls, calls.c.id == CRMAGI_CALLS.c.call_id))
                  .where(CRMAGI_CALLS.c.call_id == call_id))
@@ -199,7 +216,7 @@ class CallStore:
     def _finish_in(self, conn, rec):
         now = _now()
         # FOR UPDATE serialises concurrent finishes of one call on MySQL.
-        row = conn.execute(select(CRMAGI_CALLS.c.ended_at)
+        row = conn.execute(select(CRMAGI_CALLS.c.ended_at, CRMAGI_CALLS.c.transfer_user_id)
                            .where(CRMAGI_CALLS.c.call_id == rec.call_id)
                            .with_for_update()).first()
         if row is None:
@@ -210,19 +227,20 @@ class CallStore:
         done = dataclasses.replace(rec, status=status, outcome=result)
         ended = _utc(rec.ended_at) or now
         hours, minutes = rules.duration_parts(rec.talk_seconds)
-        calls = self._table("calls")
+        calls = self.table("calls")
         owner = conn.execute(select(calls.c.assigned_user_id)
                              .where(calls.c.id == rec.call_id)).scalar()
         values = {"status": status, "duration_hours": hours, "duration_minutes": minutes,
                   "date_end": ended, "name": rules.subject(done),
                   "description": rules.description(done),
                   "date_modified": now, "modified_user_id": self.system_user}
-        if rec.answered_user_id and rec.answered_user_id != owner:
+        transferred = row is not None and row.transfer_user_id
+        if rec.answered_user_id and rec.answered_user_id != owner and not transferred:
             # The agent who took the call owns it ("My Calls"); the first owner keeps a link.
             values["assigned_user_id"] = rec.answered_user_id
         conn.execute(update(calls).where(calls.c.id == rec.call_id).values(**_fit(calls, values)))
         if rec.answered_user_id:
-            self._link_user(conn, rec.call_id, rec.answered_user_id, now)
+            self.link_user(conn, rec.call_id, rec.answered_user_id, now)
         end = {key: getattr(done, key) for key in _END_FIELDS}
         end.update(ended_at=ended, updated_at=now)
         conn.execute(update(CRMAGI_CALLS).where(CRMAGI_CALLS.c.call_id == rec.call_id)
@@ -243,7 +261,7 @@ class CallStore:
             "parent_name": rec.parent_name, "link_table": rec.link_table or None,
             "link_column": rec.link_column or None, "lookup_status": rec.lookup_status,
             "status": "Planned", "started_at": started, "updated_at": now})))
-        calls = self._table("calls")
+        calls = self.table("calls")
         conn.execute(insert(calls).values(**_fit(calls, {
             "id": rec.call_id, "name": rules.subject(planned),
             "description": rules.description(planned),
@@ -256,16 +274,16 @@ class CallStore:
             "parent_type": parent, "parent_id": rec.parent_id if parent else None,
             "status": "Planned", "direction": rules.normalize_direction(rec.direction)})))
         if parent and rec.link_table:
-            link = self._table(rec.link_table)
+            link = self.table(rec.link_table)
             conn.execute(insert(link).values(**_fit(link, {
                 "id": str(uuid.uuid4()), "call_id": rec.call_id, rec.link_column: rec.parent_id,
                 "required": "1", "accept_status": "none", "date_modified": now, "deleted": 0})))
         if rec.assigned_user_id:
-            self._link_user(conn, rec.call_id, rec.assigned_user_id, now)
+            self.link_user(conn, rec.call_id, rec.assigned_user_id, now)
 
-    def _link_user(self, conn, call_id, user_id, now):
+    def link_user(self, conn, call_id, user_id, now):
         """calls_users (accept) for the user, unless a live link exists already."""
-        users = self._table("calls_users")
+        users = self.table("calls_users")
         exists = conn.execute(select(users.c.id).where(and_(
             users.c.call_id == call_id, users.c.user_id == user_id, users.c.deleted == 0))).first()
         if exists is None:
@@ -273,7 +291,7 @@ class CallStore:
                 "id": str(uuid.uuid4()), "call_id": call_id, "user_id": user_id,
                 "required": "1", "accept_status": "accept", "date_modified": now, "deleted": 0})))
 
-    def _table(self, name):
+    def table(self, name):
         if name in CALL_TABLES:
             return self._schema.table(name)
         # Link tables come from configuration; each is reflected on first use.

@@ -106,3 +106,24 @@ class CallRecord:
             if data.get(key):
                 data[key] = datetime.fromisoformat(data[key]).astimezone(timezone.utc)
         return cls(**data)
+
+
+@dataclass
+class LiveUpdate:
+    """What the AMI call model learned about a call while it ran (answered, transferred, ...)."""
+    call_id: str
+    kind: str                           # answered | transferred | recording | attribution
+    extension: Optional[str] = None     # answering / transfer-target extension
+    user_id: Optional[str] = None       # the CRM user of that extension
+    path: Optional[str] = None          # recording
+    did: Optional[str] = None
+    campaign: Optional[str] = None
+    lead_source: Optional[str] = None
+    group: Optional[str] = None
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(**data)

@@ -15,9 +15,9 @@ import time
 import gevent
 from gevent.event import Event
 
-from .models import CallRecord
+from .models import CallRecord, LiveUpdate
 
-KINDS = ("start", "finish")
+KINDS = ("start", "finish", "live")
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS ops (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,8 +88,9 @@ class CallWriter:
     """Writes CallRecords through a CallStore, falling back to the Spool; never raises."""
 
     def __init__(self, store, spool, timeout=0.5, flush_interval=5.0,
-                 log=logging.getLogger("crmsync.writer")):
+                 log=logging.getLogger("crmsync.writer"), live=None):
         self.store = store
+        self.live = live        # crmsync.livecalls.LiveCalls, for "live" ops
         self.spool = spool
         self.timeout = timeout
         self.flush_interval = flush_interval
@@ -98,6 +99,18 @@ class CallWriter:
         self._stopping = Event()
         self._flusher = None
         self._down = False      # inside a failure streak: log the first failure only
+
+    def submit_live(self, change):
+        """A live update (AMI): applied now, or spooled behind a pending start; never raises.
+
+        With nothing spooled, an update for a call that has no row is not a crmagi call
+        (internal, ignored, never reached the AGI) and is dropped."""
+        if self.live is None:
+            return False
+        if len(self.spool):
+            self.spool.push("live", change.to_json())
+            return False
+        return self.submit("live", change)
 
     def submit(self, kind, rec):
         """Write now if the CRM answers within ``timeout``; otherwise spool.  True = written."""
@@ -135,7 +148,7 @@ class CallWriter:
                     try:
                         if kind not in KINDS:
                             raise ValueError("unknown call op %r" % (kind,))
-                        rec = CallRecord.from_json(payload)
+                        rec = (LiveUpdate if kind == "live" else CallRecord).from_json(payload)
                     except (TypeError, ValueError, KeyError) as exc:
                         # Undecodable: it can never apply, and would block every op behind it.
                         self.log.error("dropping undecodable spooled op %s (%s): %s %r",
@@ -187,6 +200,8 @@ class CallWriter:
                 self.store.start(rec)
             elif kind == "finish":
                 self.store.finish(rec)
+            elif kind == "live" and self.live is not None:
+                self.live.apply(rec)        # False (no such call) is final, not an error
             else:
                 return "unknown call op %r" % (kind,)
             return None
