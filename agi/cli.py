@@ -138,5 +138,8 @@ def demo(directory, listen, once):
     sys.exit(run_demo(directory, listen, once, echo=click.echo))
 
 
+main.add_command(__import__("agi.cli_index", fromlist=["index"]).index)
+
+
 if __name__ == "__main__":
     main()

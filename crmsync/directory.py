@@ -1,12 +1,22 @@
 """Who is calling: a caller number -> the SuiteCRM record it belongs to, and its owner.
 
 Each configured module is searched in the configured order and the first module
-with a match wins.  Per module there is ONE query: a scan of the records whose
-phone columns, stripped of `` -().+/``, contain the caller's last
-``suffix_digits`` digits (a bound parameter, never SQL built from the caller
-ID).  "Contain", not "end with": a stored ``… доб. 12`` or ``… x12`` must not hide
-the number in front of it.  Every candidate column is then verified in Python
-with ``phone.match``.
+with a match wins.  Two ways to find the candidates (crmsync/records.py), and
+``explain`` says which one was used:
+
+index
+    When ``crmagi_phone_index`` is ready (crmsync/phoneindex.py; asked once,
+    then every ``index_check_seconds``): ONE indexed range read of the values
+    ending with the caller's last ``suffix_digits`` digits (all of them when
+    the caller has fewer), then ONE query per module that has candidates,
+    fetching those records by id with ``deleted = 0`` and their current phone
+    values.  A stale index row can cost a fetch, never a wrong match.
+scan
+    Otherwise (SQLite, index not installed or not rebuilt): ONE query per
+    module scanning the records whose phone columns contain those digits.
+
+Either way the digits are a bound parameter, never SQL built from the caller ID,
+and every candidate column is verified in Python with ``phone.match``.
 
 Tie-break, when several records or columns of the winning module match:
 
@@ -28,16 +38,16 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import NamedTuple, Optional
 
-from sqlalchemy import bindparam, exc as sa_exc, func, or_, select
+from sqlalchemy import exc as sa_exc, select
 
 from . import phone
 from .db import CrmUnavailable, Schema, SchemaError
 from .models import Caller, LookupResult, LookupRules, User
+from .phoneindex import MAX_CANDIDATES, PhoneIndex
+from .records import MAX_SCAN_ROWS, module_query, name_fields
 
 log = logging.getLogger(__name__)
 
-MAX_CANDIDATES = 200
-_SEPARATORS = (" ", "-", "(", ")", ".", "+", "/")
 _MODULE_COLUMNS = ("id", "deleted", "assigned_user_id", "date_modified")
 _USER_COLUMNS = ("id", "user_name", "first_name", "last_name", "status", "deleted")
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
@@ -75,22 +85,6 @@ def _database_errors():
         raise CrmUnavailable("CRM database unavailable: %s" % (getattr(exc, "orig", None) or exc)) from exc
 
 
-def _digits_only(column):
-    """The column without the separators people type; portable to SQLite and MariaDB."""
-    expr = column
-    for char in _SEPARATORS:
-        expr = func.replace(expr, char, "")
-    return expr
-
-
-def _name_fields(spec, table):
-    if spec.name_fields:
-        return spec.name_fields
-    if "first_name" in table.c and "last_name" in table.c:
-        return ("first_name", "last_name")
-    return ("name",)
-
-
 def _recency(modified):
     """Sorts the most recent date_modified first, and a missing one last."""
     return -(modified - datetime.min).total_seconds() if modified else float("inf")
@@ -111,10 +105,14 @@ def _extension(raw, max_digits):
 class Directory:
     """Caller lookup over the configured SuiteCRM modules, and the active users."""
 
-    def __init__(self, engine, rules: LookupRules, users_cache_seconds: float = 30.0):
+    def __init__(self, engine, rules: LookupRules, users_cache_seconds: float = 30.0,
+                 use_index: bool = True, index_check_seconds: float = 60.0):
         self.engine = engine
         self.rules = rules
         self.users_cache_seconds = users_cache_seconds
+        self.index = PhoneIndex(engine, rules) if use_index else None
+        self.index_check_seconds = index_check_seconds
+        self._index_state = None     # (ready, why, monotonic time asked)
         self._contacts = any(spec.table == "contacts" for spec in rules.modules)
         wanted = [spec.table for spec in rules.modules] + ["users"]
         if self._contacts:
@@ -141,7 +139,7 @@ class Directory:
         required = {}
         for spec in self.rules.modules:
             table = tables.get(spec.table)
-            names = _name_fields(spec, table) if table is not None else ()
+            names = name_fields(spec, table) if table is not None else ()
             required.setdefault(spec.table, []).extend(_MODULE_COLUMNS + tuple(names) + spec.phone_fields)
         required["users"] = _USER_COLUMNS
         if "users" in tables and self.rules.extension_field not in tables["users"].c:
@@ -202,15 +200,64 @@ class Directory:
 
     def _search(self, caller, explain):
         """(module, its matches) for the first module with a match, else (None, [])."""
-        pattern = "%" + phone.suffix(caller, self.rules.suffix_digits) + "%"
+        ready, why = self._index_ready()
+        if ready:
+            try:
+                return self._search_index(caller, explain)
+            except sa_exc.ProgrammingError as exc:     # e.g. the table was dropped since
+                log.warning("phone index unusable, scanning instead: %s", exc.orig)
+                self._index_state = (False, "unusable: %s" % exc.orig, time.monotonic())
+                explain.append("index unusable (%s): scanning instead" % exc.orig)
+        else:
+            explain.append("scan: the phone index is not used (%s)" % why)
+        return self._search_scan(caller, explain)
+
+    def _index_ready(self):
+        """(ready, why), asked of the database at most every index_check_seconds."""
+        if self.index is None:
+            return False, "disabled"
+        state = self._index_state
+        if state is None or time.monotonic() - state[2] >= self.index_check_seconds:
+            try:
+                with _database_errors():
+                    ready, why = self.index.status()
+            except (SchemaError, sa_exc.ProgrammingError) as exc:
+                ready, why = False, str(exc).splitlines()[0]
+            self._index_state = state = (ready, why, time.monotonic())
+        return state[0], state[1]
+
+    def _search_index(self, caller, explain):
+        tail = phone.suffix(caller, self.rules.suffix_digits)
         queries = self._module_queries()
         with _database_errors(), self.engine.connect() as conn:
-            for spec, stmt, names in queries:
-                rows = conn.execute(stmt, {"p": pattern}).all()
-                matches = self._matches(spec, names, rows, caller)
+            candidates = self.index.candidates(caller, self.rules.suffix_digits, conn=conn)
+            ids = {}
+            for module, record_id, _ in candidates:
+                ids.setdefault(module, set()).add(record_id)
+            explain.append("index: %d candidate(s)%s ending in %s%s" % (
+                len(candidates), " (capped)" if len(candidates) >= MAX_CANDIDATES else "", tail,
+                "".join(", %s %d" % (q.spec.name, len(ids[q.spec.name])) for q in queries if q.spec.name in ids)))
+            for query in queries:
+                if query.spec.name not in ids:
+                    continue
+                rows = conn.execute(query.by_id, {"ids": sorted(ids[query.spec.name])}).all()
+                matches = self._matches(query.spec, query.names, rows, caller)
+                explain.append("%s: %d live record(s) fetched by id, %d matching column(s)" % (
+                    query.spec.name, len(rows), len(matches)))
+                if matches:
+                    return query.spec, matches
+        return None, []
+
+    def _search_scan(self, caller, explain):
+        pattern = "%" + phone.suffix(caller, self.rules.suffix_digits) + "%"
+        with _database_errors(), self.engine.connect() as conn:
+            for query in self._module_queries():
+                spec = query.spec
+                rows = conn.execute(query.scan, {"p": pattern}).all()
+                matches = self._matches(spec, query.names, rows, caller)
                 explain.append("%s: %s.{%s} digits LIKE %r: %d candidate(s)%s, %d matching column(s)" % (
                     spec.name, spec.table, ",".join(spec.phone_fields), pattern, len(rows),
-                    " (capped)" if len(rows) >= MAX_CANDIDATES else "", len(matches)))
+                    " (capped)" if len(rows) >= MAX_SCAN_ROWS else "", len(matches)))
                 if matches:
                     return spec, matches
         return None, []
@@ -218,32 +265,8 @@ class Directory:
     def _module_queries(self):
         if self._queries is None:     # built once; building twice at start-up is harmless
             tables = self._checked_tables()
-            self._queries = [self._module_query(spec, tables) for spec in self.rules.modules]
+            self._queries = [module_query(spec, tables) for spec in self.rules.modules]
         return self._queries
-
-    def _module_query(self, spec, tables):
-        """(spec, statement, name_fields): id, names, owner, modified, phones[, account]."""
-        table = tables[spec.table]
-        names = _name_fields(spec, table)
-        phones = [table.c[column] for column in spec.phone_fields]
-        columns = [table.c.id, *(table.c[n] for n in names), table.c.assigned_user_id,
-                   table.c.date_modified, *phones]
-        if spec.table == "contacts":
-            links, accounts = tables["accounts_contacts"], tables["accounts"]
-            # A contact may belong to several accounts: take the first by name.
-            columns.append(
-                select(func.min(accounts.c.name))
-                .select_from(links.join(accounts, accounts.c.id == links.c.account_id))
-                .where(links.c.contact_id == table.c.id, links.c.deleted == 0, accounts.c.deleted == 0)
-                .scalar_subquery())
-        elif "account_name" in table.c:   # Leads and Targets carry the company as text
-            columns.append(table.c.account_name)
-        pattern = bindparam("p")
-        stmt = (select(*columns)
-                .where(table.c.deleted == 0, or_(*(_digits_only(c).like(pattern) for c in phones)))
-                .order_by(table.c.date_modified.desc(), table.c.id)
-                .limit(MAX_CANDIDATES))
-        return spec, stmt, names
 
     def _matches(self, spec, names, rows, caller):
         rules, found = self.rules, []
