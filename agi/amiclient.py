@@ -122,8 +122,8 @@ class AmiClient:
             if reader.dead:
                 break
             self.action("Ping")
-        exc = reader.exception
-        raise exc if isinstance(exc, (OSError, AmiError)) else AmiDisconnected("connection closed")
+        exc = reader.value
+        raise exc if isinstance(exc, (OSError, AmiError)) else AmiDisconnected("connection closed: %s" % exc)
 
     def _close(self, error):
         self.connected.clear()
@@ -139,6 +139,14 @@ class AmiClient:
 
     # -- reading -------------------------------------------------------
     def _reader(self, sock, buf):
+        """Returns (never raises) the reason the connection ended: a greenlet that dies
+        with an exception gets a traceback printed by gevent's hub."""
+        try:
+            self._read_loop(sock, buf)
+        except Exception as exc:      # noqa: BLE001 - handed to _keepalive as a value
+            return exc
+
+    def _read_loop(self, sock, buf):
         while True:
             frames, buf = amiproto.split_frames(buf)
             for frame in frames:
@@ -179,6 +187,18 @@ class AmiClient:
             item.result.set((response, item.events))
 
     # -- actions -------------------------------------------------------
+    def filter(self, patterns):
+        """Server-side whitelist filters for this session (Asterisk's Filter action):
+        only events matching one of the regexes are sent.  An Asterisk that refuses
+        (e.g. without the originate write class) just keeps sending everything."""
+        for pattern in patterns:
+            try:
+                self.action("Filter", [("Operation", "Add"), ("Filter", pattern)])
+            except AmiActionFailed as exc:
+                log.warning("%s: Filter refused (%s); receiving every event", self.name, exc)
+                return False
+        return True
+
     def action(self, name, headers=(), *, collect=False, timeout=None):
         """Send an action and wait for its response (and, with ``collect``, its event list)."""
         if self._sock is None:

@@ -11,6 +11,7 @@ import gevent
 from crmsync.calls import CallStore
 from crmsync.db import make_engine
 from crmsync.directory import Directory
+from crmsync.livecalls import LiveCalls
 from crmsync.models import LookupRules, ModuleSpec
 from crmsync.spool import CallWriter, Spool
 
@@ -50,7 +51,7 @@ class App:
         os.makedirs(spool_dir, exist_ok=True)
         self.spool = Spool(config.agi.spool)
         self.writer = CallWriter(self.store, self.spool, timeout=config.crm.query_timeout,
-                                 flush_interval=config.agi.flush_interval)
+                                 flush_interval=config.agi.flush_interval, live=LiveCalls(self.store))
         self.flow = routes.CallFlow(
             directory=self.directory, writer=self.writer, call_id_for=CallStore.call_id_for,
             modules={spec.name: spec for spec in module_specs(config)},
@@ -58,6 +59,10 @@ class App:
             log_internal=config.agi.log_internal, anonymous_account=config.lookup.anonymous_account,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
             late_lookup_wait=config.crm.query_timeout)
+        self.live = self.ami = None
+        if config.ami.host:
+            from . import live
+            self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
         self.agi = FastAgiServer(config.agi.listen, Router(routes.ROUTES), self.flow,
                                  env_timeout=config.agi.reply_timeout,
                                  reply_timeout=config.agi.reply_timeout,
@@ -71,6 +76,9 @@ class App:
             log.warning("cannot prepare crmagi tables yet (%s); will write calls when the CRM is back", exc)
         self.writer.start()
         self.agi.start()
+        if self.ami is not None:
+            self.live.start()
+            self.ami.start()
         gevent.spawn(self._warm_up)
         return self
 
@@ -84,6 +92,9 @@ class App:
             log.warning("CRM not ready yet (%s); lookups answer CRM_STATUS=error until it is", exc)
 
     def stop(self, timeout=5.0):
+        if self.ami is not None:
+            self.ami.stop()
+            self.live.stop()
         self.agi.stop(timeout=timeout)
         self.writer.stop()
         self.engine.dispose()

@@ -216,7 +216,8 @@ class CallStore:
     def _finish_in(self, conn, rec):
         now = _now()
         # FOR UPDATE serialises concurrent finishes of one call on MySQL.
-        row = conn.execute(select(CRMAGI_CALLS.c.ended_at, CRMAGI_CALLS.c.transfer_user_id)
+        row = conn.execute(select(CRMAGI_CALLS.c.ended_at, CRMAGI_CALLS.c.transfer_user_id,
+                                  CRMAGI_CALLS.c.answered_extension)
                            .where(CRMAGI_CALLS.c.call_id == rec.call_id)
                            .with_for_update()).first()
         if row is None:
@@ -242,6 +243,11 @@ class CallStore:
         if rec.answered_user_id:
             self.link_user(conn, rec.call_id, rec.answered_user_id, now)
         end = {key: getattr(done, key) for key in _END_FIELDS}
+        if row is not None and row.answered_extension:
+            # The AMI model saw who answered first; the hangup's DIALEDPEERNUMBER is the last
+            # Dial (after a blind transfer: the transfer target), so it does not overwrite it.
+            end.pop("answered_extension")
+            end.pop("answered_user_id")
         end.update(ended_at=ended, updated_at=now)
         conn.execute(update(CRMAGI_CALLS).where(CRMAGI_CALLS.c.call_id == rec.call_id)
                      .values(**_fit(CRMAGI_CALLS, end)))
