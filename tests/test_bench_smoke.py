@@ -1,0 +1,140 @@
+"""CI smoke run of the benchmark harness (bench/, issue #3): tiny sizes, seconds, not the targets.
+
+* the load generator's fast reply path and env parsing give exactly what
+  agi.asterisk_commands.answer() and agi.protocol.parse_env() give (so its bytes are
+  Asterisk's), on the recorded transcripts and on generated lines;
+* bench/run_all.py at 2k contacts / 600 accounts / 2k leads, 20 lookups, a 3-second load at
+  20 calls/s: it completes, its report has every field, and the load had zero errors.
+"""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from hypothesis import given, settings, strategies as st
+
+from conftest import ASTERISK, REPO
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import load  # noqa: E402  (bench/load.py)
+from agi.asterisk_commands import Channel, answer  # noqa: E402
+from agi.protocol import parse_env  # noqa: E402
+from agi.simulator import env_block  # noqa: E402
+
+
+def _channel(dead=False):
+    chan = Channel("PJSIP/trunk-00000001", callerid="+4930111111", calleridname="Anna",
+                   linkedid="1795699120.1", variables={"CRM_DIRECTION": "Inbound", "CRM_CALL": "v1|a|b",
+                                                       "DIALSTATUS": "ANSWER", "EMPTY": ""})
+    chan.env = parse_env(env_block("incoming", channel=chan.name, uniqueid="1795699120.1",
+                                   callerid="+4930111111", context="crmagi-inbound", extension="s"))[0]
+    chan.dead = dead
+    return chan
+
+
+def _state(chan):
+    return (chan.vars, chan.functions, chan.callerid_num, chan.callerid_name, chan.soft_hangup, chan.state)
+
+
+def _same(line, dead=False):
+    a, b = _channel(dead), _channel(dead)
+    got_a, got_b = {}, {}
+    reply_a = answer(a, line, {}, got_a)
+    reply_b = load.fast_answer(b, line, {}, got_b)
+    assert reply_b == reply_a, line
+    assert got_b == got_a and _state(b) == _state(a), line
+
+
+def test_fast_answer_is_answer_on_the_recorded_commands():
+    lines = []
+    for path in sorted(ASTERISK.glob("*.agi.txt")):
+        for raw in path.read_bytes().split(b"\n"):
+            if raw.startswith(b"S> "):
+                lines.append(raw[3:] + b"\n")
+    lines += [b'SET VARIABLE CRM_CALL "v1|abc|%7C x"\n', b'SET VARIABLE CALLERID(name) "Anna \\"A\\" O\'Neil"\n',
+              b"GET VARIABLE CRM_CALL\n", b"GET VARIABLE HANGUPCAUSE\n", b"GET VARIABLE EMPTY\n",
+              b"GET VARIABLE UNSET\n", b'SET VARIABLE X ""\n', b"SET VARIABLE A B C\n", b"GET VARIABLE\n",
+              b'SET VARIABLE X "two words"\n', b"SET VARIABLE X\ttab\n", b'SET VARIABLE X a"b"\n',
+              b"set variable X y\n", b"GET VARIABLE CHANNEL(linkedid)\n", b"GET VARIABLE EXTEN\n"]
+    assert len(lines) > 50
+    for line in lines:
+        _same(line)
+        _same(line, dead=True)
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list('ab Z09 \t"\\()$_{}-.|\'') + ["ä", "д", "\r"]), max_size=24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(verb=st.sampled_from([b"SET VARIABLE ", b"GET VARIABLE "]), rest=_TEXT, dead=st.booleans())
+def test_fast_answer_is_answer_on_generated_lines(verb, rest, dead):
+    _same(verb + rest.encode("utf-8") + b"\n", dead)
+
+
+@settings(max_examples=100, deadline=None)
+@given(callerid=st.text(max_size=20).filter(lambda s: "\n" not in s and "\r" not in s),
+       name=st.text(max_size=20).filter(lambda s: "\n" not in s and "\r" not in s),
+       args=st.lists(st.text(max_size=8).filter(lambda s: "\n" not in s and "\r" not in s), max_size=3))
+def test_env_of_is_parse_env(callerid, name, args):
+    env = env_block("hangup", channel="PJSIP/trunk-00000002", uniqueid="1.2", callerid=callerid,
+                    calleridname=name, context="crmagi-hangup", extension="s", args=args)
+    assert load.env_of(env) == parse_env(env)[0]
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_harness_smoke_run(tmp_path):
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, str(REPO / "bench" / "run_all.py"), "--contacts", "2000", "--accounts", "600",
+           "--leads", "2000", "--iterations", "20", "--scan-iterations", "2", "--crmagi-scan-iterations", "3",
+           "--rates", "20", "--duration", "3", "--no-max", "--workers", "1", "--port", str(_free_port()),
+           "--json", str(out)]
+    run = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    report = json.loads(out.read_text())
+    print(report["table"])
+
+    gen = report["generate"]
+    assert gen["rows"]["contacts"] == 2000 and gen["rows"]["accounts"] == 600 and gen["rows"]["leads"] == 2000
+    assert gen["rows"]["accounts_contacts"] > 0 and gen["duplicate_numbers"] > 0 and gen["rows_per_second"] > 0
+    assert gen["load_warnings"] == 0
+
+    # The index is either in use, or the report says in so many words that it is not.
+    index = report["index"]
+    assert index["note"]
+    methods = {row["method"]: row for row in report["lookup"]}
+    if index.get("rebuild_exit") == 0:
+        assert "crmagi (index)" in methods
+    else:
+        assert "index not available" in index["note"] or "failed" in index["note"], index
+        assert "crmagi (scan)" in methods
+    assert {"yaai", "oca", "superfecta"} <= set(methods)
+    crmagi = report["lookup"][0]
+    assert crmagi["method"].startswith("crmagi") and crmagi["n"] == 20
+    for row in report["lookup"]:
+        for key in ("p50_ms", "p99_ms", "max_ms", "ratio_p50", "right", "wrong", "missed", "false+", "errors"):
+            assert row[key] is not None, (row["method"], key)
+        assert row["errors"] == 0, (row["method"], row["error_example"])
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    assert crmagi["right"] > 0 and crmagi["false+"] == 0
+
+    (load_run,) = report["load"]
+    assert load_run["target_rate"] == 20 and load_run["calls_started"] == 60
+    assert load_run["error_count"] == 0, load_run["errors"]
+    assert load_run["calls_completed"] == 60
+    assert load_run["calls_per_min"] > 0
+    for phase in ("incoming", "hangup"):
+        stats = load_run[phase]
+        assert stats["n"] == 60 and 0 < stats["p50_ms"] <= stats["p95_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+    assert set(load_run["crm_status"]) <= {"found", "unknown", "anonymous"}
+    assert load_run["server_cpu_s"] > 0 and load_run["server_rss_mb"] > 0 and load_run["generator_cpu_s"] > 0
+    assert load_run["calls_written"]["finished"] == 60
+    assert "lookup" in report["table"] and "load" in report["table"]
