@@ -35,17 +35,19 @@ def lookup_rules(config):
                        extension_field=config.users.extension_field)
 
 
-def build_engine(config):
+def build_engine(config, read_only=False):
     crm = config.crm
-    return make_engine(require_url(config), pool_size=crm.pool_size,
-                       connect_timeout=crm.connect_timeout, query_timeout=crm.query_timeout)
+    return make_engine(require_url(config), pool_size=crm.pool_size, connect_timeout=crm.connect_timeout,
+                       query_timeout=crm.query_timeout, read_only=read_only)
 
 
 class App:
     def __init__(self, config, engine=None):
         self.config = config
         self.engine = engine or build_engine(config)
-        self.directory = Directory(self.engine, lookup_rules(config))
+        # Lookups get their own autocommit pool: one round trip less each (crmsync/db.py).
+        self.read_engine = build_engine(config, read_only=True) if engine is None else engine
+        self.directory = Directory(self.read_engine, lookup_rules(config))
         self.store = CallStore(self.engine, system_user=config.crm.system_user)
         spool_dir = os.path.dirname(os.path.abspath(config.agi.spool))
         os.makedirs(spool_dir, exist_ok=True)
@@ -98,6 +100,7 @@ class App:
         self.agi.stop(timeout=timeout)
         self.writer.stop()
         self.engine.dispose()
+        self.read_engine.dispose()
 
     def serve_forever(self):
         import signal

@@ -237,6 +237,8 @@ def _apply_hangup(record, values, flow):
     if record.talk_seconds is not None and not peer:
         peer = values["MEMBERINTERFACE"]   # answered through Queue(): no DIALSTATUS there
     record.answered_extension = callstate.extension_from_peer(peer)
+    if record.direction == "Outbound":     # the peer is the outside number; our side is the caller
+        record.answered_extension = record.extension if record.talk_seconds is not None else None
     if record.answered_extension and record.direction == "Inbound":
         try:
             user = flow.directory.user_by_extension(record.answered_extension)

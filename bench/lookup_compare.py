@@ -231,7 +231,7 @@ def run(args):
     ini = write_config(url, Path(tempfile.mkdtemp(prefix="crmagi-lookup-")) / "crmagi.ini", region=region,
                        crm="query_timeout = %g\n" % args.query_timeout)
     cfg = config_mod.load(str(ini))
-    engine = build_engine(cfg)
+    engine = build_engine(cfg, read_only=True)
     rules = lookup_rules(cfg)
     directory = Directory(engine, rules)
     path, why = index_state(engine, rules)

@@ -5,8 +5,10 @@ installs (custom fields, custom modules), so crmagi never carries a copy of it:
 the configured tables are reflected once and checked column by column.
 """
 import threading
+import time
 
 from sqlalchemy import MetaData, create_engine, event, inspect
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
@@ -31,15 +33,23 @@ CALL_COLUMNS = {
 }
 
 
-def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0):
+IDLE_PING = 30.0     # seconds a pooled connection may sit unused before it is pinged on checkout
+
+
+def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_only=False):
     """An engine whose every socket operation is bounded in time.
 
     PyMySQL is pure Python, so under gevent's monkey-patching its reads yield
     to the hub; the read/write timeouts make a hung database fail instead of
-    holding a pooled connection for ever.
+    holding a pooled connection for ever.  ``read_only`` engines (lookups)
+    run in autocommit and skip the rollback on return: one round trip less
+    per lookup.  A connection is pinged on checkout only after it sat idle
+    for IDLE_PING seconds, not on every checkout (another round trip saved
+    on the hot path; a database restart still costs no failed call after a
+    quiet period).
     """
     parsed = make_url(url)
-    kwargs = {"pool_pre_ping": True}
+    kwargs = {}
     if parsed.get_backend_name() == "sqlite":
         kwargs = {"connect_args": {"check_same_thread": False, "timeout": query_timeout}}
         if parsed.database in (None, "", ":memory:"):
@@ -53,10 +63,30 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0):
                           "write_timeout": max(1, int(round(query_timeout))),
                           "charset": "utf8mb4"},
         )
+        if read_only:
+            kwargs.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
+                          skip_autocommit_rollback=True)
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        event.listen(engine, "checkin", _checked_in)
+        event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+def _checked_in(_dbapi_connection, record):
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection, record, _proxy):
+    idle_since = record.info.get("idle_since")
+    if idle_since is not None and time.monotonic() - idle_since > IDLE_PING:
+        try:
+            dbapi_connection.ping(reconnect=False)
+        except Exception as exc:
+            # The pool then discards this connection and checks out (or opens) another.
+            raise DisconnectionError("stale pooled connection: %s" % exc) from exc
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

@@ -231,9 +231,10 @@ class Directory:
         queries = self._module_queries()
         with _database_errors(), self.engine.connect() as conn:
             candidates = self.index.candidates(caller, self.rules.suffix_digits, conn=conn)
-            ids = {}
-            for module, record_id, _ in candidates:
+            ids, fields = {}, {}
+            for module, record_id, field in candidates:
                 ids.setdefault(module, set()).add(record_id)
+                fields.setdefault((module, record_id), set()).add(field)
             explain.append("index: %d candidate(s)%s ending in %s%s" % (
                 len(candidates), " (capped)" if len(candidates) >= MAX_CANDIDATES else "", tail,
                 "".join(", %s %d" % (q.spec.name, len(ids[q.spec.name])) for q in queries if q.spec.name in ids)))
@@ -241,7 +242,9 @@ class Directory:
                 if query.spec.name not in ids:
                     continue
                 rows = conn.execute(query.by_id, {"ids": sorted(ids[query.spec.name])}).all()
-                matches = self._matches(query.spec, query.names, rows, caller)
+                # Only the columns the index named can end in the caller's digits: parse just those.
+                only = {rid: fields[(query.spec.name, rid)] for rid in ids[query.spec.name]}
+                matches = self._matches(query.spec, query.names, rows, caller, only)
                 explain.append("%s: %d live record(s) fetched by id, %d matching column(s)" % (
                     query.spec.name, len(rows), len(matches)))
                 if matches:
@@ -268,7 +271,7 @@ class Directory:
             self._queries = [module_query(spec, tables) for spec in self.rules.modules]
         return self._queries
 
-    def _matches(self, spec, names, rows, caller):
+    def _matches(self, spec, names, rows, caller, only=None):
         rules, found = self.rules, []
         first_phone = 3 + len(names)
         extra = first_phone + len(spec.phone_fields)     # account name, when selected
@@ -276,7 +279,10 @@ class Directory:
             record_id, owner_id, modified = row[0], row[1 + len(names)], row[2 + len(names)]
             name = " ".join(str(part).strip() for part in row[1:1 + len(names)] if part and str(part).strip())
             account = row[extra] if len(row) > extra else None
+            wanted = only.get(record_id, ()) if only is not None else spec.phone_fields
             for index, column in enumerate(spec.phone_fields):
+                if column not in wanted:
+                    continue
                 stored = phone.parse(row[first_phone + index], rules.default_region)
                 rule = stored and phone.match(caller, stored, rules.suffix_digits, rules.internal_max_digits)
                 if rule:

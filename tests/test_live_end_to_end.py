@@ -99,3 +99,19 @@ def test_ami_restart_in_the_middle_changes_nothing_twice(db, crm_url, tmp_path):
     # will: the contact's owner at call start; sally (101) answered; chris (104) took it over
     assert owner == "seed_chris_id" and users == ["seed_chris_id", "seed_sally_id", "seed_will_id"]
     assert crmagi_row(db, call_id)["transfers"] == 1
+
+
+@pytest.mark.parametrize("scenario, status, answered, owner", [
+    ("01-inbound-answered", "Held", "101", "seed_sally_id"),
+    ("02a-inbound-noanswer", "Not Held", None, "seed_max_id"),       # 102 rang, nobody answered
+    ("02b-inbound-busy", "Not Held", None, "seed_will_id"),
+    ("04a-outbound-answered", "Held", "101", "seed_sally_id"),       # outbound: the calling phone
+    ("05b-queue-rrmemory", "Held", "101", "seed_sally_id"),          # 102 rang 5 s, 101 answered
+    ("08b-agent-queue", "Held", "1001", "seed_sally_id"),            # agent 1001 (no CRM user)
+])
+def test_every_kind_of_call_ends_with_the_right_rows(db, crm_url, tmp_path, scenario, status, answered, owner):
+    app, call_id, _ = run_call(db, crm_url, tmp_path, scenario)
+    row = call(db, call_id, status=status)
+    assert row["assigned_user_id"] == owner
+    extra = crmagi_row(db, call_id)
+    assert extra["answered_extension"] == answered and extra["transfers"] is None
