@@ -108,7 +108,7 @@ def run_session(address, env: bytes, chan: Channel, *, astdb: Optional[Dict[Tupl
                 result.received += data
                 eof, buf = not data, buf + data
                 result.pipelined = result.pipelined or buf.count(b"\n") > 1
-            line, buf = _take_line(buf, eof)  # at most ONE command per wake-up
+            line, buf = take_line(buf, eof)  # at most ONE command per wake-up
             if line is None:
                 if eof:
                     break
@@ -125,7 +125,7 @@ def run_session(address, env: bytes, chan: Channel, *, astdb: Optional[Dict[Tupl
     return result
 
 
-def _take_line(buf: bytes, eof: bool) -> Tuple[Optional[bytes], bytes]:
+def take_line(buf: bytes, eof: bool) -> Tuple[Optional[bytes], bytes]:
     """One command as run_agi()'s fgets() loop reads it: through "\\n", at most 2047 bytes."""
     end = buf.find(b"\n", 0, AGI_BUF_LEN - 1)
     if end >= 0:

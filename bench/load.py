@@ -65,9 +65,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (children, cpu_seconds, machine_busy_seconds, percentile, pid_of, rss_mb,  # noqa: E402
                     start_server, stop_server)
 
-from agi.asterisk_commands import AGI_BUF_LEN, Channel, answer  # noqa: E402
+from agi.asterisk_commands import Channel, answer  # noqa: E402
 from agi.protocol import AgiEnv  # noqa: E402
-from agi.simulator import DEFAULT_THREADID, MAX_AGI_CONNECT, env_block  # noqa: E402
+from agi.simulator import DEFAULT_THREADID, MAX_AGI_CONNECT, env_block, take_line  # noqa: E402
 
 DID = "4930123400"
 ANONYMOUS = ("", "anonymous", "Unknown")
@@ -117,16 +117,6 @@ def env_of(env):
         key, _, value = line.partition(":")
         parsed[key[4:]] = value[1:] if value.startswith(" ") else value
     return parsed
-
-
-def _take_line(buf, eof):
-    """One command as res_agi.c's fgets() loop reads it: through "\n", at most 2047 bytes."""
-    end = buf.find(b"\n", 0, AGI_BUF_LEN - 1)
-    if end >= 0:
-        return buf[:end + 1], buf[end + 1:]
-    if len(buf) >= AGI_BUF_LEN - 1:
-        return buf[:AGI_BUF_LEN - 1], buf[AGI_BUF_LEN - 1:]
-    return (buf, b"") if eof and buf else (None, buf)
 
 
 def dial_result(rng, owner_exten):
@@ -255,7 +245,7 @@ class LeanEngine:
         call.eof = not data
         call.buf += data
         while True:
-            line, call.buf = _take_line(call.buf, call.eof)    # at most ONE command per wake-up...
+            line, call.buf = take_line(call.buf, call.eof)    # at most ONE command per wake-up...
             if line is None:
                 break
             self._send(call, fast_answer(call.chan, line, call.astdb, call.assigned))
