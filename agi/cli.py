@@ -9,11 +9,11 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
+from .cli_index import index  # noqa: E402
+from .cliopts import CONFIG_OPTION  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
 log = logging.getLogger("crmagi")
-CONFIG_OPTION = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-                             envvar="CRMAGI_CONFIG", help="INI file (see README.rst, Configuration).")
 
 
 def _load(config_path, overrides=None):
@@ -138,7 +138,7 @@ def demo(directory, listen, once):
     sys.exit(run_demo(directory, listen, once, echo=click.echo))
 
 
-main.add_command(__import__("agi.cli_index", fromlist=["index"]).index)
+main.add_command(index)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,9 @@ from contextlib import contextmanager
 import click
 
 from . import config as config_mod
+from .cliopts import CONFIG_OPTION
 from .errors import ConfigError
 
-CONFIG_OPTION = click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False),
-                             envvar="CRMAGI_CONFIG", help="INI file (see README.rst, Configuration).")
 ADMIN_QUERY_TIMEOUT = 600.0    # seconds: admin commands read whole tables; lookups keep [crm] query_timeout
 
 
