@@ -45,12 +45,18 @@ HISTORY_ACCOUNT = """SELECT c.id FROM calls c WHERE c.parent_type='Accounts' AND
     AND c.deleted=0 AND c.status IN ('Held','Not Held')"""
 
 
+def seeded(url, statements):
+    """An engine on the test database after running the seed statements."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+    return engine
+
+
 @pytest.fixture
 def db(crm_url):
-    engine = create_engine(crm_url)
-    with engine.begin() as conn:
-        for statement in SEED:
-            conn.execute(text(statement))
+    engine = seeded(crm_url, SEED)
     yield engine
     engine.dispose()
 

@@ -2,13 +2,12 @@
 against real MariaDB: the responsible user follows the call (answer, transfers)."""
 import gevent
 import pytest
-from sqlalchemy import create_engine, text
 
 from agi.app import App
 from agi.config import load
 from asterisk_replay import FakeAsterisk, load_scenario
 from fake_ami import FakeAmi, recorded_events
-from test_end_to_end import CONTACT, SEED, call, crmagi_row, rows, wait_for
+from test_end_to_end import SEED, call, crmagi_row, rows, seeded, wait_for
 
 CONTACT_555 = "e2e-contact-five-000000000000000005"     # +4930555555 calls in 06a-c, owner will (103)
 SEED_LIVE = SEED + [
@@ -21,10 +20,7 @@ INBOUND = "from-pstn, queue-in, agent-in, from-pstn-agidown, from-pstn-agiurl"
 
 @pytest.fixture
 def db(crm_url):
-    engine = create_engine(crm_url)
-    with engine.begin() as conn:
-        for statement in SEED_LIVE:
-            conn.execute(text(statement))
+    engine = seeded(crm_url, SEED_LIVE)
     yield engine
     engine.dispose()
 
