@@ -100,7 +100,8 @@ class App:
         self.agi.stop(timeout=timeout)
         self.writer.stop()
         self.engine.dispose()
-        self.read_engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
 
     def serve_forever(self):
         import signal

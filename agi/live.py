@@ -15,6 +15,7 @@ from crmsync.models import LiveUpdate
 
 from . import callmodel
 from .amiclient import AmiClient
+from .routes import user_for_extension
 from .errors import AmiError
 
 log = logging.getLogger("crmagi.live")
@@ -118,12 +119,7 @@ class LivePipeline:
                                                lead_source=did.lead_source, group=did.group))
 
     def _update(self, call_id, kind, extension):
-        user = None
-        if extension:
-            try:
-                user = self.directory.user_by_extension(extension)
-            except Exception as exc:     # the CRM is down: keep the extension, the user is unknown
-                log.warning("cannot map extension %s to a user: %s", extension, exc)
+        user = user_for_extension(self.directory, extension) if extension else None
         self.writer.submit_live(LiveUpdate(call_id, kind, extension=extension, user_id=user.id if user else None))
 
 

@@ -110,18 +110,38 @@ def _apply_lookup(record, result, flow, direction):
     record.lookup_status = result.status if result else "error"
 
 
-def _finish_late(flow, job, record, direction):
-    """After the socket is closed: give a late lookup more time, then write the start."""
+def user_for_extension(directory, extension):
+    """The CRM user of an extension, or None; never raises (used after the socket is closed)."""
+    try:
+        return directory.user_by_extension(extension)
+    except Exception as exc:    # the CRM is down: the spool keeps the rest of the record
+        log.warning("cannot map extension %s to a user: %s", extension, exc)
+        return None
+
+
+def _deadline(flow, accepted_at):
+    """When the lookup must have answered, leaving time to set the variables."""
+    return accepted_at + flow.timeout - min(ROUND_TRIP_ALLOWANCE, flow.timeout / 5)
+
+
+def _reply_then_write(session, flow, job, record, result):
+    """Answer the dialplan and close (Asterisk moves on), then give a late lookup more
+    time and write the start of the call."""
+    _answer(session, _lookup_vars(result, record.call_id), result, flow)
+    session.set_variable("CRM_CALL", callstate.pack(record))
+    session.close()
+    if record.direction == "Inbound":
+        flow.notify("ringing", record, result)
     if record.lookup_status == "error" and job is not None:
         job.join(timeout=flow.late_lookup_wait)
         if job.ready() and job.successful():
-            _apply_lookup(record, job.value, flow, direction)
+            _apply_lookup(record, job.value, flow, record.direction)
     flow.writer.submit("start", record)
 
 
 def incoming(session, flow: CallFlow, accepted_at: float):
     env = session.env
-    deadline = accepted_at + flow.timeout - min(ROUND_TRIP_ALLOWANCE, flow.timeout / 5)
+    deadline = _deadline(flow, accepted_at)
     number = callstate.clean(env.get("callerid"))
     job = flow.start_lookup(flow.directory.lookup, number)
     linkedid = _linkedid(session)
@@ -131,16 +151,12 @@ def incoming(session, flow: CallFlow, accepted_at: float):
                         direction="Inbound", number=number, started_at=_now(),
                         did=env.arg(1) or callstate.clean(env.get("dnid")) or env.get("extension"))
     _apply_lookup(record, result, flow, "Inbound")
-    _answer(session, _lookup_vars(result, call_id), result, flow)
-    session.set_variable("CRM_CALL", callstate.pack(record))
-    session.close()
-    flow.notify("ringing", record, result)
-    _finish_late(flow, job, record, "Inbound")
+    _reply_then_write(session, flow, job, record, result)
 
 
 def outgoing(session, flow: CallFlow, accepted_at: float):
     env = session.env
-    deadline = accepted_at + flow.timeout - min(ROUND_TRIP_ALLOWANCE, flow.timeout / 5)
+    deadline = _deadline(flow, accepted_at)
     extension = callstate.clean(env.get("callerid"))
     dialled = env.arg(1) or env.get("extension", "")
     internal = len([c for c in dialled if c.isdigit()]) <= flow.internal_max_digits
@@ -161,10 +177,7 @@ def outgoing(session, flow: CallFlow, accepted_at: float):
         record.assigned_user_id = user.id
     elif result and result.caller and result.caller.owner:
         record.assigned_user_id = result.caller.owner.id
-    _answer(session, _lookup_vars(result, call_id), result, flow)
-    session.set_variable("CRM_CALL", callstate.pack(record))
-    session.close()
-    _finish_late(flow, job, record, "Outbound")
+    _reply_then_write(session, flow, job, record, result)
 
 
 HANGUP_VARS = ("CRM_CALL", "DIALSTATUS", "ANSWEREDTIME", "DIALEDTIME",
@@ -216,10 +229,7 @@ def _late_lookup(record, flow):
         result = None
     _apply_lookup(record, result, flow, record.direction)
     if record.direction == "Outbound" and record.extension:
-        try:
-            user = flow.directory.user_by_extension(record.extension)
-        except Exception:
-            user = None
+        user = user_for_extension(flow.directory, record.extension)
         record.assigned_user_id = user.id if user else record.assigned_user_id
     if record.ring_seconds is not None or record.talk_seconds is not None:
         total = (record.ring_seconds or 0) + (record.talk_seconds or 0)
@@ -240,11 +250,7 @@ def _apply_hangup(record, values, flow):
     if record.direction == "Outbound":     # the peer is the outside number; our side is the caller
         record.answered_extension = record.extension if record.talk_seconds is not None else None
     if record.answered_extension and record.direction == "Inbound":
-        try:
-            user = flow.directory.user_by_extension(record.answered_extension)
-        except Exception as exc:    # the CRM is down: the spool keeps the rest of the record
-            log.warning("cannot map extension %s to a user: %s", record.answered_extension, exc)
-            user = None
+        user = user_for_extension(flow.directory, record.answered_extension)
         record.answered_user_id = user.id if user else None
     record.recording = values["MIXMONITOR_FILENAME"] or None
     record.hangup_cause = values["HANGUPCAUSE"] or None
