@@ -42,7 +42,9 @@ def build_engine(config, read_only=False):
 
 
 class App:
-    def __init__(self, config, engine=None):
+    def __init__(self, config, engine=None, popup_server=True):
+        """``popup_server`` False: a FastAGI worker that only publishes popup events (over
+        Redis) for worker 0, which holds the browsers' sockets and follows AMI."""
         self.config = config
         self.engine = engine or build_engine(config)
         # Lookups get their own autocommit pool: one round trip less each (crmsync/db.py).
@@ -61,15 +63,32 @@ class App:
             log_internal=config.agi.log_internal, anonymous_account=config.lookup.anonymous_account,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
             late_lookup_wait=config.crm.query_timeout)
-        self.live = self.ami = None
+        self.live = self.ami = self.popups = None
         if config.ami.host:
             from . import live
             self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
+        if config.webpush.secret:
+            self._build_popups(popup_server)
         self.agi = FastAgiServer(config.agi.listen, Router(routes.ROUTES), self.flow,
                                  env_timeout=config.agi.reply_timeout,
                                  reply_timeout=config.agi.reply_timeout,
                                  max_sessions=config.agi.max_sessions,
                                  reuse_port=config.agi.workers > 1)
+
+    def _build_popups(self, serve):
+        from . import push
+
+        if not serve:
+            self.flow.notify = push.Publisher(self.config).on_agi
+            return
+        transfer = None
+        if self.live is not None:
+            from .live import Transfers
+            transfer = Transfers(self.live.model, self.ami, self.config.ami.transfer_context)
+        self.popups = push.Popups(self.config, self.directory, self.read_engine, transfer)
+        self.flow.notify = self.popups.service.on_agi
+        if self.live is not None:
+            self.live.notify = self.popups.service.on_ami
 
     def start(self):
         try:
@@ -77,6 +96,8 @@ class App:
         except Exception as exc:   # the CRM may be down at boot: calls are spooled meanwhile
             log.warning("cannot prepare crmagi tables yet (%s); will write calls when the CRM is back", exc)
         self.writer.start()
+        if self.popups is not None:
+            self.popups.start()
         self.agi.start()
         if self.ami is not None:
             self.live.start()
@@ -98,6 +119,8 @@ class App:
             self.ami.stop()
             self.live.stop()
         self.agi.stop(timeout=timeout)
+        if self.popups is not None:
+            self.popups.stop()
         self.writer.stop()
         self.engine.dispose()
         if self.read_engine is not self.engine:

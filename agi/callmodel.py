@@ -172,6 +172,12 @@ class CallModel(AmiHandlers):
     def __len__(self):
         return len(self.calls)
 
+    def caller_channel(self, linkedid) -> Optional[str]:
+        """Name of the live channel of the call's first party (the caller), for a Redirect."""
+        call = self.calls.get(linkedid)
+        chan = self.chans.get(call.origin or "") if call is not None else None
+        return chan.name if chan is not None and chan.alive else None
+
     # ------------------------------------------------------------------ direction
     def _classify(self, call: Call, context, exten):
         if call.forced or call.direction is not None or not context:

@@ -18,8 +18,31 @@ def _link_columns(config):
     return wanted
 
 
+def webpush_problems(config):
+    """Popups: settings that would make every browser be refused (only when popups are on)."""
+    web = config.webpush
+    if not web.secret:
+        return []
+    from .push import allowed_origins
+
+    problems = []
+    if len(web.secret) < 16:
+        problems.append("[webpush] secret: shorter than 16 characters; every token is signed with it "
+                        "(make one with `openssl rand -hex 32`)")
+    if not allowed_origins(config):
+        problems.append("[webpush] allowed_origins: empty and [crm] site_url has no origin, so every "
+                        "browser would be refused; set one of them (e.g. https://crm.example.com)")
+    if not web.public_url and web.listen[0] in ("0.0.0.0", "::"):
+        problems.append("[webpush] public_url: required when listen is %s (browsers need a host name)"
+                        % web.listen[0])
+    return problems
+
+
 def run_checks(config, fix=False, echo=print):
     """Return a list of problems (empty: all good); with ``fix`` create what crmagi owns."""
+    config_problems = webpush_problems(config)
+    if config_problems:
+        return config_problems
     try:
         engine = build_engine(config)
         with engine.connect() as conn:

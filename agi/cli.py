@@ -1,7 +1,11 @@
 """The `crmagi` command.  gevent's monkey-patching must come before any socket import."""
+import gevent
 from gevent import monkey
 
 monkey.patch_all()
+# gevent keeps each greenlet's spawning stack for debugging: 2 KB per idle browser tab
+# (a greenlet each) that nobody reads in production.
+gevent.config.track_greenlet_tree = False
 
 import logging  # noqa: E402
 import sys  # noqa: E402
@@ -10,6 +14,7 @@ import click  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
 from .cli_index import index  # noqa: E402
+from .cli_suitecrm import suitecrm  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
@@ -50,12 +55,15 @@ def serve(config_path, listen, worker, verbose):
     cfg = _load(config_path, {"agi": {"listen": listen}} if listen else None)
     try:
         config_mod.require_url(cfg)
+        if cfg.agi.workers > 1 and cfg.webpush.secret and not cfg.webpush.redis_url:
+            raise ConfigError("config [webpush] redis_url: required with [agi] workers > 1 (the workers "
+                              "publish popups to worker 0 through Redis)")
         if worker is None and cfg.agi.workers > 1:
             sys.exit(run_workers(config_path, cfg.agi.workers, listen))
         if worker is not None:
             agi = dataclasses.replace(cfg.agi, spool=worker_spool(cfg.agi.spool, worker))
             cfg = dataclasses.replace(cfg, agi=agi)
-        app = App(cfg).start()
+        app = App(cfg, popup_server=worker in (None, 0)).start()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     app.serve_forever()
@@ -129,16 +137,19 @@ def dialplan(config_path):
 @click.option("--dir", "directory", default="crmagi-demo", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo CRM and config are created.")
 @click.option("--listen", default="127.0.0.1:4573", show_default=True)
+@click.option("--web", default="127.0.0.1:8088", show_default=True,
+              help="Stand-in SuiteCRM pages with popups; the popup websocket uses the next port.")
 @click.option("--once", is_flag=True, help="Place the demo calls, print the result and exit.")
-def demo(directory, listen, once):
+def demo(directory, listen, web, once):
     """Start crmagi against a demo CRM it creates itself, and place test calls."""
     from .demo import run_demo
 
     _logging(False)
-    sys.exit(run_demo(directory, listen, once, echo=click.echo))
+    sys.exit(run_demo(directory, listen, once, echo=click.echo, web=web))
 
 
 main.add_command(index)
+main.add_command(suitecrm)
 
 
 if __name__ == "__main__":

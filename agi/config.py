@@ -127,6 +127,7 @@ class AmiSettings:
     outbound_contexts: Tuple[str, ...] = setting(("from-internal",), _list, "contexts where phones place outside calls")
     ignore_contexts: Tuple[str, ...] = setting((), _list, "contexts whose calls are not followed at all")
     call_ttl: float = setting(14400.0, _float, "seconds after which a call AMI never ended is dropped from memory")
+    transfer_context: str = setting("from-internal", _str, "context where click-to-transfer sends the caller (Redirect)")
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,20 @@ class DialplanSettings:
 
 
 @dataclass(frozen=True)
+class WebpushSettings:
+    listen: Tuple[str, int] = setting(("127.0.0.1", 8089), _hostport, "popup websocket server address host:port")
+    public_url: str = setting("", _str, "websocket URL browsers use (default ws://<listen>/ws; wss:// behind a TLS proxy)")
+    secret: str = setting("", _str, "key signing the browsers' tokens; empty: no popups (make one with `openssl rand -hex 32`)")
+    token_seconds: int = setting(600, _int, "lifetime of a browser token (the push server renews it while connected)")
+    pending_seconds: float = setting(40.0, _float, "a CRM tab opened this long after the ring still gets the popup")
+    allowed_origins: Tuple[str, ...] = setting((), _list, "origins allowed to connect (default: the origin of [crm] site_url)")
+    redis_url: str = setting("", _str, "redis://host:port/db shared by several crmagi boxes; empty: this box only")
+    history_limit: int = setting(10, _int, "history items shown in a popup")
+    fallback_extensions: Tuple[str, ...] = setting((), _list, "without AMI: extensions whose users get the popups of "
+                                                   "calls with no responsible user (reception)")
+
+
+@dataclass(frozen=True)
 class ModuleSettings:
     name: str = setting("", _str, "module name as SuiteCRM spells it (section suffix)")
     table: str = setting("", _str, "table of the module (known for Contacts, Accounts, Leads, Prospects)")
@@ -164,6 +179,7 @@ class Config:
     users: UsersSettings = UsersSettings()
     dialplan: DialplanSettings = DialplanSettings()
     ami: AmiSettings = AmiSettings()
+    webpush: WebpushSettings = WebpushSettings()
     modules: Tuple[ModuleSettings, ...] = ()
     dids: Tuple[DidSettings, ...] = ()
     source: Optional[str] = None
@@ -176,7 +192,8 @@ class Config:
 
 
 SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
-            "dialplan": DialplanSettings, "ami": AmiSettings}
+            "dialplan": DialplanSettings, "ami": AmiSettings,
+            "webpush": WebpushSettings}
 
 
 def _build(section, cls, values, base=None):
@@ -293,7 +310,7 @@ def _show(section, key, value):
         return "yes" if value else "no"
     if section == "crm" and key == "url":
         return _mask_url(value)
-    if section == "ami" and key == "secret":
+    if section in ("ami", "webpush") and key == "secret":
         return "***" if value else ""
     return str(value)
 

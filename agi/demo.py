@@ -4,6 +4,7 @@ The calls are placed by ``agi.simulator``, which speaks FastAGI byte for byte
 as the recorded Asterisk 22 does, so what the demo shows is what a PBX gets.
 """
 import os
+import secrets
 import time
 
 from sqlalchemy import text
@@ -12,6 +13,7 @@ from crmsync.demo import create_demo_db
 
 from .app import App
 from .config import load
+from .demo_web import DemoWeb
 from .simulator import SimulatedCall
 
 CONFIG = """; crmagi demo configuration (written by `crmagi demo`)
@@ -22,6 +24,11 @@ listen = {listen}
 spool = spool.sqlite
 [lookup]
 default_region = DE
+[webpush]
+listen = {ws}
+secret = {secret}
+allowed_origins = http://{web}
+fallback_extensions = 104
 """
 
 ANSWERED = {"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "42", "DIALEDTIME": "50", "HANGUPCAUSE": "16"}
@@ -38,14 +45,20 @@ CALLS = [  # (title, script, number, caller id, dial results)
 SHOWN = ("CRM_STATUS", "CRM_MODULE", "CRM_RECORD_NAME", "CRM_OWNER_EXTEN", "CRM_CALL_ID")
 
 
-def run_demo(directory, listen, once, echo=print):
+def run_demo(directory, listen, once, echo=print, web="127.0.0.1:8088"):
+    """``web``: where the stand-in SuiteCRM pages are served; the popup websocket takes the next port."""
     os.makedirs(directory, exist_ok=True)
     url = create_demo_db(os.path.abspath(os.path.join(directory, "demo-crm.sqlite")))
     ini = os.path.join(directory, "crmagi.ini")
+    host, port = web.rsplit(":", 1)
+    ws = "%s:%d" % (host, int(port) + 1) if not once else "127.0.0.1:0"
     with open(ini, "w", encoding="utf-8") as handle:
-        handle.write(CONFIG.format(url=url, listen=listen))
+        handle.write(CONFIG.format(url=url, listen=listen, ws=ws, web=web, secret=secrets.token_hex(32)))
     app = App(load(ini)).start()
     echo("crmagi demo: FastAGI on %s:%d, demo CRM %s" % (app.agi.address[0], app.agi.address[1], url))
+    site = None
+    if not once:
+        site = DemoWeb(app, (host, int(port)), "ws://%s/ws" % ws).start()
     try:
         for title, script, number, callerid, dial in CALLS:
             _place(app, title, script, number, callerid, dial, echo)
@@ -54,10 +67,14 @@ def run_demo(directory, listen, once, echo=print):
             return 0
         echo("\nServing. Point Asterisk at agi://%s:%d/incoming (see `crmagi dialplan -c %s`),"
              % (app.agi.address[0], app.agi.address[1], ini))
-        echo("or try `crmagi lookup -c %s +4930111111`. Ctrl-C stops." % ini)
+        echo("or try `crmagi lookup -c %s +4930111111`." % ini)
+        echo("Popups: open http://%s/ in a browser, open a user's CRM tab, press a Ring button. "
+             "Ctrl-C stops." % web)
         app.serve_forever()
         return 0
     finally:
+        if site is not None:
+            site.stop()
         if once:
             app.stop(timeout=2)
 

@@ -123,6 +123,26 @@ class LivePipeline:
         self.writer.submit_live(LiveUpdate(call_id, kind, extension=extension, user_id=user.id if user else None))
 
 
+class Transfers:
+    """Click-to-transfer from a popup: Redirect the caller's channel to an extension."""
+
+    def __init__(self, model, client, context):
+        self.model, self.client, self.context = model, client, context
+
+    def __call__(self, linkedid, extension):
+        channel = self.model.caller_channel(linkedid)
+        if channel is None:
+            return False, "the call is no longer in progress"
+        try:
+            response = self.client.action("Redirect", [("Channel", channel), ("Context", self.context),
+                                                       ("Exten", extension), ("Priority", "1")])
+        except AmiError as exc:
+            return False, "Asterisk did not take the transfer: %s" % exc
+        if (response.response or "").lower() != "success":
+            return False, "Asterisk refused the transfer: %s" % (response.get("Message") or response.response)
+        return True, "transferred to %s" % extension
+
+
 def build(config, directory, writer, call_id_for, notify=None):
     """The AMI client and live-call pipeline for ``config``; None when [ami] host is empty."""
     ami = config.ami

@@ -182,16 +182,25 @@ class SimulatedCall:
         (``hangup_after``) never reaches Dial: then only HANGUPCAUSE is applied.
         ``hangup_args``: the hangup AGI's arguments, expanded like the dialplan does
         (``"${DIALSTATUS}"``); crmagi's own dialplan passes none."""
-        chan, dial = self.channel, dict(dial or {})
+        first = self.start(hangup_after=hangup_after, timeout=timeout)
+        return [first, self.finish(dial, hangup_args=hangup_args, timeout=timeout)]
+
+    def start(self, *, hangup_after: Optional[float] = None, timeout: float = 5.0) -> SessionResult:
+        """Only the first AGI (``incoming``/``outgoing``): the call is now ringing."""
         context = "crmagi-inbound" if self.direction == "incoming" else "crmagi-outbound"
-        first = self._session(self.direction, context, 3, [self.number], hangup_after, timeout)
+        return self._session(self.direction, context, 3, [self.number], hangup_after, timeout)
+
+    def finish(self, dial: Optional[Mapping[str, str]] = None, *, hangup_args: Sequence[str] = (),
+               timeout: float = 5.0) -> SessionResult:
+        """What Dial left on the channel, then the hangup handler's AGI."""
+        chan, dial = self.channel, dict(dial or {})
         cause = dial.pop("HANGUPCAUSE", "16")
         if not chan.dead:
             for name, value in dial.items():
                 chan.write(name, value)
         chan.cause, chan.dead = cause, True
         args = [chan.expand(arg) for arg in hangup_args]
-        return [first, self._session("hangup", "crmagi-hangup", 1, args, None, timeout)]
+        return self._session("hangup", "crmagi-hangup", 1, args, None, timeout)
 
     def _session(self, script, context, priority, args, hangup_after, timeout) -> SessionResult:
         chan = self.channel

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _MODULE_COLUMNS = ("id", "deleted", "assigned_user_id", "date_modified")
 _USER_COLUMNS = ("id", "user_name", "first_name", "last_name", "status", "deleted")
+_USER_EXTRAS = ("department", "title")      # optional users columns, copied into User when present
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
                 sa_exc.DisconnectionError, OSError)
 
@@ -321,6 +322,12 @@ class Directory:
         value, _ = _extension(ext, self.rules.internal_max_digits)
         return self._users_map().by_extension.get(value) if value else None
 
+    def staff(self) -> list:
+        """The phone book: active users with an extension, by full name (from the cached users map)."""
+        users = (entry.user for entry in self._users_map().by_id.values())
+        return sorted((u for u in users if u.extension),
+                      key=lambda u: (u.full_name.casefold(), u.extension, u.id))
+
     def _users_map(self):
         users = self._users
         if users is not None and time.monotonic() - users.loaded_at < self.users_cache_seconds:
@@ -347,17 +354,21 @@ class Directory:
             cstm = tables["users_cstm"]
             source, ext_column = users.outerjoin(cstm, cstm.c.id_c == users.c.id), cstm.c[field]
             where = "users_cstm." + field
-        stmt = (select(users.c.id, users.c.user_name, users.c.first_name, users.c.last_name, ext_column)
+        # Department and title only feed the phone book: older schemas without them still work.
+        extras = [users.c[name] for name in _USER_EXTRAS if name in users.c]
+        stmt = (select(users.c.id, users.c.user_name, users.c.first_name, users.c.last_name, ext_column,
+                       *extras)
                 .select_from(source)
                 .where(users.c.deleted == 0, users.c.status == "Active")
                 .order_by(users.c.id))
         with _database_errors(), self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         by_id, by_extension = {}, {}
-        for user_id, user_name, first, last, raw in rows:
+        for user_id, user_name, first, last, raw, *extra in rows:
             extension, reason = _extension(raw, self.rules.internal_max_digits)
             full_name = " ".join(part for part in (first, last) if part) or user_name
-            user = User(id=user_id, user_name=user_name, full_name=full_name, extension=extension)
+            details = {column.name: (value or "").strip() for column, value in zip(extras, extra)}
+            user = User(id=user_id, user_name=user_name, full_name=full_name, extension=extension, **details)
             by_id[user_id] = _UserEntry(user, "%s %s" % (where, reason) if reason else None)
             if extension:
                 # Two users sharing an extension is a CRM mistake; the smallest id keeps it.

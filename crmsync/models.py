@@ -37,6 +37,9 @@ class User:
     user_name: str
     full_name: str
     extension: Optional[str]
+    # Display only (the phone book): a user is the same user whatever their title says.
+    department: str = field(default="", compare=False)
+    title: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,18 @@ class LookupResult:
     e164: Optional[str] = None
     caller: Optional[Caller] = None
     explain: Tuple[str, ...] = ()       # human-readable trace for `crmagi lookup`
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One past activity of a CRM record, for the popup's history list."""
+    kind: str                           # Call | Meeting | Note | Case
+    record_id: str
+    subject: str
+    when: Optional[datetime]            # UTC-aware; None when the CRM row has no date
+    status: str = ""
+    direction: str = ""                 # calls only: Inbound | Outbound
+    url: str = ""                       # relative: index.php?module=...&action=DetailView&record=...
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""Popups wired from the config: the push server, its service and the SuiteCRM content.
+
+Popups run when ``[webpush] secret`` is set.  With an AMI listener they follow
+the phones that ring; without one they go to the record's responsible user.
+"""
+from urllib.parse import urlsplit
+
+from crmsync.calls import CallStore
+from crmsync.history import History
+from webpush.bus import make_bus
+from webpush.content import PopupContent
+from webpush.hub import Hub
+from webpush.popups import PopupBook
+from webpush.server import PushServer
+from webpush.service import PopupService
+
+
+def allowed_origins(config):
+    """[webpush] allowed_origins, else the origin of [crm] site_url."""
+    if config.webpush.allowed_origins:
+        return config.webpush.allowed_origins
+    parts = urlsplit(config.crm.site_url)
+    return ("%s://%s" % (parts.scheme, parts.netloc),) if parts.scheme and parts.netloc else ()
+
+
+def public_url(config):
+    web = config.webpush
+    if web.public_url:
+        return web.public_url
+    host, port = web.listen
+    return "ws://%s:%d/ws" % (host, port)
+
+
+class Publisher:
+    """A FastAGI worker other than 0: publishes its calls' popup events on Redis, serves nothing."""
+
+    def __init__(self, config):
+        self.service = PopupService(None, None, make_bus(config.webpush.redis_url), None, CallStore.call_id_for,
+                                    config.agi.system_name, ami_driven=bool(config.ami.host))
+        self.on_agi = self.service.on_agi
+
+
+class Popups:
+    def __init__(self, config, directory, engine, transfer=None):
+        web = config.webpush
+        self.hub = Hub()
+        self.book = PopupBook(self.hub, request_render=None, pending_seconds=web.pending_seconds)
+        content = PopupContent(directory, History(engine, limit=web.history_limit), site_url=config.crm.site_url,
+                               anonymous_account=config.lookup.anonymous_account, history_limit=web.history_limit)
+        self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
+                                    CallStore.call_id_for, config.agi.system_name,
+                                    ami_driven=bool(config.ami.host), transfer=transfer,
+                                    fallback_extensions=web.fallback_extensions)
+        self.server = PushServer(web.listen, web.secret, allowed_origins(config), self.service, self.hub,
+                                 directory, token_seconds=web.token_seconds)
+
+    def start(self):
+        self.service.start()
+        self.server.start()
+        return self
+
+    def stop(self):
+        self.server.stop()
+        self.service.stop()

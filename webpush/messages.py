@@ -1,0 +1,77 @@
+"""The popup websocket protocol: JSON text frames, one object each (pure functions).
+
+Browser -> server
+  {"type": "hello", "token": T, "tab": "<random tab id>", "visible": bool, "focused": bool}
+      first message; anything else first, or a bad token, is refused.
+  {"type": "state", "visible": bool, "focused": bool}
+      the tab was shown/hidden/focused/blurred: the server moves open popups to the tab
+      the user is working in.
+  {"type": "dismiss", "call": C}        the user closed the popup of call C.
+  {"type": "transfer", "call": C, "exten": E}
+      click-to-transfer from the popup (transfer button or phone book row).
+  {"type": "ping"}
+
+Server -> browser
+  {"type": "welcome", "user": U, "token_expires": unix}
+  {"type": "refused", "reason": "..."}  then the socket closes (code 4401 or 4403).
+  {"type": "token", "token": T}         a fresh token, before the old one expires, so a
+                                        reconnect after a crmagi restart still authenticates.
+  {"type": "popup", "call": C, "html": H, "title": S, "notify": S}
+      show (or replace) the popup of call C; H is the rendered, escaped fragment.
+  {"type": "update", "call": C, "state": S, "text": S}
+      S: answered | answered_elsewhere | transferred | ended.
+  {"type": "close", "call": C}          remove the popup of call C from this tab.
+  {"type": "result", "call": C, "ok": bool, "text": S}   outcome of a transfer request.
+  {"type": "pong"}
+"""
+import json
+
+MAX_MESSAGE = 4096        # browser messages are tiny; anything bigger is junk
+CLIENT_TYPES = ("hello", "state", "dismiss", "transfer", "ping")
+
+
+class BadMessage(ValueError):
+    pass
+
+
+def encode(message: dict) -> str:
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(text) -> dict:
+    """A browser message, checked for shape; BadMessage says what is wrong."""
+    if isinstance(text, (bytes, bytearray)):
+        raise BadMessage("binary frames are not accepted")
+    if text is None:
+        raise BadMessage("closed")
+    if len(text) > MAX_MESSAGE:
+        raise BadMessage("message too large")
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise BadMessage("not JSON") from None
+    if not isinstance(message, dict) or message.get("type") not in CLIENT_TYPES:
+        raise BadMessage("unknown message type")
+    for key in ("token", "tab", "call", "exten"):
+        if key in message and not isinstance(message[key], str):
+            raise BadMessage("%s must be a string" % key)
+    for key in ("visible", "focused"):
+        if key in message and not isinstance(message[key], bool):
+            raise BadMessage("%s must be true or false" % key)
+    return message
+
+
+def refused(reason):
+    return {"type": "refused", "reason": reason}
+
+
+def popup(call_id, html, title, notify):
+    return {"type": "popup", "call": call_id, "html": html, "title": title, "notify": notify}
+
+
+def update(call_id, state, text):
+    return {"type": "update", "call": call_id, "state": state, "text": text}
+
+
+def close(call_id):
+    return {"type": "close", "call": call_id}

@@ -1,0 +1,235 @@
+"""The popup websocket server: the only module that knows gevent-websocket.
+
+One URL, ``/ws``.  A socket is admitted only after its first message carries a
+valid token (webpush/auth.py) from an allowed Origin; until then it is in no
+room and hears nothing.  A refused socket is told why, then closed with 4401
+(token) or 4403 (origin), so the browser's console says what to fix.
+``/health`` answers JSON counters for monitoring.
+"""
+import json
+import logging
+import struct
+import time
+import uuid
+
+import gevent
+from gevent.pywsgi import WSGIServer
+from geventwebsocket.exceptions import ProtocolError, WebSocketError
+from geventwebsocket.handler import WebSocketHandler
+from geventwebsocket.websocket import Header, WebSocket
+
+from . import auth, messages
+from .hub import Tab, ext_room, user_room
+
+log = logging.getLogger("crmagi.webpush")
+HELLO_TIMEOUT = 10.0
+IDLE_TIMEOUT = 120.0        # the script pings every 25 s; a silent socket is a dead one
+MAX_JUNK = 10
+
+
+class _BoundedWebSocket(WebSocket):
+    """gevent-websocket reads a frame of any announced length into memory; refuse big ones."""
+
+    __slots__ = ()
+
+    def read_frame(self):
+        header = Header.decode_header(self.stream)
+        if header.length > messages.MAX_MESSAGE:
+            raise ProtocolError("frame of %d bytes refused" % header.length)
+        if header.flags:
+            raise ProtocolError
+        payload = self.raw_read(header.length) if header.length else b""
+        if len(payload) != header.length:
+            raise WebSocketError("Unexpected EOF reading frame payload")
+        if header.mask:
+            payload = header.unmask_payload(payload)
+        return header, payload
+
+    def close(self, code=1000, message=b""):
+        # 0.10.1 sends str(message) as the whole close payload and drops ``code``, so
+        # browsers saw a garbage status: send the code, then the reason, ourselves.
+        if self.closed:
+            return
+        try:
+            self.send_frame(struct.pack("!H", code) + message[:120], self.OPCODE_CLOSE)
+        except WebSocketError:
+            pass
+        finally:
+            self.closed = True
+            self.stream = self.raw_write = self.raw_read = None
+
+
+class _Handler(WebSocketHandler):
+    # pywsgi gives every socket an 8 KB read buffer; a tab sends a few hundred bytes a
+    # minute, so 10,000 idle tabs would hold 80 MB of empty buffers.
+    READ_BUFFER = 1024
+
+    def __init__(self, sock, address, server, rfile=None):
+        super().__init__(sock, address, server, rfile=rfile or sock.makefile("rb", self.READ_BUFFER))
+
+    def upgrade_connection(self):
+        result = super().upgrade_connection()
+        if getattr(self, "websocket", None) is not None:
+            self.websocket.__class__ = _BoundedWebSocket
+        return result
+
+    def log_request(self):          # one line per socket at INFO would flood a call centre's log
+        log.debug("%s", self.format_request())
+
+
+class _Transport:
+    def __init__(self, ws):
+        self.ws = ws
+
+    def send(self, text):
+        self.ws.send(text)
+
+    def close(self, code=1000, reason=""):
+        self.ws.close(code, reason.encode("utf-8"))
+
+
+class PushServer:
+    def __init__(self, listen, secret, allowed_origins, service, hub, directory, token_seconds=600,
+                 clock=time.time):
+        self.listen = listen
+        self.secret = secret
+        self.allowed_origins = tuple(allowed_origins)
+        self.service = service
+        self.hub = hub
+        self.directory = directory
+        self.token_seconds = token_seconds
+        self.clock = clock
+        self.stats = {"accepted": 0, "refused": 0}
+        self.server = WSGIServer(listen, self._app, handler_class=_Handler, log=None, error_log=log)
+
+    @property
+    def address(self):
+        return self.server.address
+
+    def start(self):
+        self.server.start()
+        log.info("popup websocket server on %s:%d", *self.server.address[:2])
+        return self
+
+    def stop(self, timeout=2.0):
+        self.server.stop(timeout=timeout)
+
+    # -- WSGI ------------------------------------------------------------------
+    def _app(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        ws = environ.get("wsgi.websocket")
+        if path == "/ws" and ws is not None:
+            self._serve_socket(ws, environ.get("HTTP_ORIGIN", ""))
+            return []
+        if path == "/health":
+            body = json.dumps({"tabs": self.hub.count(), **self.stats, **self.service.book.stats}).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain")])
+        return [b"crmagi popups: connect a websocket to /ws\n"]
+
+    # -- one socket ------------------------------------------------------------
+    def _serve_socket(self, ws, origin):
+        transport = _Transport(ws)
+        if not auth.origin_allowed(origin, self.allowed_origins):
+            return self._refuse(transport, 4403, "origin %s is not allowed ([webpush] allowed_origins)"
+                                % (origin or "(none)"))
+        try:
+            hello = self._hello(ws)
+            claims = auth.verify(self.secret, hello.get("token"), self.clock())
+            # popup.js also sends the page's user: a token minted for someone else is refused,
+            # not admitted into that other user's room (where it could take their popups).
+            if hello.get("user") not in (None, claims.user_id):
+                raise auth.TokenError("token is for another user")
+        except (messages.BadMessage, auth.TokenError) as exc:
+            return self._refuse(transport, 4401, str(exc))
+        tab = Tab(transport, claims.user_id, hello.get("tab") or uuid.uuid4().hex,
+                  hello.get("visible", True), hello.get("focused", False), now=self.clock())
+        del hello                 # this greenlet lives as long as the tab: keep its frame small
+        self._admit(tab, claims)
+        try:
+            self._read_loop(ws, tab)
+        finally:
+            self.hub.leave(tab)
+            self.service.tab_left(tab)
+            tab.closed = True
+
+    def _hello(self, ws):
+        with gevent.Timeout(HELLO_TIMEOUT, messages.BadMessage("no hello within %ds" % HELLO_TIMEOUT)):
+            message = messages.decode(self._receive(ws))
+        if message["type"] != "hello":
+            raise messages.BadMessage("the first message must be hello")
+        return message
+
+    @staticmethod
+    def _receive(ws):
+        try:
+            return ws.receive()
+        except (WebSocketError, ProtocolError, UnicodeError) as exc:
+            raise messages.BadMessage("bad frame: %s" % exc) from None
+
+    def _refuse(self, transport, code, reason):
+        self.stats["refused"] += 1
+        log.info("popup socket refused: %s", reason)
+        try:
+            transport.send(messages.encode(messages.refused(reason)))
+            transport.close(code, reason[:100])
+        except Exception:
+            pass
+
+    def _admit(self, tab, claims):
+        self.stats["accepted"] += 1
+        rooms = [user_room(tab.user_id)]
+        extension = self._extension(tab.user_id)
+        if extension:
+            rooms.append(ext_room(extension))
+        self.hub.join(tab, *rooms)
+        # Sent from the tab's own greenlet: no sender greenlet to spawn for it.
+        tab.transport.send(messages.encode({"type": "welcome", "user": tab.user_id,
+                                            "token_expires": claims.expires_at}))
+        tab.token_expires = claims.expires_at
+        self.service.tab_joined(tab)
+
+    def _extension(self, user_id):
+        try:
+            user = self.directory.user(user_id)
+        except Exception:
+            return None
+        return user.extension if user else None
+
+    def _read_loop(self, ws, tab):
+        junk = 0
+        while not tab.closed:
+            try:
+                with gevent.Timeout(IDLE_TIMEOUT, messages.BadMessage("idle")):
+                    message = messages.decode(self._receive(ws))
+            except messages.BadMessage as exc:
+                if str(exc) in ("closed", "idle") or str(exc).startswith("bad frame"):
+                    return
+                junk += 1
+                tab.send(messages.encode({"type": "error", "reason": str(exc)}))
+                if junk >= MAX_JUNK:
+                    return
+                continue
+            self._handle(tab, message)
+
+    def _handle(self, tab, message):
+        kind = message["type"]
+        if kind == "state":
+            tab.set_state(message.get("visible", tab.visible), message.get("focused", tab.focused), self.clock())
+            self.service.tab_changed(tab)
+        elif kind == "dismiss" and message.get("call"):
+            self.service.dismiss(tab, message["call"])
+        elif kind == "transfer" and message.get("call") and message.get("exten"):
+            self.service.transfer(tab, message["call"], message["exten"])
+        elif kind == "ping":
+            tab.send(messages.encode({"type": "pong"}))
+            self._renew_token(tab)
+
+    def _renew_token(self, tab):
+        """Keep a connected tab's token fresh: after a crmagi restart it reconnects with it."""
+        now = self.clock()
+        if tab.token_expires - now < self.token_seconds / 2:
+            token = auth.mint(self.secret, tab.user_id, now, self.token_seconds)
+            tab.token_expires = int(now) + self.token_seconds
+            tab.send(messages.encode({"type": "token", "token": token}))

@@ -1,0 +1,239 @@
+"""Feeds the PopupBook from the call sources and the browser tabs, in one greenlet.
+
+Call sources (the FastAGI routes and the AMI pipeline) publish plain dict events
+on a bus (webpush/bus.py: in-process, or Redis when several crmagi boxes share
+the browsers); every box applies every event to its own PopupBook, so a tab
+connected to any box gets its user's popups.  Events and tab actions are
+applied in order by one greenlet; the CRM reads of rendering run beside it.
+
+Who gets a popup: with AMI, the phones that actually ring (queues, agents,
+hunt groups, transfers); without AMI, the record's responsible user, whom the
+dialplan rings through CRM_OWNER_EXTEN.
+"""
+import logging
+import time
+
+import gevent
+from gevent.pool import Pool
+from gevent.queue import Full, Queue
+
+from . import callinfo, messages
+
+log = logging.getLogger("crmagi.webpush")
+QUEUE_SIZE = 20000
+SWEEP_EVERY = 5.0
+INFO_TTL = 600.0          # seconds the AGI's lookup of a call is kept for AMI's ring events
+
+
+class PopupService:
+    def __init__(self, book, directory, bus, content, call_id_for, system_name="", ami_driven=False,
+                 transfer=None, fallback_extensions=(), clock=time.monotonic):
+        self.book = book
+        self.directory = directory
+        self.bus = bus
+        self.content = content                   # render(CallInfo, User) -> Rendered
+        self.call_id_for = call_id_for
+        self.system_name = system_name
+        self.ami_driven = ami_driven
+        self.transfer_call = transfer            # (linkedid, extension) -> (ok, text), or None
+        self.fallback_extensions = tuple(fallback_extensions)
+        self.clock = clock
+        self.queue = Queue(QUEUE_SIZE)
+        self.renders = Pool(50)
+        self.infos = {}                           # linkedid -> (CallInfo, when)
+        self._greenlets = []
+        if book is not None:
+            book.request_render = self._request_render
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self):
+        self.bus.subscribe(self.post_event)
+        self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._sweep_loop)]
+        return self
+
+    def stop(self):
+        self.bus.close()
+        gevent.killall(self._greenlets)
+        self.renders.kill()
+
+    def _run(self):
+        for func, args in self.queue:
+            try:
+                func(*args)
+            except Exception:
+                log.exception("popup step %s failed", getattr(func, "__name__", func))
+
+    def _post(self, func, *args):
+        try:
+            self.queue.put_nowait((func, args))
+        except Full:
+            log.error("popup queue full (%d): dropping %s", QUEUE_SIZE, func.__name__)
+
+    def _sweep_loop(self):
+        while True:
+            gevent.sleep(SWEEP_EVERY)
+            self._post(self._sweep)
+
+    def _sweep(self):
+        self.book.sweep()
+        now = self.clock()
+        for linkedid in [k for k, (_, when) in self.infos.items() if now - when > INFO_TTL]:
+            del self.infos[linkedid]
+
+    # -- call sources: publish (never block the AGI or AMI greenlets) ----------
+    def on_agi(self, kind, record, result):
+        """routes.CallFlow.notify: "ringing" after the inbound lookup, "ended" at hangup."""
+        if kind == "ringing":
+            info = callinfo.CallInfo(call_id=record.call_id, linkedid=record.linkedid, number=record.number,
+                                     direction=record.direction, did=record.did, result=result)
+            owner = None
+            if result is not None and result.caller and result.caller.owner:
+                owner = result.caller.owner.id
+            self.bus.publish({"e": "info", "info": callinfo.to_json(info), "owner": owner})
+        elif kind == "ended":
+            self.bus.publish({"e": "ended", "call": record.call_id})
+
+    def on_ami(self, event):
+        """live.LivePipeline.notify: the call model's domain events."""
+        kind = type(event).__name__
+        call_id = self.call_id_for(self.system_name, event.linkedid)
+        if kind == "Ringing" and event.direction == "Inbound":
+            self.bus.publish({"e": "ring", "call": call_id, "linkedid": event.linkedid, "ext": event.extension,
+                              "leg": event.leg_id, "number": event.caller_number, "name": event.caller_name,
+                              "did": event.did, "queue": event.queue})
+        elif kind == "RingingStopped":
+            self.bus.publish({"e": "stop", "call": call_id, "ext": event.extension, "leg": event.leg_id,
+                              "reason": event.reason})
+        elif kind == "Answered":
+            self.bus.publish({"e": "answered", "call": call_id, "ext": event.extension})
+        elif kind == "Transferred":
+            self.bus.publish({"e": "transferred", "call": call_id, "from": event.from_extension,
+                              "to": event.to_extension})
+        elif kind == "Ended":
+            self.bus.publish({"e": "ended", "call": call_id})
+
+    # -- consume ---------------------------------------------------------------
+    def post_event(self, event):
+        self._post(self._apply, event)
+
+    def _apply(self, event):
+        handler = getattr(self, "_on_" + str(event.get("e")), None)
+        if handler is None:
+            log.warning("unknown popup event %r", event.get("e"))
+            return
+        handler(event)
+
+    def _on_info(self, event):
+        info = callinfo.from_json(event["info"])
+        self.infos[info.linkedid] = (info, self.clock())
+        self.book.refresh(info.call_id, info)
+        if self.ami_driven:
+            return                    # AMI says which phones ring; this only brought the lookup
+        users = [self._user(event.get("owner"))]
+        if users[0] is None:
+            users = [self._user_at(extension) for extension in self.fallback_extensions]
+        for user in filter(None, users):
+            self.book.ring(info, user, "owner")
+
+    def _on_ring(self, event):
+        user = self._user_at(event["ext"])
+        if user is None:
+            return
+        known = self.infos.get(event["linkedid"])
+        info = known[0] if known else callinfo.CallInfo(
+            call_id=event["call"], linkedid=event["linkedid"], number=event.get("number") or "",
+            did=event.get("did") or None, caller_name=event.get("name") or "")
+        info = callinfo.replace(info, extension=event["ext"], queue=event.get("queue"))
+        self.book.ring(info, user, event.get("leg") or "")
+
+    def _on_stop(self, event):
+        user = self._user_at(event["ext"])
+        if user is not None:
+            self.book.stop_ringing(event["call"], user.id, event.get("leg") or "", event.get("reason") or "")
+
+    def _on_answered(self, event):
+        user = self._user_at(event["ext"])
+        if user is not None:
+            self.book.answered(event["call"], user.id)
+
+    def _on_transferred(self, event):
+        old, new = self._user_at(event.get("from")), self._user_at(event.get("to"))
+        self.book.transferred(event["call"], old.id if old else None, new)
+
+    def _on_ended(self, event):
+        self.book.ended(event["call"])
+
+    def _on_rendered(self, event):
+        self.book.rendered(event["call"], event["user"], event["rendered"])
+
+    # -- rendering beside the event loop ---------------------------------------
+    def _request_render(self, info, user):
+        self.renders.spawn(self._render, info, user)
+
+    def _render(self, info, user):
+        try:
+            if info.result is None and info.number:     # AMI saw it ring before (or without) the AGI
+                info = callinfo.replace(info, result=self.directory.lookup(info.number))
+        except Exception as exc:
+            log.warning("lookup for the popup of %s failed: %s", info.call_id, exc)
+        try:
+            rendered = self.content.render(info, user)
+        except Exception:
+            log.exception("cannot render the popup of %s", info.call_id)
+            return
+        self.post_event({"e": "rendered", "call": info.call_id, "user": user.id, "rendered": rendered})
+
+    # -- users -----------------------------------------------------------------
+    def _user(self, user_id):
+        if not user_id:
+            return None
+        try:
+            return self.directory.user(user_id)
+        except Exception as exc:
+            log.warning("cannot read user %s: %s", user_id, exc)
+            return None
+
+    def _user_at(self, extension):
+        if not extension:
+            return None
+        try:
+            return self.directory.user_by_extension(extension)
+        except Exception as exc:
+            log.warning("cannot map extension %s to a user: %s", extension, exc)
+            return None
+
+    # -- tabs (called by the websocket server) --------------------------------
+    def tab_joined(self, tab):
+        self._post(self.book.tab_joined, tab)
+
+    def tab_changed(self, tab):
+        self._post(self.book.tab_changed, tab)
+
+    def tab_left(self, tab):
+        self._post(self.book.tab_left, tab)
+
+    def dismiss(self, tab, call_id):
+        self._post(self.book.dismiss, tab.user_id, call_id)
+
+    def transfer(self, tab, call_id, extension):
+        self._post(self._transfer, tab, call_id, extension)
+
+    def _transfer(self, tab, call_id, extension):
+        popup = self.book.by_user.get(tab.user_id, {}).get(call_id)
+        if popup is None:
+            ok, text = False, "this call is not yours (or is over)"
+        elif self.transfer_call is None:
+            ok, text = False, "transfer needs the AMI listener ([ami] host)"
+        elif not extension.isdigit() or len(extension) > 10:
+            ok, text = False, "not an extension: %r" % extension[:20]
+        else:
+            gevent.spawn(self._do_transfer, tab, call_id, popup.info.linkedid, extension)
+            return
+        tab.send(messages.encode({"type": "result", "call": call_id, "ok": ok, "text": text}))
+
+    def _do_transfer(self, tab, call_id, linkedid, extension):
+        try:
+            ok, text = self.transfer_call(linkedid, extension)
+        except Exception as exc:
+            ok, text = False, "transfer failed: %s" % exc
+        tab.send(messages.encode({"type": "result", "call": call_id, "ok": ok, "text": text}))

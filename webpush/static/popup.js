@@ -1,0 +1,191 @@
+/* crmagi call popups inside SuiteCRM pages.
+ *
+ * The SuiteCRM hook prints window.crmagiConfig (user, websocket URL, short-lived
+ * token) and this script.  ajaxUI navigations re-run the hook's output on full
+ * page loads, so everything is guarded: one socket per tab, whatever happens.
+ * The popup HTML comes rendered and escaped from the server; this script only
+ * places it, wires its buttons and reports where the user is working, so the
+ * server can put the popup in the focused tab and nowhere else.
+ */
+(function () {
+  'use strict';
+  if (window.__crmagiPopup) { return; }
+  var cfg = window.crmagiConfig;
+  if (!cfg || !cfg.ws || !cfg.token) { return; }
+  window.__crmagiPopup = { shown: {}, refused: null, state: 'connecting' };
+  var status = window.__crmagiPopup;
+
+  var tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
+  var socket = null, retry = 1000, pinger = null, flasher = null, baseTitle = document.title;
+  var PING_MS = 25000, MAX_RETRY = 30000;
+
+  function send(message) {
+    if (socket && socket.readyState === 1) { socket.send(JSON.stringify(message)); }
+  }
+
+  function tabState() {
+    return { visible: document.visibilityState === 'visible', focused: document.hasFocus() };
+  }
+
+  function connect() {
+    status.state = 'connecting';
+    socket = new WebSocket(cfg.ws);
+    socket.onopen = function () {
+      var hello = tabState();
+      // user: the page's user, so the server refuses a token minted for someone else.
+      hello.type = 'hello'; hello.token = cfg.token; hello.tab = tabId; hello.user = cfg.user;
+      socket.send(JSON.stringify(hello));
+    };
+    socket.onmessage = function (event) {
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      var handler = handlers[message.type];
+      if (handler) { handler(message); }
+    };
+    socket.onclose = function (event) {
+      clearInterval(pinger);
+      status.state = 'closed';
+      if (event.code === 4403 || event.code === 4401 || status.refused) {
+        return;   // refused: the same token and origin would be refused again; a page load brings a new token
+      }
+      setTimeout(connect, retry);
+      retry = Math.min(retry * 2, MAX_RETRY);
+    };
+  }
+
+  function container() {
+    var box = document.getElementById('crmagi-popups');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'crmagi-popups';
+      box.className = 'crmagi-popups';
+      box.addEventListener('click', onClick);
+      box.addEventListener('input', onSearch);
+      document.body.appendChild(box);
+    }
+    return box;
+  }
+
+  function findPopup(callId) {
+    var box = document.getElementById('crmagi-popups');
+    if (!box) { return null; }
+    var nodes = box.querySelectorAll('[data-crmagi-call]');
+    for (var i = 0; i < nodes.length; i++) {
+      if (nodes[i].getAttribute('data-crmagi-call') === callId) { return nodes[i]; }
+    }
+    return null;
+  }
+
+  function localTimes(root) {
+    var times = root.querySelectorAll('time[datetime]');
+    for (var i = 0; i < times.length; i++) {
+      var when = new Date(times[i].getAttribute('datetime'));
+      if (!isNaN(when.getTime())) { times[i].textContent = when.toLocaleString(); }
+    }
+  }
+
+  function show(message) {
+    var holder = document.createElement('div');
+    holder.innerHTML = message.html;      // server-rendered, autoescaped Jinja
+    var node = holder.firstElementChild;
+    if (!node) { return; }
+    localTimes(node);
+    var old = findPopup(message.call);
+    if (old) { old.parentNode.replaceChild(node, old); } else { container().appendChild(node); }
+    status.shown[message.call] = Date.now();
+    attention(message);
+    document.dispatchEvent(new CustomEvent('crmagi:popup', { detail: { call: message.call } }));
+  }
+
+  function attention(message) {
+    if (document.hidden || !document.hasFocus()) {
+      flashTitle(message.title || 'Incoming call');
+      if (window.Notification && Notification.permission === 'granted') {
+        var note = new Notification(message.title || 'Incoming call', { body: message.notify || '', tag: message.call });
+        note.onclick = function () { window.focus(); note.close(); };
+      }
+    }
+    try { window.focus(); } catch (e) { /* browsers may refuse: the title still flashes */ }
+  }
+
+  function flashTitle(text) {
+    stopFlash();
+    var on = false;
+    flasher = setInterval(function () {
+      on = !on;
+      document.title = on ? '\u260E ' + text : baseTitle;
+    }, 1000);
+  }
+
+  function stopFlash() {
+    if (flasher) { clearInterval(flasher); flasher = null; document.title = baseTitle; }
+  }
+
+  function setState(message) {
+    var node = findPopup(message.call);
+    if (!node) { return; }
+    var line = node.querySelector('[data-crmagi-state]');
+    if (line) { line.textContent = message.text || ''; }
+    node.setAttribute('data-crmagi-status', message.state || '');
+  }
+
+  function remove(callId) {
+    var node = findPopup(callId);
+    if (node) { node.parentNode.removeChild(node); }
+    delete status.shown[callId];
+    if (!document.querySelector('#crmagi-popups [data-crmagi-call]')) { stopFlash(); }
+  }
+
+  var handlers = {
+    welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000;
+                            pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS); },
+    refused: function (m) { status.refused = m.reason;
+                            if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
+    token: function (m) { cfg.token = m.token; },
+    popup: show,
+    update: setState,
+    result: function (m) { setState({ call: m.call, state: m.ok ? 'transfer_ok' : 'transfer_failed', text: m.text }); },
+    close: function (m) { remove(m.call); }
+  };
+
+  function onClick(event) {
+    var target = event.target.closest ? event.target : null;
+    if (!target) { return; }
+    var popupNode = target.closest('[data-crmagi-call]');
+    if (!popupNode) { return; }
+    var callId = popupNode.getAttribute('data-crmagi-call');
+    askNotifications();
+    var dismiss = target.closest('[data-crmagi-dismiss]');
+    if (dismiss) { send({ type: 'dismiss', call: callId }); remove(callId); return; }
+    var transfer = target.closest('[data-crmagi-transfer]');
+    if (transfer) {
+      send({ type: 'transfer', call: callId, exten: transfer.getAttribute('data-crmagi-transfer') });
+      setState({ call: callId, state: 'transferring', text: 'Transferring\u2026' });
+    }
+  }
+
+  function onSearch(event) {
+    var input = event.target;
+    if (!input.hasAttribute || !input.hasAttribute('data-crmagi-search')) { return; }
+    var words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
+    var root = input.closest('[data-crmagi-call]') || document;
+    var rows = root.querySelectorAll('[data-crmagi-staff]');
+    for (var i = 0; i < rows.length; i++) {
+      var text = rows[i].getAttribute('data-crmagi-staff');
+      var match = words.every(function (w) { return text.indexOf(w) !== -1; });
+      rows[i].hidden = !match;
+    }
+  }
+
+  function askNotifications() {
+    // Browsers grant this only from a click; the first click in a popup asks once.
+    if (window.Notification && Notification.permission === 'default') { Notification.requestPermission(); }
+  }
+
+  function reportState() { send({ type: 'state', visible: tabState().visible, focused: tabState().focused });
+                           if (!document.hidden && document.hasFocus()) { stopFlash(); } }
+  document.addEventListener('visibilitychange', reportState);
+  window.addEventListener('focus', reportState);
+  window.addEventListener('blur', reportState);
+  connect();
+})();
