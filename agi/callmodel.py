@@ -153,10 +153,11 @@ class CallModel(AmiHandlers):
                 del self.bridges[bridge]
         return self._out
 
-    def load_channels(self, events: Iterable, now: float) -> List[DomainEvent]:
-        """Resync from CoreShowChannel (+ Agents, QueueMember) events after a reconnect."""
+    def load_channels(self, events: Iterable, now: float, known_before=None) -> List[DomainEvent]:
+        """Resync from CoreShowChannel (+ Agents, QueueMember) events after a reconnect.
+        ``known_before``: the channel uids held when the listing was requested (see callresync)."""
         self._out = []
-        callresync.load(self, list(events), now)
+        callresync.load(self, list(events), now, known_before)
         return self._out
 
     def snapshot(self) -> dict:

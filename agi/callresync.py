@@ -13,7 +13,10 @@ what is still true: the phones ringing now (Ringing) and those talking (Answered
 from .channels import OUTBOUND, is_internal, local_partner, peer_extension
 
 
-def load(model, events, now):
+def load(model, events, now, known_before=None):
+    """``known_before``: channel uids the model had when the listing was asked for; channels
+    first seen after that (their events arrive while the list is being sent) are not in the
+    snapshot and must not be taken for gone.  None: every channel is judged."""
     rows, entries = [], []
     for msg in events:
         if msg.event == "CoreShowChannel":
@@ -31,7 +34,7 @@ def load(model, events, now):
         for linkedid in sorted({model.chans[uid].call for uid in seen if uid in model.chans}):
             if linkedid in model.calls:
                 _rebuild(model, model.calls[linkedid], seen - known, now)
-        _vanish(model, seen, now)
+        _vanish(model, seen, now, known_before)
     finally:
         model.resyncing = False
 
@@ -84,11 +87,11 @@ def _rebuild(model, call, fresh, now):
             model._emit_ringing(call, leg)
 
 
-def _vanish(model, seen, now):
+def _vanish(model, seen, now, known_before=None):
     """Channels we knew that the list no longer has hung up while we were away."""
     for call in list(model.calls.values()):
         alive = [c for c in call.channels.values() if c.alive]
-        gone = [c for c in alive if c.uid not in seen]
+        gone = [c for c in alive if c.uid not in seen and (known_before is None or c.uid in known_before)]
         if gone and len(gone) == len(alive):
             call.gap = True           # how it ended is unknown: unanswered is "lost", not "missed"
         for chan in gone:

@@ -62,9 +62,12 @@ class LivePipeline:
             client.filter(EVENT_FILTERS)
             listed = []
             for action in ("Agents", "QueueStatus", "CoreShowChannels"):
+                # Events keep arriving while the list is sent: a channel born after this
+                # snapshot is not in it, and must not be taken for one that hung up meanwhile.
+                known_before = set(self.model.chans)
                 _, events = client.action(action, collect=True, timeout=10)
                 listed.extend(events)
-            for event in self.model.load_channels(listed, self.clock()):
+            for event in self.model.load_channels(listed, self.clock(), known_before):
                 self._enqueue(event)
             log.info("AMI resync: %d listed item(s), %d call(s) in progress", len(listed), len(self.model))
         except AmiError as exc:

@@ -33,6 +33,8 @@ class FakeAmi:
         self.connections = 0
         self.drop_after = None                   # events sent before the link drops (once)
         self.refuse = False
+        self.pace = 0.0                          # seconds between streamed frames (Asterisk is not instant)
+        self.stream_after = "Login"              # the action whose answer starts the stream
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
 
     def start(self):
@@ -66,7 +68,7 @@ class FakeAmi:
                     reply = self._answer(msg)
                     if reply:
                         sock.sendall(reply)
-                    if msg.get("Action") == "Login" and reply.startswith(b"Response: Success"):
+                    if msg.get("Action") == self.stream_after and reply.startswith(b"Response: Success"):
                         streamer = gevent.spawn(self._stream, sock)
         except OSError:
             return
@@ -86,7 +88,7 @@ class FakeAmi:
                 self.events = events[index:]      # what the restarted Asterisk still has to say
                 return
             sock.sendall(frame + b"\r\n\r\n")
-            gevent.sleep(0)
+            gevent.sleep(self.pace)
         self.events = []
 
     def _answer(self, msg):

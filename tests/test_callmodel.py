@@ -408,6 +408,21 @@ def test_restart_ends_calls_and_the_reconnect_duplicates_nothing():
     assert m.load_channels([], 1e10) == [] and len(m) == 0
 
 
+def test_a_call_born_while_the_channel_list_was_sent_is_not_taken_for_gone():
+    """Events keep flowing while CoreShowChannels is answered: a channel the snapshot could not
+    contain (unknown when the list was asked for) stays alive; one known before it, and missing
+    from the list, hung up while we were away."""
+    messages = load("01-inbound-answered")
+    ringing = messages[:first(messages, "DialBegin") + 1]
+    fresh = model()
+    replay(fresh, ringing, [0.0] * len(ringing))
+    assert fresh.load_channels([], 1.0, known_before=set()) == [] and len(fresh) == 1
+    stale = model()
+    replay(stale, ringing, [0.0] * len(ringing))
+    ended = stale.load_channels([], 1.0, known_before=set(stale.chans))
+    assert "Ended" in [type(e).__name__ for e in ended] and len(stale) == 0
+
+
 def test_shutdown_ends_a_call_whose_hangups_never_came():
     before = load("09-restart-before")
     cut = first(before, "Hangup")
