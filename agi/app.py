@@ -111,6 +111,8 @@ class App:
             self.directory.problems()
             self.directory.user(self.config.crm.system_user)
             self.directory.lookup("+1 650 253 0000")    # also loads phonenumbers' metadata
+            if self.popups is not None:
+                self.popups.warm_up()
         except Exception as exc:
             log.warning("CRM not ready yet (%s); lookups answer CRM_STATUS=error until it is", exc)
 

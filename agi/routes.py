@@ -81,6 +81,11 @@ def _lookup_vars(result: Optional[LookupResult], call_id):
     return values
 
 
+def _cnam(value):
+    """Asterisk says "unknown" when the network sent no name."""
+    return value if value and value.lower() != "unknown" else None
+
+
 def _linkedid(session):
     return session.get_full_variable("${CHANNEL(linkedid)}") or session.env.get("uniqueid", "")
 
@@ -149,7 +154,8 @@ def incoming(session, flow: CallFlow, accepted_at: float):
     result = flow.wait_lookup(job, deadline)
     record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
                         direction="Inbound", number=number, started_at=_now(),
-                        did=env.arg(1) or callstate.clean(env.get("dnid")) or env.get("extension"))
+                        did=env.arg(1) or callstate.clean(env.get("dnid")) or env.get("extension"),
+                        caller_name=_cnam(env.get("calleridname")))
     _apply_lookup(record, result, flow, "Inbound")
     _reply_then_write(session, flow, job, record, result)
 

@@ -106,6 +106,7 @@ class CallRecord:
     answered_user_id: Optional[str] = None
     recording: Optional[str] = None
     hangup_cause: Optional[str] = None
+    caller_name: Optional[str] = None   # CNAM from the network (untrusted): for the popup only
 
     def to_json(self):
         data = dataclasses.asdict(self)

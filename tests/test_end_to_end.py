@@ -303,3 +303,13 @@ def test_hangup_of_a_channel_crmagi_never_saw_writes_nothing(app, db, caplog):
     gevent.sleep(0.2)
     assert rows(db, "SELECT COUNT(*) AS n FROM calls")[0]["n"] == 0
     assert "not a crmagi call" in caplog.text
+
+
+def test_the_network_caller_name_travels_to_the_popup_as_data(app, db):
+    """CNAM is attacker-controlled: it reaches the popup (which escapes it) untouched, never SQL."""
+    seen = []
+    app.flow.notify = lambda kind, record, result: seen.append((kind, record.caller_name))
+    replay(app, "03d-inbound-hostile-callerid")
+    replay(app, "01-inbound-answered")
+    assert ("ringing", "Robert'); DROP TABLE calls;-- \"Bobby\"") in seen
+    assert ("ringing", None) in seen          # Asterisk's "unknown" is no name

@@ -1,8 +1,10 @@
 """The popup websocket protocol: JSON text frames, one object each (pure functions).
 
 Browser -> server
-  {"type": "hello", "token": T, "tab": "<random tab id>", "visible": bool, "focused": bool}
-      first message; anything else first, or a bad token, is refused.
+  {"type": "hello", "token": T, "tab": "<random tab id>", "visible": bool, "focused": bool,
+   "user": "<users.id the page is for>"}
+      first message; anything else first, or a bad token, is refused.  ``user`` (optional)
+      must be the token's user: a page holding another user's token is refused.
   {"type": "state", "visible": bool, "focused": bool}
       the tab was shown/hidden/focused/blurred: the server moves open popups to the tab
       the user is working in.
@@ -52,7 +54,7 @@ def decode(text) -> dict:
         raise BadMessage("not JSON") from None
     if not isinstance(message, dict) or message.get("type") not in CLIENT_TYPES:
         raise BadMessage("unknown message type")
-    for key in ("token", "tab", "call", "exten"):
+    for key in ("token", "tab", "call", "exten", "user"):
         if key in message and not isinstance(message[key], str):
             raise BadMessage("%s must be a string" % key)
     for key in ("visible", "focused"):

@@ -33,12 +33,17 @@ class _BoundedWebSocket(WebSocket):
     __slots__ = ()
 
     def read_frame(self):
+        if self.closed:
+            raise WebSocketError("closed")
         header = Header.decode_header(self.stream)
         if header.length > messages.MAX_MESSAGE:
             raise ProtocolError("frame of %d bytes refused" % header.length)
         if header.flags:
             raise ProtocolError
-        payload = self.raw_read(header.length) if header.length else b""
+        raw_read = self.raw_read
+        if raw_read is None:        # close() (Tab.close: a stalled tab) ran while this read waited
+            raise WebSocketError("closed")
+        payload = raw_read(header.length) if header.length else b""
         if len(payload) != header.length:
             raise WebSocketError("Unexpected EOF reading frame payload")
         if header.mask:

@@ -85,13 +85,14 @@ class PopupService:
         """routes.CallFlow.notify: "ringing" after the inbound lookup, "ended" at hangup."""
         if kind == "ringing":
             info = callinfo.CallInfo(call_id=record.call_id, linkedid=record.linkedid, number=record.number,
-                                     direction=record.direction, did=record.did, result=result)
+                                     direction=record.direction, did=record.did, result=result,
+                                     caller_name=record.caller_name or "")
             owner = None
             if result is not None and result.caller and result.caller.owner:
                 owner = result.caller.owner.id
             self.bus.publish({"e": "info", "info": callinfo.to_json(info), "owner": owner})
         elif kind == "ended":
-            self.bus.publish({"e": "ended", "call": record.call_id})
+            self.bus.publish({"e": "ended", "call": record.call_id, "linkedid": record.linkedid})
 
     def on_ami(self, event):
         """live.LivePipeline.notify: the call model's domain events."""
@@ -110,7 +111,7 @@ class PopupService:
             self.bus.publish({"e": "transferred", "call": call_id, "from": event.from_extension,
                               "to": event.to_extension})
         elif kind == "Ended":
-            self.bus.publish({"e": "ended", "call": call_id})
+            self.bus.publish({"e": "ended", "call": call_id, "linkedid": event.linkedid})
 
     # -- consume ---------------------------------------------------------------
     def post_event(self, event):
@@ -162,6 +163,7 @@ class PopupService:
 
     def _on_ended(self, event):
         self.book.ended(event["call"])
+        self.infos.pop(event.get("linkedid"), None)     # thousands of calls a minute: keep none
 
     def _on_rendered(self, event):
         self.book.rendered(event["call"], event["user"], event["rendered"])

@@ -136,8 +136,15 @@
     if (!document.querySelector('#crmagi-popups [data-crmagi-call]')) { stopFlash(); }
   }
 
+  function removeAll() {
+    var nodes = document.querySelectorAll('#crmagi-popups [data-crmagi-call]');
+    for (var i = 0; i < nodes.length; i++) { remove(nodes[i].getAttribute('data-crmagi-call')); }
+  }
+
   var handlers = {
-    welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000;
+    // After a reconnect the server shows this tab what belongs here (it moved this tab's
+    // popups to another tab when the socket dropped): what is on screen now is stale.
+    welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000; removeAll();
                             pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS); },
     refused: function (m) { status.refused = m.reason;
                             if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
