@@ -187,21 +187,19 @@ class PopupService:
 
     # -- users -----------------------------------------------------------------
     def _user(self, user_id):
-        if not user_id:
-            return None
-        try:
-            return self.directory.user(user_id)
-        except Exception as exc:
-            log.warning("cannot read user %s: %s", user_id, exc)
-            return None
+        return self._ask_directory("user", user_id)
 
     def _user_at(self, extension):
-        if not extension:
+        return self._ask_directory("user_by_extension", extension)
+
+    def _ask_directory(self, method, key):
+        """A CRM user, or None; a CRM that is down costs a popup, never the event loop."""
+        if not key:
             return None
         try:
-            return self.directory.user_by_extension(extension)
+            return getattr(self.directory, method)(key)
         except Exception as exc:
-            log.warning("cannot map extension %s to a user: %s", extension, exc)
+            log.warning("cannot read the CRM user for %s: %s", key, exc)
             return None
 
     # -- tabs (called by the websocket server) --------------------------------
