@@ -157,6 +157,7 @@ class WebpushSettings:
     allowed_origins: Tuple[str, ...] = setting((), _list, "origins allowed to connect (default: the origin of [crm] site_url)")
     redis_url: str = setting("", _str, "redis://host:port/db shared by several crmagi boxes; empty: this box only")
     history_limit: int = setting(10, _int, "history items shown in a popup")
+    max_sockets: int = setting(20000, _int, "browser tabs connected at once (about 20 KB each); more wait")
     fallback_extensions: Tuple[str, ...] = setting((), _list, "without AMI: extensions whose users get the popups of "
                                                    "calls with no responsible user (reception)")
 

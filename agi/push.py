@@ -54,7 +54,7 @@ class Popups:
                                     ami_driven=bool(config.ami.host), transfer=transfer,
                                     fallback_extensions=web.fallback_extensions)
         self.server = PushServer(web.listen, web.secret, allowed_origins(config), self.service, self.hub,
-                                 directory, token_seconds=web.token_seconds)
+                                 directory, token_seconds=web.token_seconds, max_sockets=web.max_sockets)
 
     def warm_up(self):
         """Reflect the history tables and compile the templates before the first ring, not

@@ -33,7 +33,11 @@ CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
                 "--disable-component-update", "--disable-sync", "--no-first-run")
 
 
-def seed(database):
+def seed(database, swarm_users):
+    # The swarm's tabs log in as real, active CRM users: the push server admits no one else.
+    if swarm_users:
+        sql(database, "INSERT INTO users (id, user_name, last_name, status, deleted) SELECT CONCAT('swarm-', seq - 1),"
+                      " CONCAT('swarm', seq - 1), 'Swarm', 'Active', 0 FROM seq_1_to_%d" % swarm_users)
     for n, user in enumerate(("sally", "max", "chris", "will", "sarah", "jim"), start=101):
         sql(database, "UPDATE users SET phone_work='%d' WHERE id='seed_%s_id'" % (n, user))
     sql(database, "INSERT INTO contacts (id, first_name, last_name, phone_work, assigned_user_id, deleted)"
@@ -103,8 +107,10 @@ def swarm(ws_url, origin, count):
 
 
 SHOWN = "return (window.__crmagiPopup.shown || {})[arguments[0]] || 0"
-DISMISS = ("var n = document.querySelector('[data-crmagi-call=\"' + arguments[0] + '\"] [data-crmagi-dismiss]');"
-           "if (n) { n.click(); }")
+# Remove the shown popup from the page only (the hangup ends it on the server): a dismiss message
+# per call at this pace would be a flood of 15 messages a second, which the server refuses.
+DISMISS = ("var n = document.querySelector('[data-crmagi-call=\"' + arguments[0] + '\"]');"
+           "if (n) { n.parentNode.removeChild(n); }")
 
 
 def measure(driver, agi_port, calls, pause):
@@ -137,7 +143,7 @@ def main():
     database, url = create_database()
     proc = crowd = driver = None
     try:
-        seed(database)
+        seed(database, args.sockets)
         proc, _ = start_server(url, args.agi_port, extra="[webpush]\nlisten = 127.0.0.1:%d\nsecret = %s\n"
                                "allowed_origins = %s\n" % (args.ws_port, SECRET, origin))
         site = static_site(args.http_port, ws_url)

@@ -287,6 +287,8 @@ def test_bad_tokens_are_refused_and_never_get_a_popup(apps, browser, site):
         assert state["popups"] == [] and state["seen"] == [] and not received(state, "popup"), reason
         assert state["status"]["state"] == "closed" and state["sockets"] == 1, reason
         assert [m["type"] for m in state["received"]][:1] == ["refused"], reason
+        badge = browser.run(handle, "var b = document.getElementById('crmagi-offline'); return b && b.textContent")
+        assert badge and "Reload the page" in badge, reason        # the user is told popups stopped
     codes = {reason: [m["code"] for m in browser.state(h)["received"] if m["type"] == "(closed)"]
              for h, reason in refused.items()}
     assert codes == {"bad signature": [4401], "expired token": [4401], "token is for another user": [4401],

@@ -53,9 +53,10 @@ class Rig:
         self.hub = Hub()
         self.book = PopupBook(self.hub, self.render, pending_seconds=40, clock=self.clock)
 
-    def render(self, info, user):
+    def render(self, info, user, generation):
         # Synchronous here; the service renders beside its event loop.
-        self.book.rendered(info.call_id, user.id, Rendered("<section>%s</section>" % info.number, "Call", "n"))
+        self.book.rendered(info.call_id, user.id, Rendered("<section>%s</section>" % info.number, "Call", "n"),
+                           generation)
 
     def tab(self, user, focused=True, visible=True):
         screen = Screen()
@@ -186,7 +187,7 @@ def test_tab_closing_hands_the_popup_to_the_users_other_tab(rig):
 
 def test_render_arriving_after_the_call_stopped_shows_nothing():
     hub, later = Hub(), []
-    book = PopupBook(hub, lambda info, user: later.append((info, user)), pending_seconds=40)
+    book = PopupBook(hub, lambda info, user, generation: later.append((info, user)), pending_seconds=40)
     screen = Screen()
     tab = Tab(screen, ANN.id, focused=True)
     tab.send = screen.send
@@ -196,3 +197,18 @@ def test_render_arriving_after_the_call_stopped_shows_nothing():
     info, user = later[0]
     book.rendered(info.call_id, user.id, Rendered("<section></section>", "t", "n"))
     assert screen.shown() == []
+
+
+def test_an_older_render_finishing_last_does_not_replace_the_newer():
+    hub, asked = Hub(), []
+    book = PopupBook(hub, lambda info, user, generation: asked.append(generation), pending_seconds=40)
+    screen = Screen()
+    tab = Tab(screen, ANN.id, focused=True)
+    tab.send = screen.send
+    hub.join(tab, user_room(ANN.id))
+    book.ring(call(), ANN, "leg-a")                # render 1: no lookup yet
+    book.refresh("call-1", call())                 # render 2: the AGI's lookup arrived
+    book.rendered("call-1", ANN.id, Rendered("<section>known</section>", "t", "n"), asked[1])
+    book.rendered("call-1", ANN.id, Rendered("<section>unknown</section>", "t", "n"), asked[0])
+    assert asked == [1, 2]
+    assert [m["html"] for m in screen.sent if m["type"] == "popup"] == ["<section>known</section>"]

@@ -3,6 +3,7 @@ import json
 import socket
 import time
 
+import gevent
 import pytest
 import websocket
 
@@ -12,6 +13,7 @@ from webpush.bus import LocalBus
 from webpush.content import Rendered
 from webpush.hub import Hub
 from webpush.popups import PopupBook
+from webpush import server as server_module
 from webpush.server import PushServer
 from webpush.service import PopupService
 
@@ -209,3 +211,105 @@ def test_unknown_caller_ring_without_agi_info_looks_the_number_up(push):
     receive(ws, "welcome")
     ring(service, "101", linkedid="L9", number="+15550001111")
     assert "+15550001111" in receive(ws, "popup")["html"]
+
+
+# -- abuse by one client (second reader's findings) -------------------------------------------
+
+def health(server):
+    with socket.create_connection(server.address[:2], timeout=2) as raw:
+        raw.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        body = b""
+        while chunk := raw.recv(4096):
+            body += chunk
+    return json.loads(body.split(b"\r\n\r\n", 1)[1])
+
+
+def test_a_message_split_into_endless_fragments_is_cut_and_starves_nobody(push):
+    server, _ = push
+    ws = websocket.create_connection("ws://127.0.0.1:%d/ws" % server.address[1], origin=ORIGIN, timeout=5)
+    ws.send_frame(websocket.ABNF(fin=0, opcode=websocket.ABNF.OPCODE_TEXT, data="x" * 3000))
+    assert health(server)["tabs"] == 0                     # the server still answers others
+    with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+        for _ in range(50):                                # 6 KB and counting: over the 4 KB cap
+            ws.send_frame(websocket.ABNF(fin=0, opcode=websocket.ABNF.OPCODE_CONT, data="x" * 3000))
+            gevent.sleep(0.01)
+        ws.recv()
+
+
+def test_a_flood_of_messages_is_refused_with_a_reason(push):
+    server, service = push
+    ws = connect(server)
+    receive(ws, "welcome")
+    for _ in range(100):
+        ws.send(json.dumps({"type": "state", "visible": True, "focused": True}))
+    assert receive(ws, "refused")["reason"] == "more than 5 messages a second"
+    assert service.queue.qsize() <= 2                      # tab changes were coalesced meanwhile
+
+
+def test_a_user_who_is_no_longer_active_in_the_crm_is_refused(push):
+    server, _ = push
+    reason, code = refusal(connect(server, "u-fired"))
+    assert (reason, code) == ("user u-fired is not an active CRM user", 4403)
+
+
+def test_renewed_tokens_stop_when_the_session_is_older_than_the_limit(push):
+    server, _ = push
+    old = time.time() - server_module.MAX_SESSION - 60
+    ws = connect(server, token=auth.mint(SECRET, "u-ann", time.time() - 500, 600, session_start=old))
+    receive(ws, "welcome")
+    ws.send(json.dumps({"type": "ping"}))
+    receive(ws, "pong")
+    ws.send(json.dumps({"type": "ping"}))
+    assert receive(ws, "pong") and not [m for m in drain(ws) if m["type"] == "token"]
+
+
+def test_tabs_per_user_are_capped(push, monkeypatch):
+    server, _ = push
+    monkeypatch.setattr(server_module, "MAX_TABS_PER_USER", 2)
+    first, second = connect(server), connect(server)
+    receive(first, "welcome"), receive(second, "welcome")
+    assert refusal(connect(server)) == ("more than 2 tabs open for this user", 4403)
+
+
+@pytest.mark.parametrize("exten, why", [("\u0663\u0660\u0661", "not an extension"),   # Arabic-Indic digits
+                                        ("004930123456", "not an extension"),          # outside
+                                        ("109", "not a CRM user's phone")])
+def test_transfer_goes_only_to_a_colleagues_extension(push, exten, why):
+    server, service = push
+    service.transfer_call = lambda linkedid, ext: (True, "transferred")
+    ann = connect(server, "u-ann")
+    receive(ann, "welcome")
+    ring(service, "101")
+    receive(ann, "popup")
+    ann.send(json.dumps({"type": "transfer", "call": "call-L1", "exten": exten}))
+    result = receive(ann, "result")
+    assert not result["ok"] and why in result["text"]
+
+
+def test_a_half_sent_handshake_is_dropped(push, monkeypatch):
+    server, _ = push
+    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT", 0.3)
+    with socket.create_connection(server.address[:2], timeout=5) as raw:
+        raw.sendall(b"GET /ws HTTP/1.1\r\n")
+        started = time.monotonic()
+        while raw.recv(1000):              # an HTTP error at most, then the close
+            pass
+        assert time.monotonic() - started < 3
+
+
+def drain(ws):
+    got = []
+    try:
+        while True:
+            got.append(receive(ws, "token", timeout=0.3))
+    except websocket.WebSocketTimeoutException:
+        return got
+
+
+def test_a_user_deactivated_while_connected_is_refused_at_the_next_renewal(push, monkeypatch):
+    server, _ = push
+    ws = connect(server, token=auth.mint(SECRET, "u-ann", time.time() - 500, 600))
+    receive(ws, "welcome")
+    monkeypatch.delitem(USERS, "u-ann")
+    ws.send(json.dumps({"type": "ping"}))
+    assert receive(ws, "refused")["reason"] == "user u-ann is not an active CRM user"

@@ -30,6 +30,7 @@ class Claims(NamedTuple):
     user_id: str
     issued_at: int
     expires_at: int
+    session_start: int      # when the page minted the first token of a renewed chain
 
 
 def _b64(data: bytes) -> str:
@@ -44,11 +45,15 @@ def _sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode("utf-8"), payload.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def mint(secret: str, user_id: str, now: float, ttl: int) -> str:
+def mint(secret: str, user_id: str, now: float, ttl: int, session_start=None) -> str:
+    """``session_start``: set by the push server when it renews a token (claim ``ses``), so a
+    chain of renewals cannot outlive the session the page began."""
     if not secret:
         raise ValueError("no secret: set [webpush] secret")
-    payload = _b64(json.dumps({"v": VERSION, "uid": user_id, "iat": int(now), "exp": int(now) + int(ttl)},
-                              separators=(",", ":")).encode("utf-8"))
+    claims = {"v": VERSION, "uid": user_id, "iat": int(now), "exp": int(now) + int(ttl)}
+    if session_start is not None:
+        claims["ses"] = int(session_start)
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode("utf-8"))
     return payload + "." + _sign(secret, payload)
 
 
@@ -64,6 +69,7 @@ def verify(secret: str, token, now: float) -> Claims:
     try:
         claims = json.loads(_unb64(payload))
         user_id, issued, expires = claims["uid"], int(claims["iat"]), int(claims["exp"])
+        session = int(claims.get("ses", issued))
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise TokenError("malformed token") from None
     if claims.get("v") != VERSION or not isinstance(user_id, str) or not user_id:
@@ -72,7 +78,7 @@ def verify(secret: str, token, now: float) -> Claims:
         raise TokenError("expired token")
     if issued > now + CLOCK_SKEW:
         raise TokenError("token issued in the future")
-    return Claims(user_id, issued, expires)
+    return Claims(user_id, issued, expires, min(session, issued))
 
 
 def origin_allowed(origin, allowed) -> bool:

@@ -45,6 +45,7 @@ class Tab:
         self.sender = None
         self.closed = False
         self.rooms = set()
+        self.on_close = None           # set by the server: leave the hub at once, not at next read
 
     def set_state(self, visible, focused, now):
         if (focused and not self.focused) or (visible and not self.visible):
@@ -79,13 +80,16 @@ class Tab:
             self.sender = None
 
     def close(self):
-        if not self.closed:
-            self.closed = True
-            self.outbox.clear()
-            try:
-                self.transport.close()
-            except Exception:
-                pass
+        if self.closed:
+            return
+        self.closed = True
+        self.outbox.clear()
+        try:
+            self.transport.close()
+        except Exception:
+            pass
+        if self.on_close is not None:
+            self.on_close()
 
     def __repr__(self):
         return "<Tab %s user=%s visible=%s focused=%s>" % (self.serial, self.user_id, self.visible, self.focused)
@@ -112,7 +116,7 @@ class Hub:
         return sorted(self.rooms.get(room, ()), key=lambda tab: tab.serial)
 
     def active(self, room):
-        tabs = self.rooms.get(room)
+        tabs = [tab for tab in self.rooms.get(room, ()) if not tab.closed]
         return max(tabs, key=Tab.rank) if tabs else None
 
     def send(self, room, text):

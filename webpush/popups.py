@@ -30,6 +30,7 @@ class Popup:
     user: object                          # crmsync.models.User
     created: float
     rendered: object = None               # content.Rendered, once the renderer delivered it
+    generation: int = 0                   # renders run side by side: only the newest asked counts
     legs: Set[str] = field(default_factory=set)
     state: str = RINGING
     state_text: str = ""
@@ -40,7 +41,7 @@ class Popup:
 class PopupBook:
     def __init__(self, hub, request_render: Callable, pending_seconds=40.0, ttl=4 * 3600.0, clock=time.monotonic):
         self.hub = hub
-        # (CallInfo, User) -> None; the HTML comes back later through rendered(): the CRM
+        # (CallInfo, User, generation) -> None; the HTML comes back later through rendered(): the CRM
         # reads behind it must not hold up the events of other calls.
         self.request_render = request_render
         self.pending_seconds = pending_seconds
@@ -61,13 +62,17 @@ class PopupBook:
         popups[info.call_id] = popup
         self.by_call.setdefault(info.call_id, set()).add(user.id)
         self.stats["popups"] += 1
-        self.request_render(info, user)
+        self._render(popup)
         return popup
 
-    def rendered(self, call_id, user_id, rendered):
+    def _render(self, popup):
+        popup.generation += 1
+        self.request_render(popup.info, popup.user, popup.generation)
+
+    def rendered(self, call_id, user_id, rendered, generation=None):
         popup = self._get(user_id, call_id)
-        if popup is None:
-            return
+        if popup is None or (generation is not None and generation != popup.generation):
+            return                            # gone, or an older render finishing late
         popup.rendered = rendered
         if popup.tab is not None:
             self._show(popup, popup.tab)      # a refreshed popup replaces the one on screen
@@ -78,7 +83,7 @@ class PopupBook:
         """The lookup of the call arrived after its popups were made: render them again."""
         for popup in self._popups_of(call_id):
             popup.info = dataclasses.replace(info, extension=popup.info.extension, queue=popup.info.queue)
-            self.request_render(popup.info, popup.user)
+            self._render(popup)
 
     def stop_ringing(self, call_id, user_id, leg_id, reason):
         popup = self._get(user_id, call_id)

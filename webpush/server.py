@@ -13,6 +13,7 @@ import time
 import uuid
 
 import gevent
+from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
@@ -22,22 +23,28 @@ from . import auth, messages
 from .hub import Tab, ext_room, user_room
 
 log = logging.getLogger("crmagi.webpush")
+HANDSHAKE_TIMEOUT = 10.0
 HELLO_TIMEOUT = 10.0
 IDLE_TIMEOUT = 120.0        # the script pings every 25 s; a silent socket is a dead one
 MAX_JUNK = 10
+MAX_TABS_PER_USER = 30
+RATE, BURST = 5.0, 40       # messages a tab may send per second, and in one burst
+MAX_SESSION = 12 * 3600     # seconds a chain of renewed tokens may last without a page load
 
 
 class _BoundedWebSocket(WebSocket):
-    """gevent-websocket reads a frame of any announced length into memory; refuse big ones."""
+    """gevent-websocket reads frames of any length, and messages of any number of frames, into
+    memory, without yielding while bytes keep coming: cap both, and yield after each frame."""
 
     __slots__ = ()
+    PARTIAL = "crmagi.partial"         # bytes of the message being assembled (kept in environ)
 
     def read_frame(self):
         if self.closed:
             raise WebSocketError("closed")
         header = Header.decode_header(self.stream)
-        if header.length > messages.MAX_MESSAGE:
-            raise ProtocolError("frame of %d bytes refused" % header.length)
+        gevent.sleep(0)                # a peer that never stops sending must not starve the others
+        self._count(header)
         if header.flags:
             raise ProtocolError
         raw_read = self.raw_read
@@ -49,6 +56,17 @@ class _BoundedWebSocket(WebSocket):
         if header.mask:
             payload = header.unmask_payload(payload)
         return header, payload
+
+    def _count(self, header):
+        if header.length > messages.MAX_MESSAGE:
+            raise ProtocolError("frame of %d bytes refused" % header.length)
+        if header.opcode not in (self.OPCODE_TEXT, self.OPCODE_BINARY, self.OPCODE_CONTINUATION):
+            return
+        so_far = self.environ.get(self.PARTIAL, 0) if header.opcode == self.OPCODE_CONTINUATION else 0
+        total = so_far + header.length
+        if total > messages.MAX_MESSAGE:
+            raise ProtocolError("message of more than %d bytes refused" % messages.MAX_MESSAGE)
+        self.environ[self.PARTIAL] = 0 if header.fin else total
 
     def close(self, code=1000, message=b""):
         # 0.10.1 sends str(message) as the whole close payload and drops ``code``, so
@@ -70,12 +88,14 @@ class _Handler(WebSocketHandler):
     READ_BUFFER = 1024
 
     def __init__(self, sock, address, server, rfile=None):
+        sock.settimeout(HANDSHAKE_TIMEOUT)      # a half-sent request is not kept for ever
         super().__init__(sock, address, server, rfile=rfile or sock.makefile("rb", self.READ_BUFFER))
 
     def upgrade_connection(self):
         result = super().upgrade_connection()
         if getattr(self, "websocket", None) is not None:
             self.websocket.__class__ = _BoundedWebSocket
+            self.socket.settimeout(None)        # from here the read loop keeps its own timeouts
         return result
 
     def log_request(self):          # one line per socket at INFO would flood a call centre's log
@@ -95,7 +115,7 @@ class _Transport:
 
 class PushServer:
     def __init__(self, listen, secret, allowed_origins, service, hub, directory, token_seconds=600,
-                 clock=time.time):
+                 max_sockets=20000, clock=time.time):
         self.listen = listen
         self.secret = secret
         self.allowed_origins = tuple(allowed_origins)
@@ -105,7 +125,8 @@ class PushServer:
         self.token_seconds = token_seconds
         self.clock = clock
         self.stats = {"accepted": 0, "refused": 0}
-        self.server = WSGIServer(listen, self._app, handler_class=_Handler, log=None, error_log=log)
+        self.server = WSGIServer(listen, self._app, handler_class=_Handler, log=None, error_log=log,
+                                 spawn=Pool(max_sockets))
 
     @property
     def address(self):
@@ -151,13 +172,13 @@ class PushServer:
         tab = Tab(transport, claims.user_id, hello.get("tab") or uuid.uuid4().hex,
                   hello.get("visible", True), hello.get("focused", False), now=self.clock())
         del hello                 # this greenlet lives as long as the tab: keep its frame small
-        self._admit(tab, claims)
+        refusal = self._admit(tab, claims)
+        if refusal:
+            return self._refuse(transport, 4403, refusal)
         try:
             self._read_loop(ws, tab)
         finally:
-            self.hub.leave(tab)
-            self.service.tab_left(tab)
-            tab.closed = True
+            tab.close()           # leaves the hub once (Tab.close calls on_close)
 
     def _hello(self, ws):
         with gevent.Timeout(HELLO_TIMEOUT, messages.BadMessage("no hello within %ds" % HELLO_TIMEOUT)):
@@ -183,24 +204,38 @@ class PushServer:
             pass
 
     def _admit(self, tab, claims):
+        """Room membership for an active CRM user; None (refused) with the reason otherwise."""
+        known, user = self._user(tab.user_id)
+        if known and user is None:
+            return "user %s is not an active CRM user" % tab.user_id
+        if len(self.hub.members(user_room(tab.user_id))) >= MAX_TABS_PER_USER:
+            return "more than %d tabs open for this user" % MAX_TABS_PER_USER
         self.stats["accepted"] += 1
         rooms = [user_room(tab.user_id)]
-        extension = self._extension(tab.user_id)
-        if extension:
-            rooms.append(ext_room(extension))
+        if user is not None and user.extension:
+            rooms.append(ext_room(user.extension))
         self.hub.join(tab, *rooms)
+        tab.on_close = lambda: self._gone(tab)
+        tab.token_expires, tab.session_start = claims.expires_at, claims.session_start
+        tab.budget, tab.budget_at = BURST, self.clock()
         # Sent from the tab's own greenlet: no sender greenlet to spawn for it.
         tab.transport.send(messages.encode({"type": "welcome", "user": tab.user_id,
                                             "token_expires": claims.expires_at}))
-        tab.token_expires = claims.expires_at
         self.service.tab_joined(tab)
+        return None
 
-    def _extension(self, user_id):
+    def _gone(self, tab):
+        self.hub.leave(tab)
+        self.service.tab_left(tab)
+
+    def _user(self, user_id):
+        """(the CRM answered, the active user or None).  A CRM that is down keeps tabs in
+        (grace): popups need the CRM anyway, and refusing would log everyone out."""
         try:
-            user = self.directory.user(user_id)
-        except Exception:
-            return None
-        return user.extension if user else None
+            return True, self.directory.user(user_id)
+        except Exception as exc:
+            log.warning("cannot check user %s in the CRM: %s", user_id, exc)
+            return False, None
 
     def _read_loop(self, ws, tab):
         junk = 0
@@ -216,7 +251,17 @@ class PushServer:
                 if junk >= MAX_JUNK:
                     return
                 continue
+            if not self._spend(tab):    # said from this greenlet: close() drops what is queued
+                self._refuse(tab.transport, 4408, "more than %d messages a second" % RATE)
+                return
             self._handle(tab, message)
+
+    def _spend(self, tab):
+        """Token bucket: a tab sends a few messages a minute; a flood is not a browser."""
+        now = self.clock()
+        tab.budget = min(BURST, tab.budget + (now - tab.budget_at) * RATE) - 1
+        tab.budget_at = now
+        return tab.budget >= 0
 
     def _handle(self, tab, message):
         kind = message["type"]
@@ -232,9 +277,16 @@ class PushServer:
             self._renew_token(tab)
 
     def _renew_token(self, tab):
-        """Keep a connected tab's token fresh: after a crmagi restart it reconnects with it."""
+        """Keep a connected tab's token fresh, so it can reconnect after a crmagi restart; but
+        only for an active user, and not beyond MAX_SESSION since the page minted the first."""
         now = self.clock()
-        if tab.token_expires - now < self.token_seconds / 2:
-            token = auth.mint(self.secret, tab.user_id, now, self.token_seconds)
-            tab.token_expires = int(now) + self.token_seconds
-            tab.send(messages.encode({"type": "token", "token": token}))
+        if tab.token_expires - now >= self.token_seconds / 2 or now - tab.session_start > MAX_SESSION:
+            return
+        known, user = self._user(tab.user_id)
+        if known and user is None:
+            self._refuse(tab.transport, 4403, "user %s is not an active CRM user" % tab.user_id)
+            tab.close()
+            return
+        token = auth.mint(self.secret, tab.user_id, now, self.token_seconds, session_start=tab.session_start)
+        tab.token_expires = int(now) + self.token_seconds
+        tab.send(messages.encode({"type": "token", "token": token}))

@@ -11,10 +11,11 @@ hunt groups, transfers); without AMI, the record's responsible user, whom the
 dialplan rings through CRM_OWNER_EXTEN.
 """
 import logging
+import re
 import time
 
 import gevent
-from gevent.pool import Pool
+from gevent.lock import BoundedSemaphore
 from gevent.queue import Full, Queue
 
 from . import callinfo, messages
@@ -23,6 +24,8 @@ log = logging.getLogger("crmagi.webpush")
 QUEUE_SIZE = 20000
 SWEEP_EVERY = 5.0
 INFO_TTL = 600.0          # seconds the AGI's lookup of a call is kept for AMI's ring events
+RENDERS = 50              # CRM reads for popups at once; more wait their turn, not the event loop
+EXTENSION = re.compile(r"[0-9]{2,6}")   # ASCII digits only: a transfer never dials out
 
 
 class PopupService:
@@ -39,9 +42,10 @@ class PopupService:
         self.fallback_extensions = tuple(fallback_extensions)
         self.clock = clock
         self.queue = Queue(QUEUE_SIZE)
-        self.renders = Pool(50)
+        self.render_slots = BoundedSemaphore(RENDERS)
         self.infos = {}                           # linkedid -> (CallInfo, when)
         self._greenlets = []
+        self._renders = set()
         if book is not None:
             book.request_render = self._request_render
 
@@ -53,8 +57,7 @@ class PopupService:
 
     def stop(self):
         self.bus.close()
-        gevent.killall(self._greenlets)
-        self.renders.kill()
+        gevent.killall(self._greenlets + list(self._renders))
 
     def _run(self):
         for func, args in self.queue:
@@ -166,24 +169,42 @@ class PopupService:
         self.infos.pop(event.get("linkedid"), None)     # thousands of calls a minute: keep none
 
     def _on_rendered(self, event):
-        self.book.rendered(event["call"], event["user"], event["rendered"])
+        self.book.rendered(event["call"], event["user"], event["rendered"], event.get("generation"))
 
     # -- rendering beside the event loop ---------------------------------------
-    def _request_render(self, info, user):
-        self.renders.spawn(self._render, info, user)
+    def _request_render(self, info, user, generation=None):
+        # Never blocks this loop: the greenlet waits for a CRM slot, the events go on.
+        greenlet = gevent.spawn(self._render, info, user, generation)
+        self._renders.add(greenlet)
+        greenlet.link(self._renders.discard)
 
-    def _render(self, info, user):
+    def _render(self, info, user, generation):
+        with self.render_slots:
+            info = self._with_lookup(info)
+            try:
+                rendered = self.content.render(info, user)
+            except Exception:
+                log.exception("cannot render the popup of %s", info.call_id)
+                return
+        self.post_event({"e": "rendered", "call": info.call_id, "user": user.id, "rendered": rendered,
+                         "generation": generation})
+
+    def _with_lookup(self, info):
+        """AMI saw the call ring before (or without) the AGI's lookup: look the number up once
+        per call, not once per ringing phone."""
+        if info.result is not None or not info.number:
+            return info
+        known = self.infos.get(info.linkedid)
+        if known and known[0].result is not None:
+            return callinfo.replace(info, result=known[0].result)
         try:
-            if info.result is None and info.number:     # AMI saw it ring before (or without) the AGI
-                info = callinfo.replace(info, result=self.directory.lookup(info.number))
+            result = self.directory.lookup(info.number)
         except Exception as exc:
             log.warning("lookup for the popup of %s failed: %s", info.call_id, exc)
-        try:
-            rendered = self.content.render(info, user)
-        except Exception:
-            log.exception("cannot render the popup of %s", info.call_id)
-            return
-        self.post_event({"e": "rendered", "call": info.call_id, "user": user.id, "rendered": rendered})
+            return info
+        if info.linkedid not in self.infos:
+            self.infos[info.linkedid] = (callinfo.replace(info, result=result), self.clock())
+        return callinfo.replace(info, result=result)
 
     # -- users -----------------------------------------------------------------
     def _user(self, user_id):
@@ -207,7 +228,15 @@ class PopupService:
         self._post(self.book.tab_joined, tab)
 
     def tab_changed(self, tab):
-        self._post(self.book.tab_changed, tab)
+        # A tab flapping focus sends many of these: only the latest state matters, so one
+        # queued change per tab at most (the queue is shared with every call's events).
+        if not getattr(tab, "change_queued", False):
+            tab.change_queued = True
+            self._post(self._tab_changed, tab)
+
+    def _tab_changed(self, tab):
+        tab.change_queued = False
+        self.book.tab_changed(tab)
 
     def tab_left(self, tab):
         self._post(self.book.tab_left, tab)
@@ -224,16 +253,24 @@ class PopupService:
             ok, text = False, "this call is not yours (or is over)"
         elif self.transfer_call is None:
             ok, text = False, "transfer needs the AMI listener ([ami] host)"
-        elif not extension.isdigit() or len(extension) > 10:
+        elif not EXTENSION.fullmatch(extension):
             ok, text = False, "not an extension: %r" % extension[:20]
+        elif getattr(tab, "transferring", False):
+            ok, text = False, "a transfer is already under way"
         else:
+            tab.transferring = True
             gevent.spawn(self._do_transfer, tab, call_id, popup.info.linkedid, extension)
             return
         tab.send(messages.encode({"type": "result", "call": call_id, "ok": ok, "text": text}))
 
     def _do_transfer(self, tab, call_id, linkedid, extension):
         try:
-            ok, text = self.transfer_call(linkedid, extension)
+            if self._user_at(extension) is None:     # only to a colleague's phone, never outside
+                ok, text = False, "extension %s is not a CRM user's phone" % extension
+            else:
+                ok, text = self.transfer_call(linkedid, extension)
         except Exception as exc:
             ok, text = False, "transfer failed: %s" % exc
+        finally:
+            tab.transferring = False
         tab.send(messages.encode({"type": "result", "call": call_id, "ok": ok, "text": text}))

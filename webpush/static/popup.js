@@ -53,6 +53,16 @@
     };
   }
 
+  function offline(reason) {
+    // The user must know popups stopped (an expired token after a long sleep, a deactivated
+    // user): a full page load mints a new token.
+    var badge = document.getElementById('crmagi-offline') || document.createElement('div');
+    badge.id = 'crmagi-offline';
+    badge.className = 'crmagi-offline';
+    badge.textContent = 'Call popups stopped (' + reason + '). Reload the page to start them again.';
+    if (!badge.parentNode) { document.body.appendChild(badge); }
+  }
+
   function container() {
     var box = document.getElementById('crmagi-popups');
     if (!box) {
@@ -146,7 +156,7 @@
     // popups to another tab when the socket dropped): what is on screen now is stale.
     welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000; removeAll();
                             pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS); },
-    refused: function (m) { status.refused = m.reason;
+    refused: function (m) { status.refused = m.reason; offline(m.reason);
                             if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
     token: function (m) { cfg.token = m.token; },
     popup: show,
