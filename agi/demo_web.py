@@ -7,6 +7,7 @@ token path.  The Ring buttons place simulated Asterisk calls.  Demo only: the
 production push server serves no pages.
 """
 import html
+import json
 import logging
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import gevent
 from gevent.pywsgi import WSGIServer
 
 from crmsync.demo import USERS
-from webpush import snippet
+from webpush import auth, snippet
 
 from .simulator import SimulatedCall
 
@@ -48,8 +49,12 @@ class DemoWeb:
             return [(STATIC / Path(path).name).read_bytes()]
         if path == "/":
             return self._page(start_response, self._index())
-        if path.startswith("/as/"):
-            return self._page(start_response, self._crm_page(path[4:]))
+        if path.startswith("/as/"):           # /as/<user id>/ stands for that user's SuiteCRM session
+            user_id, _, rest = path[4:].partition("/")
+            if rest == "index.php" and "entryPoint=crmagiToken" in environ.get("QUERY_STRING", ""):
+                return self._fresh_token(start_response, user_id)
+            if not rest:
+                return self._page(start_response, self._crm_page(user_id))
         if path == "/ring" and environ.get("REQUEST_METHOD") == "POST":
             return self._ring(environ, start_response)
         if path.endswith("index.php"):
@@ -65,7 +70,7 @@ class DemoWeb:
                  "<body style='font-family:sans-serif;margin:2em'>%s</body></html>" % body).encode("utf-8")]
 
     def _index(self):
-        users = "".join('<li><a href="/as/%s" target="_blank">%s %s</a> (extension %s)</li>'
+        users = "".join('<li><a href="/as/%s/" target="_blank">%s %s</a> (extension %s)</li>'
                         % (uid, html.escape(first), html.escape(last), ext)
                         for uid, _, first, last, ext in USERS if ext)
         return ("<h1>crmagi demo</h1><p>1. Open the CRM as a user (each opens a tab):</p><ul>%s</ul>"
@@ -87,6 +92,15 @@ class DemoWeb:
         return ("<h1>SuiteCRM &middot; %s %s</h1><p>This stands in for a SuiteCRM page: below is exactly what "
                 "crmagi's logic hook prints into every page.</p>%s<pre style='white-space:pre-wrap;word-break:break-all'>%s</pre>%s"
                 % (html.escape(user[2]), html.escape(user[3]), self._ring_buttons(), html.escape(hook), hook))
+
+    def _fresh_token(self, start_response, user_id):
+        """What the package's crmagiToken entry point answers a logged-in user."""
+        web = self.app.config.webpush
+        now = time.time()
+        body = json.dumps({"token": auth.mint(web.secret, user_id, now, web.token_seconds),
+                           "tokenExpires": int(now) + web.token_seconds})
+        start_response("200 OK", [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
+        return [body.encode()]
 
     def _ring(self, environ, start_response):
         size = min(int(environ.get("CONTENT_LENGTH") or 0), 1000)

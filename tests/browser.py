@@ -38,7 +38,7 @@ from agi.app import App
 from agi.config import load
 from agi.simulator import SimulatedCall
 from fake_ami import FakeAmi, recorded_events
-from test_suitecrm_package import HARNESS
+from test_suitecrm_package import HARNESS, TOKEN_HARNESS
 from webpush import installer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -90,6 +90,9 @@ class CrmSite:
         (self.root / "include/entryPoint.php").write_text("<?php // SuiteCRM marker\n")
         self.harness = self.root.parent / "harness.php"
         self.harness.write_text(HARNESS)
+        self.token_harness = self.root.parent / "token_harness.php"
+        self.token_harness.write_text(TOKEN_HARNESS)
+        self.sessions = True      # False: the crmagiToken entry point finds no logged-in user
         self.requests = []
         self.server = WSGIServer(("127.0.0.1", 0), self._app, log=None)
 
@@ -138,14 +141,28 @@ class CrmSite:
         hook = hook * int(query.get("repeat", ["1"])[0])
         return PAGE % {"user": user, "hook": hook}
 
+    def _fresh_token(self, cookie):
+        """The installed token.php, run by php-cli for the session's user (as SuiteCRM would)."""
+        user = dict(part.strip().split("=", 1) for part in cookie.split(";") if "=" in part).get("crm_user")
+        args = {"root": str(self.root), "user": {"id": user, "user_name": user} if self.sessions and user else None}
+        done = subprocess.run([PHP, str(self.token_harness), json.dumps(args)], capture_output=True, text=True,
+                              timeout=30)
+        return done.stdout
+
     def _app(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
         self.requests.append(path)
         headers = [("Cache-Control", "no-store")]
+        query = parse_qs(environ.get("QUERY_STRING", ""))
         if path == "/page.html":
-            body = self._page(parse_qs(environ.get("QUERY_STRING", ""))).encode("utf-8")
-            start_response("200 OK", headers + [("Content-Type", TYPES[".html"])])
+            body = self._page(query).encode("utf-8")
+            # The page's user stands for SuiteCRM's session cookie.
+            cookie = ("Set-Cookie", "crm_user=%s; Path=/" % query["user"][0])
+            start_response("200 OK", headers + [("Content-Type", TYPES[".html"]), cookie])
             return [body]
+        if path == "/index.php" and query.get("entryPoint") == ["crmagiToken"]:
+            start_response("200 OK", headers + [("Content-Type", "application/json")])
+            return [self._fresh_token(environ.get("HTTP_COOKIE", "")).encode("utf-8")]
         target = (self.root / path.lstrip("/")).resolve()
         if self.root.resolve() in target.parents and target.is_file():
             start_response("200 OK", headers + [("Content-Type", TYPES.get(target.suffix, "text/plain"))])

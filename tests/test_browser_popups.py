@@ -259,8 +259,9 @@ def test_hostile_cnam_and_record_name_render_as_text(apps, browser, site):
 
 # --- 5 ------------------------------------------------------------------------------------------
 
-def test_bad_tokens_are_refused_and_never_get_a_popup(apps, browser, site):
+def test_bad_tokens_are_refused_and_never_get_a_popup(apps, browser, site, monkeypatch):
     app = apps()
+    monkeypatch.setattr(site, "sessions", False)      # and SuiteCRM gives these pages no new token
     hook = site.hook_output(MAX)                              # a token the hook minted for max ("bob")
     bobs = hook[hook.index('"token":"') + 9:].split('"', 1)[0]
     assert auth.verify(SECRET, bobs, time.time()).user_id == MAX
@@ -436,3 +437,18 @@ def test_hook_output_run_twice_still_gives_one_socket(apps, browser, site):
     assert state["sockets"] == 1 and state["popups"] == [call.call_id] and state["seen"] == [call.call_id]
     assert app.popups.hub.count() == 1 and health(app)["tabs"] == 1
     assert len([m for m in state["sent"] if m["type"] == "hello"]) == 1
+
+
+def test_a_tab_whose_token_expired_while_away_gets_a_new_one_from_suitecrm(apps, browser, site):
+    """A laptop that slept: the token expired; popup.js asks the crmagiToken entry point (session
+    cookie) for a new one, reconnects, and the next call pops up."""
+    app = apps()
+    expired = auth.mint(SECRET, SALLY, time.time() - 700, 600)
+    handle = browser.open(site.page_url(SALLY, token=expired), connected=False)
+    browser.wait(handle, lambda s: s["status"] and s["status"]["state"] == "open", "reconnected", timeout=10)
+    state = browser.state(handle)
+    assert [m.get("reason") for m in state["received"] if m["type"] == "refused"] == ["expired token"]
+    assert "/index.php" in site.requests
+    call, _ = ring(browser, handle, app, ANNA)
+    browser.wait_popup(handle, call.call_id)
+    assert browser.run(handle, "return document.getElementById('crmagi-offline')") is None

@@ -114,7 +114,8 @@ def test_install_writes_files_and_manifest(crm, static):
     assert listed["dirs"] == report.created_dirs
     assert sorted(report.created_dirs) == [
         "custom/Extension", "custom/Extension/application", "custom/Extension/application/Ext",
-        "custom/Extension/application/Ext/LogicHooks", "custom/include/Crmagi"]
+        "custom/Extension/application/Ext/EntryPointRegistry", "custom/Extension/application/Ext/LogicHooks",
+        "custom/include/Crmagi"]
     unchanged = {path: digest for path, digest in snapshot(crm).items() if path in before}
     assert unchanged == before
     assert not [name for name in os.listdir(crm / installer.ASSET_DIR) if name.startswith(".")]
@@ -435,3 +436,34 @@ def test_python_snippet_prints_the_same_bytes_as_the_php_hook(installed, user):
     output = run_hook(installed, user)
     issued = auth.verify(SECRET, parse(output)["token"], time.time()).issued_at
     assert snippet.render(SECRET, WS, 600, "0.1.0", user["id"], user["user_name"], issued) == output
+
+
+TOKEN_HARNESS = r"""<?php
+define('sugarEntry', true);
+$args = json_decode($argv[1], true);
+chdir($args['root']);
+include 'custom/Extension/application/Ext/EntryPointRegistry/crmagi_token.php';
+$entry = $entry_point_registry['crmagiToken'];
+if ($entry['auth'] !== true) {
+    fwrite(STDERR, "the entry point must require a logged-in session\n");
+    exit(2);
+}
+$GLOBALS['current_user'] = $args['user'] === null ? null : (object)$args['user'];
+require $entry['file'];
+"""
+
+
+def run_token(root, user):
+    script = root.parent / "token_harness.php"
+    script.write_text(TOKEN_HARNESS)
+    return php(str(script), json.dumps({"root": str(root), "user": user}))
+
+
+@needs_php
+def test_token_entry_point_gives_the_logged_in_user_a_fresh_token(installed):
+    """popup.js asks it (session cookie) when its token expired while the tab was away."""
+    answer = json.loads(run_token(installed, USER))
+    claims = auth.verify(SECRET, answer["token"], time.time())
+    assert claims.user_id == USER["id"] and answer["tokenExpires"] == claims.expires_at
+    assert "error" in json.loads(run_token(installed, {"id": "", "user_name": ""}))
+    assert "error" in json.loads(run_token(installed, None))

@@ -23,8 +23,11 @@ ASSET_DIR = "custom/include/Crmagi"
 HOOK_FILE = ASSET_DIR + "/CrmagiPopupHook.php"
 CONFIG_FILE = ASSET_DIR + "/config.php"
 REGISTRATION = "custom/Extension/application/Ext/LogicHooks/crmagi_popup.php"
+TOKEN_FILE = ASSET_DIR + "/token.php"
+ENTRY_POINT = "custom/Extension/application/Ext/EntryPointRegistry/crmagi_token.php"
 MANIFEST = ASSET_DIR + "/installed.json"
-RENDERED = {REGISTRATION: "crmagi_popup.php.j2", HOOK_FILE: "CrmagiPopupHook.php.j2", CONFIG_FILE: "config.php.j2"}
+RENDERED = {REGISTRATION: "crmagi_popup.php.j2", HOOK_FILE: "CrmagiPopupHook.php.j2", CONFIG_FILE: "config.php.j2",
+            ENTRY_POINT: "crmagi_token.php.j2", TOKEN_FILE: "token.php.j2"}
 STATIC = {ASSET_DIR + "/popup.js": "popup.js", ASSET_DIR + "/popup.css": "popup.css"}
 TARGETS = tuple(RENDERED) + tuple(STATIC)
 # The manifest is served like any file under custom/; a hash of config.php would let
@@ -35,7 +38,8 @@ SHORT_SECRET = 16
 
 REPAIR = ("next: as a SuiteCRM admin run Admin -> Repair -> Quick Repair and Rebuild "
           "(index.php?module=Administration&action=repair); it %s "
-          "custom/application/Ext/LogicHooks/logichooks.ext.php, which must not be edited by hand")
+          "custom/application/Ext/LogicHooks/logichooks.ext.php and the entry point registry, "
+          "which must not be edited by hand")
 
 
 class InstallError(Exception):
@@ -97,7 +101,7 @@ def _render(values) -> dict:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=False,
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["php"] = php_string
-    values = dict(values, hook_file=HOOK_FILE, asset_dir=ASSET_DIR)
+    values = dict(values, hook_file=HOOK_FILE, asset_dir=ASSET_DIR, token_file=TOKEN_FILE)
     return {path: env.get_template(name).render(values).encode("utf-8") for path, name in RENDERED.items()}
 
 

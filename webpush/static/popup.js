@@ -17,7 +17,8 @@
 
   var tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
   var socket = null, retry = 1000, pinger = null, flasher = null, baseTitle = document.title;
-  var PING_MS = 25000, MAX_RETRY = 30000;
+  var PING_MS = 25000, MAX_RETRY = 30000, lastRenewal = 0;
+  var TOKEN_URL = 'index.php?entryPoint=crmagiToken';
 
   function send(message) {
     if (socket && socket.readyState === 1) { socket.send(JSON.stringify(message)); }
@@ -45,6 +46,10 @@
     socket.onclose = function (event) {
       clearInterval(pinger);
       status.state = 'closed';
+      if (status.refused === 'expired token') {
+        renewToken();   // the tab was away longer than its token lives: ask SuiteCRM for a new one
+        return;
+      }
       if (event.code === 4403 || event.code === 4401 || status.refused) {
         return;   // refused: the same token and origin would be refused again; a page load brings a new token
       }
@@ -61,6 +66,25 @@
     badge.className = 'crmagi-offline';
     badge.textContent = 'Call popups stopped (' + reason + '). Reload the page to start them again.';
     if (!badge.parentNode) { document.body.appendChild(badge); }
+  }
+
+  function renewToken() {
+    // SuiteCRM's crmagiToken entry point answers only a logged-in session (the cookie goes
+    // along); at most once a minute, so a broken install cannot make a request loop.
+    var now = Date.now();
+    if (!window.fetch || now - lastRenewal < 60000) { return; }
+    lastRenewal = now;
+    fetch(TOKEN_URL, { credentials: 'same-origin', cache: 'no-store' })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (data) {
+        if (!data || typeof data.token !== 'string') { return; }
+        cfg.token = data.token;
+        status.refused = null;
+        var badge = document.getElementById('crmagi-offline');
+        if (badge) { badge.parentNode.removeChild(badge); }
+        connect();
+      })
+      .catch(function () { /* the badge already says to reload */ });
   }
 
   function container() {
