@@ -75,3 +75,53 @@ def test_junk_on_the_channel_is_skipped():
     bus._deliver({"type": "message", "data": b'{"e": "ended", "call": "c"}'})
     assert got == [{"e": "ended", "call": "c"}]
     bus.close()
+
+
+def hello(server, user_id, focused):
+    ws = websocket.create_connection("ws://127.0.0.1:%d/ws" % server.address[1], origin=ORIGIN, timeout=5)
+    ws.send(json.dumps({"type": "hello", "token": auth.mint(SECRET, user_id, time.time(), 600),
+                        "visible": True, "focused": focused}))
+    receive(ws, "welcome")
+    return ws
+
+
+def kinds(ws, wait=0.5):
+    got = []
+    ws.settimeout(wait)
+    try:
+        while True:
+            message = json.loads(ws.recv())
+            if message["type"] in ("popup", "close"):
+                got.append(message["type"])
+    except websocket.WebSocketTimeoutException:
+        return got
+
+
+def test_one_popup_per_user_when_their_tabs_are_on_two_boxes(monkeypatch):
+    from webpush import boxes
+
+    channel = "crmagi:test:" + uuid.uuid4().hex
+    (service_a, server_a), (service_b, server_b) = box(channel), box(channel)
+    try:
+        on_b = hello(server_b, "u-ann", focused=False)        # an older tab, in the background
+        time.sleep(0.3)
+        on_a = hello(server_a, "u-ann", focused=True)         # the tab Ann works in
+        time.sleep(0.3)
+        ring = type("Ringing", (), dict(linkedid="L8", leg_id="leg", extension="101", caller_number="+4930111111",
+                                        caller_name="", did="", direction="Inbound", queue=None))()
+        service_b.on_ami(ring)
+        assert kinds(on_a) == ["popup"] and kinds(on_b) == []
+        on_b.send(json.dumps({"type": "state", "visible": True, "focused": True}))    # Ann switches tabs
+        on_a.send(json.dumps({"type": "state", "visible": True, "focused": False}))
+        assert kinds(on_b) == ["popup"] and kinds(on_a) == ["close"]
+        # Box B dies without a word: after BOX_TIMEOUT box A shows the popup in its tab again.
+        server_b.stop()
+        service_b.stop()
+        monkeypatch.setattr(boxes, "BOX_TIMEOUT", 0.2)
+        time.sleep(0.3)
+        service_a._post(service_a._sweep)
+        assert kinds(on_a) == ["popup"]
+    finally:
+        for service, server in ((service_a, server_a), (service_b, server_b)):
+            server.stop()
+            service.stop()

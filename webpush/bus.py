@@ -16,6 +16,8 @@ CHANNEL = "crmagi:popups"
 
 
 class LocalBus:
+    shared = False
+
     def __init__(self):
         self.handler = None
 
@@ -32,6 +34,8 @@ class LocalBus:
 
 class RedisBus:
     """Pub/sub on one channel; reconnects with back-off when Redis restarts."""
+
+    shared = True
 
     def __init__(self, url, channel=CHANNEL, retry=(0.1, 5.0)):
         import redis

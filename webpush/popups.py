@@ -49,6 +49,9 @@ class PopupBook:
         self.clock = clock
         self.by_user = {}                 # user id -> OrderedDict(call id -> Popup)
         self.by_call = {}                 # call id -> {user ids}: hangups don't scan every user
+        # Several boxes (webpush/boxes.py): another box may hold the user's better tab.
+        self.outranked = lambda user_id, tab: False
+        self.on_shown = lambda popup: None
         self.stats = {"popups": 0, "delivered": 0}
 
     # -- call events ---------------------------------------------------------
@@ -77,7 +80,7 @@ class PopupBook:
         if popup.tab is not None:
             self._show(popup, popup.tab)      # a refreshed popup replaces the one on screen
         else:
-            self._place(user_id)
+            self.place(user_id)
 
     def refresh(self, call_id, info):
         """The lookup of the call arrived after its popups were made: render them again."""
@@ -128,16 +131,16 @@ class PopupBook:
 
     # -- tab events ----------------------------------------------------------
     def tab_joined(self, tab):
-        self._place(tab.user_id)
+        self.place(tab.user_id)
 
     def tab_changed(self, tab):
-        self._place(tab.user_id)
+        self.place(tab.user_id)
 
     def tab_left(self, tab):
         for popup in self.by_user.get(tab.user_id, {}).values():
             if popup.tab is tab:
                 popup.tab = None
-        self._place(tab.user_id)
+        self.place(tab.user_id)
 
     def dismiss(self, user_id, call_id):
         popup = self._get(user_id, call_id)
@@ -157,12 +160,14 @@ class PopupBook:
                     self._forget(popup, close=True)
 
     # -- placement -----------------------------------------------------------
-    def _place(self, user_id):
+    def place(self, user_id):
         """Show every open popup of the user in the tab they work in, and nowhere else."""
         popups = self.by_user.get(user_id)
         if not popups:
             return
         target = self.hub.active(user_room(user_id))
+        if target is not None and self.outranked(user_id, target):
+            target = None                 # the user works in a tab held by another box
         now = self.clock()
         for popup in list(popups.values()):
             if popup.rendered is None or (popup.tab is target and target is not None):
@@ -182,6 +187,13 @@ class PopupBook:
             tab.send(messages.encode(messages.update(popup.info.call_id, popup.state, popup.state_text)))
         popup.tab, popup.shown = tab, True
         self.stats["delivered"] += 1
+        self.on_shown(popup)
+
+    def mark_shown(self, call_id, user_id):
+        """Another box showed it: here too it may now move to a tab after pending_seconds."""
+        popup = self._get(user_id, call_id)
+        if popup is not None:
+            popup.shown = True
 
     def _set_state(self, popup, state, text):
         popup.state, popup.state_text = state, text

@@ -19,6 +19,7 @@ from gevent.lock import BoundedSemaphore
 from gevent.queue import Full, Queue
 
 from . import callinfo, messages
+from .boxes import Boxes
 
 log = logging.getLogger("crmagi.webpush")
 QUEUE_SIZE = 20000
@@ -46,8 +47,12 @@ class PopupService:
         self.infos = {}                           # linkedid -> (CallInfo, when)
         self._greenlets = []
         self._renders = set()
+        self.boxes = None
         if book is not None:
             book.request_render = self._request_render
+            if getattr(bus, "shared", False):        # several boxes share the browsers
+                self.boxes = Boxes(bus, book.hub, clock)
+                book.outranked, book.on_shown = self.boxes.outranked, self.boxes.shown
 
     # -- lifecycle -------------------------------------------------------------
     def start(self):
@@ -79,6 +84,9 @@ class PopupService:
 
     def _sweep(self):
         self.book.sweep()
+        if self.boxes is not None:
+            for user_id in self.boxes.beat():
+                self.book.place(user_id)
         now = self.clock()
         for linkedid in [k for k, (_, when) in self.infos.items() if now - when > INFO_TTL]:
             del self.infos[linkedid]
@@ -168,6 +176,19 @@ class PopupService:
         self.book.ended(event["call"])
         self.infos.pop(event.get("linkedid"), None)     # thousands of calls a minute: keep none
 
+    def _on_tabs(self, event):
+        user_id = self.boxes.heard_tabs(event) if self.boxes else None
+        if user_id is not None:
+            self.book.place(user_id)
+
+    def _on_box(self, event):
+        if self.boxes is not None:
+            self.boxes.heard_box(event)
+
+    def _on_shown(self, event):
+        if self.boxes is not None and event.get("box") != self.boxes.box:
+            self.book.mark_shown(event.get("call"), event.get("user"))
+
     def _on_rendered(self, event):
         self.book.rendered(event["call"], event["user"], event["rendered"], event.get("generation"))
 
@@ -225,7 +246,7 @@ class PopupService:
 
     # -- tabs (called by the websocket server) --------------------------------
     def tab_joined(self, tab):
-        self._post(self.book.tab_joined, tab)
+        self._post(self._tab_event, self.book.tab_joined, tab)
 
     def tab_changed(self, tab):
         # A tab flapping focus sends many of these: only the latest state matters, so one
@@ -236,10 +257,15 @@ class PopupService:
 
     def _tab_changed(self, tab):
         tab.change_queued = False
-        self.book.tab_changed(tab)
+        self._tab_event(self.book.tab_changed, tab)
 
     def tab_left(self, tab):
-        self._post(self.book.tab_left, tab)
+        self._post(self._tab_event, self.book.tab_left, tab)
+
+    def _tab_event(self, step, tab):
+        step(tab)
+        if self.boxes is not None:
+            self.boxes.announce(tab.user_id)
 
     def dismiss(self, tab, call_id):
         self._post(self.book.dismiss, tab.user_id, call_id)
