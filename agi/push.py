@@ -3,6 +3,7 @@
 Popups run when ``[webpush] secret`` is set.  With an AMI listener they follow
 the phones that ring; without one they go to the record's responsible user.
 """
+import logging
 from urllib.parse import urlsplit
 
 from crmsync.calls import CallStore
@@ -13,6 +14,8 @@ from webpush.hub import Hub
 from webpush.popups import PopupBook
 from webpush.server import PushServer
 from webpush.service import PopupService
+
+log = logging.getLogger("crmagi.webpush")
 
 
 def allowed_origins(config):
@@ -53,7 +56,11 @@ class Popups:
                                     CallStore.call_id_for, config.agi.system_name,
                                     ami_driven=bool(config.ami.host), transfer=transfer,
                                     fallback_extensions=web.fallback_extensions)
-        self.server = PushServer(web.listen, web.secret, allowed_origins(config), self.service, self.hub,
+        origins = allowed_origins(config)
+        if not origins:
+            log.warning("popups: [webpush] allowed_origins is empty and [crm] site_url has no origin: "
+                        "every browser will be refused (see `crmagi check`)")
+        self.server = PushServer(web.listen, web.secret, origins, self.service, self.hub,
                                  directory, token_seconds=web.token_seconds, max_sockets=web.max_sockets)
 
     def warm_up(self):
