@@ -35,7 +35,7 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from agi.app import App
-from agi.config import load
+from test_end_to_end import app_config
 from agi.simulator import SimulatedCall
 from fake_ami import FakeAmi, recorded_events
 from test_suitecrm_package import HARNESS, TOKEN_HARNESS
@@ -48,7 +48,6 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run")
 SECRET = "browser-test-secret-0123456789abcdef"
 VERSION = "0.1.0-browser"
-INBOUND = "from-pstn, queue-in, agent-in, from-pstn-agidown, from-pstn-agiurl"
 DID = "4930123400"
 
 
@@ -320,13 +319,7 @@ def start_app(crm_url, site, tmp_path, ami_port=None, **webpush):
     """The App with popups on (port 0), and the package installed with the port it got."""
     web = {"secret": SECRET, "listen": "127.0.0.1:0", "allowed_origins": site.origin}
     web.update({key: str(value) for key, value in webpush.items()})
-    overrides = {"crm": {"url": crm_url, "query_timeout": "2"},
-                 "agi": {"listen": "127.0.0.1:0", "spool": str(tmp_path / "spool.sqlite"), "flush_interval": "0.2"},
-                 "lookup": {"default_region": "DE"}, "webpush": web}
-    if ami_port is not None:
-        overrides["ami"] = {"host": "127.0.0.1", "port": str(ami_port), "username": "crm", "secret": "crmsecret",
-                            "inbound_contexts": INBOUND, "timeout": "2"}
-    app = App(load(None, environ={}, overrides=overrides)).start()
+    app = App(app_config(crm_url, tmp_path, ami_port, webpush=web)).start()
     app._warm_up()                  # what start() spawned: users and lookup tables loaded before a call
     app.directory.staff()
     site.install(ws_url(app))

@@ -61,15 +61,28 @@ def db(crm_url):
     engine.dispose()
 
 
+# The dialplan contexts of the recorded Asterisk where outside calls arrive.
+INBOUND = "from-pstn, queue-in, agent-in, from-pstn-agidown, from-pstn-agiurl"
+
+
+def app_config(url, tmp_path, ami_port=None, **sections):
+    """The config of a test App on port 0 (with the fake AMI at ``ami_port``); ``sections``
+    adds or replaces keys of a section, e.g. ``webpush={"secret": ...}``."""
+    overrides = {"crm": {"url": url, "query_timeout": "2"},
+                 "agi": {"listen": "127.0.0.1:0", "spool": str(tmp_path / "spool.sqlite"), "flush_interval": "0.2"},
+                 "lookup": {"default_region": "DE"}}
+    if ami_port is not None:
+        overrides["ami"] = {"host": "127.0.0.1", "port": str(ami_port), "username": "crm", "secret": "crmsecret",
+                            "inbound_contexts": INBOUND, "timeout": "2"}
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    return load(None, environ={}, overrides=overrides)
+
+
 def make_app(url, tmp_path, **agi):
     # A generous deadline: these tests check what is written, not speed (a loaded CI box may
     # take more than 0.5 s for the first lookup); the deadline tests pass their own.
-    settings = {"listen": "127.0.0.1:0", "spool": str(tmp_path / "spool.sqlite"), "flush_interval": "0.2",
-                "timeout": "3"}
-    settings.update(agi)
-    cfg = load(None, environ={}, overrides={"crm": {"url": url, "query_timeout": "2"}, "agi": settings,
-                                            "lookup": {"default_region": "DE"}})
-    return App(cfg).start()
+    return App(app_config(url, tmp_path, agi=dict({"timeout": "3"}, **agi))).start()
 
 
 @pytest.fixture

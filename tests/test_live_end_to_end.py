@@ -4,10 +4,9 @@ import gevent
 import pytest
 
 from agi.app import App
-from agi.config import load
 from asterisk_replay import FakeAsterisk, load_scenario
 from fake_ami import FakeAmi, recorded_events
-from test_end_to_end import SEED, call, crmagi_row, rows, seeded, wait_for
+from test_end_to_end import SEED, app_config, call, crmagi_row, rows, seeded, wait_for
 
 CONTACT_555 = "e2e-contact-five-000000000000000005"     # +4930555555 calls in 06a-c, owner will (103)
 SEED_LIVE = SEED + [
@@ -15,7 +14,6 @@ SEED_LIVE = SEED + [
     " VALUES ('%s', 'Erik', 'Engel', '+49 30 555555', 'seed_will_id', 0, '2026-11-01 10:00:00')" % CONTACT_555,
     "DELETE FROM accounts WHERE id='e2e-account-spree-00000000000000001'",
 ]
-INBOUND = "from-pstn, queue-in, agent-in, from-pstn-agidown, from-pstn-agiurl"
 
 
 @pytest.fixture
@@ -26,13 +24,7 @@ def db(crm_url):
 
 
 def live_app(url, tmp_path, ami_port):
-    cfg = load(None, environ={}, overrides={
-        "crm": {"url": url, "query_timeout": "2"},
-        "agi": {"listen": "127.0.0.1:0", "spool": str(tmp_path / "spool.sqlite"), "flush_interval": "0.2"},
-        "lookup": {"default_region": "DE"},
-        "ami": {"host": "127.0.0.1", "port": str(ami_port), "username": "crm", "secret": "crmsecret",
-                "inbound_contexts": INBOUND, "timeout": "2"}})
-    return App(cfg).start()
+    return App(app_config(url, tmp_path, ami_port)).start()
 
 
 def run_call(db, crm_url, tmp_path, scenario, drop_after=None):

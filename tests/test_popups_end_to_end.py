@@ -9,11 +9,10 @@ import pytest
 import websocket
 
 from agi.app import App
-from agi.config import load
 from asterisk_replay import FakeAsterisk, load_scenario
 from fake_ami import FakeAmi, recorded_events
-from test_end_to_end import wait_for
-from test_live_end_to_end import INBOUND, db  # noqa: F401  (the seeded database fixture)
+from test_end_to_end import app_config, wait_for
+from test_live_end_to_end import db  # noqa: F401  (the seeded database fixture)
 from webpush import auth
 
 SECRET = "e2e-popup-secret-0123456789abcdef"
@@ -22,15 +21,8 @@ USERS = {"101": "seed_sally_id", "102": "seed_max_id", "103": "seed_will_id", "1
 
 
 def popup_app(url, tmp_path, ami_port):
-    cfg = load(None, environ={}, overrides={
-        "crm": {"url": url, "query_timeout": "2"},
-        "agi": {"listen": "127.0.0.1:0", "spool": str(tmp_path / "spool.sqlite"), "flush_interval": "0.2",
-                "timeout": "3"},
-        "lookup": {"default_region": "DE"},
-        "ami": {"host": "127.0.0.1", "port": str(ami_port), "username": "crm", "secret": "crmsecret",
-                "inbound_contexts": INBOUND, "timeout": "2", "transfer_context": "transfer"},
-        "webpush": {"listen": "127.0.0.1:0", "secret": SECRET, "allowed_origins": ORIGIN}})
-    return App(cfg).start()
+    return App(app_config(url, tmp_path, ami_port, agi={"timeout": "3"}, ami={"transfer_context": "transfer"},
+                          webpush={"listen": "127.0.0.1:0", "secret": SECRET, "allowed_origins": ORIGIN})).start()
 
 
 class Tab:
