@@ -77,3 +77,7 @@ def update(call_id, state, text):
 
 def close(call_id):
     return {"type": "close", "call": call_id}
+
+
+def result(call_id, ok, text):
+    return {"type": "result", "call": call_id, "ok": ok, "text": text}

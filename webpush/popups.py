@@ -73,7 +73,7 @@ class PopupBook:
         self.request_render(popup.info, popup.user, popup.generation)
 
     def rendered(self, call_id, user_id, rendered, generation=None):
-        popup = self._get(user_id, call_id)
+        popup = self.get(user_id, call_id)
         if popup is None or (generation is not None and generation != popup.generation):
             return                            # gone, or an older render finishing late
         popup.rendered = rendered
@@ -89,7 +89,7 @@ class PopupBook:
             self._render(popup)
 
     def stop_ringing(self, call_id, user_id, leg_id, reason):
-        popup = self._get(user_id, call_id)
+        popup = self.get(user_id, call_id)
         if popup is None or popup.state != RINGING:
             return
         popup.legs.discard(leg_id)
@@ -104,7 +104,7 @@ class PopupBook:
             self._forget(popup, close=True)
 
     def answered(self, call_id, user_id):
-        popup = self._get(user_id, call_id)
+        popup = self.get(user_id, call_id)
         if popup is not None:
             popup.legs.clear()
             self._set_state(popup, ANSWERED, "In call")
@@ -112,7 +112,7 @@ class PopupBook:
     def transferred(self, call_id, from_user_id, to_user):
         """The responsible user changes: the old desk's popup closes, the new one's opens."""
         info = None
-        old = self._get(from_user_id, call_id) if from_user_id else None
+        old = self.get(from_user_id, call_id) if from_user_id else None
         if old is not None:
             info = old.info
             name = to_user.full_name if to_user else "another phone"
@@ -143,12 +143,12 @@ class PopupBook:
         self.place(tab.user_id)
 
     def dismiss(self, user_id, call_id):
-        popup = self._get(user_id, call_id)
+        popup = self.get(user_id, call_id)
         if popup is not None:
             self._forget(popup, close=True)
 
     def holds(self, user_id, call_id):
-        return self._get(user_id, call_id) is not None
+        return self.get(user_id, call_id) is not None
 
     def sweep(self):
         """Forget popups never shown within pending_seconds, and any older than ttl."""
@@ -191,7 +191,7 @@ class PopupBook:
 
     def mark_shown(self, call_id, user_id):
         """Another box showed it: here too it may now move to a tab after pending_seconds."""
-        popup = self._get(user_id, call_id)
+        popup = self.get(user_id, call_id)
         if popup is not None:
             popup.shown = True
 
@@ -214,7 +214,7 @@ class PopupBook:
         if not popups:
             self.by_user.pop(user_id, None)
 
-    def _get(self, user_id, call_id):
+    def get(self, user_id, call_id):
         return self.by_user.get(user_id, {}).get(call_id)
 
     def _popups_of(self, call_id):

@@ -274,7 +274,7 @@ class PopupService:
         self._post(self._transfer, tab, call_id, extension)
 
     def _transfer(self, tab, call_id, extension):
-        popup = self.book.by_user.get(tab.user_id, {}).get(call_id)
+        popup = self.book.get(tab.user_id, call_id)
         if popup is None:
             ok, text = False, "this call is not yours (or is over)"
         elif self.transfer_call is None:
@@ -287,7 +287,7 @@ class PopupService:
             tab.transferring = True
             gevent.spawn(self._do_transfer, tab, call_id, popup.info.linkedid, extension)
             return
-        tab.send(messages.encode({"type": "result", "call": call_id, "ok": ok, "text": text}))
+        self._result(tab, call_id, ok, text)
 
     def _do_transfer(self, tab, call_id, linkedid, extension):
         try:
@@ -299,4 +299,8 @@ class PopupService:
             ok, text = False, "transfer failed: %s" % exc
         finally:
             tab.transferring = False
-        tab.send(messages.encode({"type": "result", "call": call_id, "ok": ok, "text": text}))
+        self._result(tab, call_id, ok, text)
+
+    @staticmethod
+    def _result(tab, call_id, ok, text):
+        tab.send(messages.encode(messages.result(call_id, ok, text)))
