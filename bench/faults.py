@@ -14,6 +14,9 @@ does (bench/faults_calls.py, on bench/load.py's engine).  Faults, each on by def
   db-lock      LOCK TABLES calls WRITE from another connection for --lock-seconds (10)
   crmagi-kill  kill -9 crmagi (every process of it), start it again after --crmagi-down
   ami-drop     the fake AMI closes crmagi's socket (crmagi reconnects)
+  down-crash   the database fails (--down-crash-mode: lock = LOCK TABLES calls WRITE,
+               stop = shut down, freeze = SIGSTOP), kill -9 crmagi --down-crash-after s later
+               (calls taken meanwhile wait to be written), restart crmagi, then the database
   db-freeze    (off by default) SIGSTOP mariadbd for --freeze-seconds: a hung server
 
 The faults are spread over the middle of the run (10 % .. 80 % of --duration), repeated
@@ -50,7 +53,7 @@ from faults_calls import make_plan  # noqa: E402
 from faults_db import PrivateMariaDB, free_port, hold_lock, seed_records  # noqa: E402
 from faults_report import fetch, print_table, reconcile  # noqa: E402
 
-KINDS = ("db-kill", "crmagi-kill", "db-lock", "ami-drop", "db-stop", "db-freeze")
+KINDS = ("db-kill", "crmagi-kill", "db-lock", "ami-drop", "db-stop", "down-crash", "db-freeze")
 DEFAULT_OFF = ("db-freeze",)
 DATABASE = "suitecrm"
 SYSTEM_NAME = "faults"
@@ -196,7 +199,8 @@ class Campaign:
     def _inject(self):
         args = self.args
         outage = {"db-kill": args.db_kill_down + 1, "crmagi-kill": args.crmagi_down + 2, "db-lock": args.lock_seconds,
-                  "ami-drop": 0.0, "db-stop": args.db_stop_seconds + 1, "db-freeze": args.freeze_seconds}
+                  "ami-drop": 0.0, "db-stop": args.db_stop_seconds + 1, "db-freeze": args.freeze_seconds,
+                  "down-crash": args.down_crash_after + args.crmagi_down + 5}
         for offset, kind in schedule(self.enabled, args.duration, outage):
             if self.stopping.wait(max(0.0, self.start_at + offset - time.time())):
                 return
@@ -229,15 +233,45 @@ class Campaign:
         elif kind == "db-lock":
             hold_lock(db, DATABASE, "calls", args.lock_seconds, self.stopping)
         elif kind == "crmagi-kill":
-            killed = time.time()
-            try:
-                self.crmagi.kill9()
-                time.sleep(args.crmagi_down)
-                self.crmagi.start()
-            finally:
-                self.down_windows.append((killed, time.time()))
+            self._crash()
+        elif kind == "down-crash":
+            self._down_crash(args.down_crash_mode)
         elif kind == "ami-drop":
             self.ami.drop()
+
+    def _down_crash(self, mode):
+        """The database fails (shut down, or calls locked, or hung), crmagi is killed while
+        calls wait to be written, restarts, and the database comes back."""
+        args, db = self.args, self.db
+        locker = None
+        if mode == "stop":
+            db.stop()
+        elif mode == "freeze":
+            db.pause(True)
+        else:
+            release = threading.Event()
+            locker = threading.Thread(target=hold_lock, args=(db, DATABASE, "calls", 3600, release), daemon=True)
+            locker.start()
+        try:
+            self.stopping.wait(args.down_crash_after)
+            self._crash()
+            self.stopping.wait(2.0)
+        finally:
+            if locker is not None:
+                release.set()
+                locker.join(10)
+            db.pause(False)
+            db.start()
+
+    def _crash(self):
+        """kill -9 every crmagi process, start it again; AGI sessions meanwhile are 'crmagi down'."""
+        killed = time.time()
+        try:
+            self.crmagi.kill9()
+            time.sleep(self.args.crmagi_down)
+            self.crmagi.start()
+        finally:
+            self.down_windows.append((killed, time.time()))
 
     @property
     def enabled(self):
@@ -313,6 +347,9 @@ def parser():
     p.add_argument("--freeze-seconds", type=float, default=10.0)
     p.add_argument("--db-kill-down", type=float, default=1.0, help="seconds between kill -9 and the restart")
     p.add_argument("--crmagi-down", type=float, default=1.0, help="seconds between kill -9 and the restart")
+    p.add_argument("--down-crash-after", type=float, default=3.0,
+                   help="down-crash: seconds between the database going down and kill -9 of crmagi")
+    p.add_argument("--down-crash-mode", choices=("lock", "stop", "freeze"), default="lock")
     for kind in KINDS:
         p.add_argument("--" + kind, dest=kind.replace("-", "_"), action=argparse.BooleanOptionalAction,
                        default=kind not in DEFAULT_OFF, help="inject %s" % kind)
