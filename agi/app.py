@@ -11,6 +11,7 @@ import gevent
 from crmsync.calls import CallStore
 from crmsync.db import make_engine
 from crmsync.directory import Directory
+from crmsync.linking import Linker
 from crmsync.livecalls import LiveCalls
 from crmsync.models import LookupRules, ModuleSpec
 from crmsync.spool import CallWriter, Spool
@@ -54,13 +55,15 @@ class App:
         spool_dir = os.path.dirname(os.path.abspath(config.agi.spool))
         os.makedirs(spool_dir, exist_ok=True)
         self.spool = Spool(config.agi.spool)
+        linker = Linker(self.directory, {spec.name: spec for spec in module_specs(config)},
+                        anonymous_account=config.lookup.anonymous_account)
         self.writer = CallWriter(self.store, self.spool, timeout=config.crm.query_timeout,
-                                 flush_interval=config.agi.flush_interval, live=LiveCalls(self.store))
+                                 flush_interval=config.agi.flush_interval, live=LiveCalls(self.store),
+                                 resolve=linker.resolve)
         self.flow = routes.CallFlow(
-            directory=self.directory, writer=self.writer, call_id_for=CallStore.call_id_for,
-            modules={spec.name: spec for spec in module_specs(config)},
+            directory=self.directory, writer=self.writer, call_id_for=CallStore.call_id_for, linker=linker,
             timeout=config.agi.timeout, set_callerid_name=config.agi.set_callerid_name,
-            log_internal=config.agi.log_internal, anonymous_account=config.lookup.anonymous_account,
+            log_internal=config.agi.log_internal,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
             late_lookup_wait=config.crm.query_timeout)
         self.live = self.ami = self.popups = None

@@ -88,9 +88,12 @@ class CallWriter:
     """Writes CallRecords through a CallStore, falling back to the Spool; never raises."""
 
     def __init__(self, store, spool, timeout=0.5, flush_interval=5.0,
-                 log=logging.getLogger("crmsync.writer"), live=None):
+                 log=logging.getLogger("crmsync.writer"), live=None, resolve=None):
         self.store = store
         self.live = live        # crmsync.livecalls.LiveCalls, for "live" ops
+        # crmsync.linking.Linker.resolve: fills in, at write time, what the CRM could not
+        # tell when the call began (a pending lookup); raises while it still cannot.
+        self.resolve = resolve
         self.spool = spool
         self.timeout = timeout
         self.flush_interval = flush_interval
@@ -196,6 +199,8 @@ class CallWriter:
         """None on success, else the error; never raises (a raising greenlet would be
         reported by the hub even after submit has given up on it)."""
         try:
+            if self.resolve is not None:
+                rec = self.resolve(kind, rec)
             if kind == "start":
                 self.store.start(rec)
             elif kind == "finish":
