@@ -9,11 +9,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import gevent
 from gevent.pool import Pool
 
+from crmsync.linking import PENDING, Linker
 from crmsync.models import CallRecord, LookupResult
 
 from . import callstate
@@ -31,11 +32,10 @@ class CallFlow:
     directory: object                    # lookup(number), user(id), user_by_extension(ext)
     writer: object                       # submit(kind, CallRecord) -> bool
     call_id_for: Callable[[str, str], str]
-    modules: Dict[str, object]           # module name -> ModuleSpec (link table)
+    linker: Linker                       # which record and user a call belongs to
     timeout: float = 0.5
     set_callerid_name: bool = True
     log_internal: bool = False
-    anonymous_account: str = ""
     internal_max_digits: int = 5
     system_name: str = ""
     late_lookup_wait: float = 5.0
@@ -101,20 +101,6 @@ def _answer(session, values, result, flow):
         session.set_variable("CALLERID(name)", caller.name[:80])
 
 
-def _apply_lookup(record, result, flow, direction):
-    caller = result.caller if result else None
-    if caller:
-        spec = flow.modules.get(caller.module)
-        record.parent_module, record.parent_id, record.parent_name = caller.module, caller.record_id, caller.name
-        record.link_table = getattr(spec, "link_table", "") or ""
-        record.link_column = getattr(spec, "link_column", "") or ""
-        if direction == "Inbound" and caller.owner:
-            record.assigned_user_id = caller.owner.id
-    elif direction == "Inbound" and flow.anonymous_account:
-        record.parent_module, record.parent_id = "Accounts", flow.anonymous_account
-    record.lookup_status = result.status if result else "error"
-
-
 def user_for_extension(directory, extension):
     """The CRM user of an extension, or None; never raises (used after the socket is closed)."""
     try:
@@ -137,10 +123,14 @@ def _reply_then_write(session, flow, job, record, result):
     session.close()
     if record.direction == "Inbound":
         flow.notify("ringing", record, result)
-    if record.lookup_status == "error" and job is not None:
+    if record.lookup_status == PENDING and job is not None:
+        # A late answer is used at once; without one the writer looks the number up
+        # again when the CRM is back (crmsync/linking.py), never the virtual account.
         job.join(timeout=flow.late_lookup_wait)
         if job.ready() and job.successful():
-            _apply_lookup(record, job.value, flow, record.direction)
+            flow.linker.link(record, job.value)
+            if record.direction == "Outbound":
+                flow.linker.assign_outbound(record, None, job.value)
     flow.writer.submit("start", record)
 
 
@@ -156,7 +146,7 @@ def incoming(session, flow: CallFlow, accepted_at: float):
                         direction="Inbound", number=number, started_at=_now(),
                         did=env.arg(1) or callstate.clean(env.get("dnid")) or env.get("extension"),
                         caller_name=_cnam(env.get("calleridname")))
-    _apply_lookup(record, result, flow, "Inbound")
+    flow.linker.link(record, result)
     _reply_then_write(session, flow, job, record, result)
 
 
@@ -178,11 +168,8 @@ def outgoing(session, flow: CallFlow, accepted_at: float):
     user = flow.wait_lookup(user_job, deadline)
     record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
                         direction="Outbound", number=dialled, extension=extension, started_at=_now())
-    _apply_lookup(record, result, flow, "Outbound")
-    if user:
-        record.assigned_user_id = user.id
-    elif result and result.caller and result.caller.owner:
-        record.assigned_user_id = result.caller.owner.id
+    flow.linker.link(record, result)
+    flow.linker.assign_outbound(record, user, result)
     _reply_then_write(session, flow, job, record, result)
 
 
@@ -194,7 +181,8 @@ def hangup(session, flow: CallFlow, accepted_at: float):
     """Runs from a hangup handler on a dead channel: only GET VARIABLE works there."""
     values = {name: session.get_variable(name) for name in HANGUP_VARS}
     record = callstate.unpack(values["CRM_CALL"])
-    if record is None:
+    rebuilt = record is None
+    if rebuilt:
         record = _rebuild(session, flow)
     session.close()
     if record is None:
@@ -202,8 +190,8 @@ def hangup(session, flow: CallFlow, accepted_at: float):
                     session.env.get("uniqueid"))
         return
     _apply_hangup(record, values, flow)
-    if record.lookup_status == "pending":
-        _late_lookup(record, flow)
+    if rebuilt:
+        _started_from_durations(record)
     flow.notify("ended", record, None)
     flow.writer.submit("finish", record)
 
@@ -221,22 +209,14 @@ def _rebuild(session, flow):
     else:
         number, did, extension = session.get_variable("CRM_DIALED") or "", None, callstate.clean(env.get("callerid"))
     log.info("hangup for %s without a start record: rebuilding the call from the channel", linkedid)
+    # The lookup is left to the writer (PENDING), which runs it when the CRM answers.
     return CallRecord(call_id=flow.call_id_for(flow.system_name, linkedid), linkedid=linkedid,
                       uniqueid=env.get("uniqueid", ""), direction=direction, number=number, did=did,
-                      extension=extension, started_at=_now(), lookup_status="pending")
+                      extension=extension, started_at=_now(), lookup_status=PENDING)
 
 
-def _late_lookup(record, flow):
-    """For a rebuilt call: look the number up now, after the socket is closed."""
-    try:
-        result = flow.directory.lookup(record.number)
-    except Exception as exc:
-        log.warning("lookup for the rebuilt call %s failed: %s", record.linkedid, exc)
-        result = None
-    _apply_lookup(record, result, flow, record.direction)
-    if record.direction == "Outbound" and record.extension:
-        user = user_for_extension(flow.directory, record.extension)
-        record.assigned_user_id = user.id if user else record.assigned_user_id
+def _started_from_durations(record):
+    """A rebuilt call only knows when it ended: it began ring + talk seconds before."""
     if record.ring_seconds is not None or record.talk_seconds is not None:
         total = (record.ring_seconds or 0) + (record.talk_seconds or 0)
         record.started_at = record.ended_at - timedelta(seconds=total)
