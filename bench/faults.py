@@ -180,6 +180,7 @@ class Campaign:
         return {"rate": args.rate, "duration": args.duration, "timeout": args.timeout, "workers": args.workers,
                 "verdict": verdict, "faults": self.faults, "faults_by_kind": by_kind, "late": driven["late"],
                 "achieved_rate": (len(starts) - 1) / span if span else 0.0, "spool_left": spool_left,
+                "spool_dead": self._spooled("dead"),
                 "ami": {"connections": self.ami.connections, "drops": self.ami.drops,
                         "calls_streamed": self.ami.sent_calls, "calls_unseen": self.ami.skipped_calls},
                 "server_log": self._log_summary()}
@@ -287,13 +288,13 @@ class Campaign:
                 return self._spooled()
             time.sleep(0.5)
 
-    def _spooled(self):
+    def _spooled(self, table="ops"):
         total = 0
         for path in self.tmp.glob("spool*.sqlite"):
             try:
                 with sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=5) as conn:
-                    total += conn.execute("SELECT COUNT(*) FROM ops").fetchone()[0]
-            except sqlite3.Error:
+                    total += conn.execute("SELECT COUNT(*) FROM %s" % table).fetchone()[0]
+            except sqlite3.Error:     # no such table (an older spool), or busy
                 continue
         return total
 

@@ -120,13 +120,7 @@ class CampaignEngine(LeanEngine):
             self._finished(call)
 
     def _session_done(self, call):
-        if call.chan.vars.get("AGISIGHUP", "").lower() not in ("no", "false", "off", "n", "f", "0"):
-            try:
-                call.sock.send(b"HANGUP\n")     # Asterisk's final HANGUP after the server closed
-            except OSError:
-                pass
-        self._close(call)
-        call.chan.vars["AGISTATUS"] = "SUCCESS"
+        self._end_session(call)
         if self._note(call, "ok"):
             heapq.heappush(self.holds, (time.monotonic() + call.plan["hold"], call.serial, call))
         else:
@@ -153,21 +147,9 @@ class CampaignEngine(LeanEngine):
                 i += 1
             if i < len(plan) and self.active >= limit:
                 late += 1
-            while self.holds and self.holds[0][0] <= now:
-                self._hangup(heapq.heappop(self.holds)[2])
             if i >= len(plan) and not self.active:
                 break
-            perf = time.perf_counter()
-            if perf >= next_expire:
-                self.expire(perf)
-                next_expire = perf + 0.05
-            wait = 0.05
-            if i < len(plan):
-                wait = min(wait, max(0.0, mono0 + plan[i]["at"] - time.monotonic()))
-            if self.holds:
-                wait = min(wait, max(0.0, self.holds[0][0] - time.monotonic()))
-            for fd, events in self.ep.poll(wait):
-                self.on_event(fd, events)
+            next_expire = self.tick(mono0 + plan[i]["at"] if i < len(plan) else None, next_expire)
         self.ep.close()
         return late
 

@@ -71,11 +71,12 @@ RECOVERY = 5.0    # seconds after a fault ends that are still blamed on it
 
 
 def _during(when, faults):
-    """The fault going on (or just over) at wall time ``when``, else "no fault"."""
-    for fault in faults:
+    """The latest fault going on (or just over) at wall time ``when``, else "no fault"."""
+    kind = "no fault"
+    for fault in sorted(faults, key=lambda f: f["start"]):
         if fault["start"] <= when <= fault["end"] + RECOVERY:
-            return fault["kind"]
-    return "no fault"
+            kind = fault["kind"]
+    return kind
 
 
 def reconcile(plan, results, rows, system_name, anonymous_account, down_windows, limit_ms, faults=()):
@@ -193,7 +194,7 @@ def print_table(report, stream):
             ("hangup never reached crmagi", "%d (cannot be finished; checked for duplicates only)" % v["unfinishable"]),
             ("CRM_STATUS answered", ", ".join("%s %d" % kv for kv in sorted(v["crm_status"].items()))),
             ("achieved rate", "%.1f calls/s (%d started late)" % (r["achieved_rate"], r["late"])),
-            ("spool at the end", r["spool_left"]),
+            ("spool at the end", "%d pending, %d dead letters" % (r["spool_left"], r.get("spool_dead", 0))),
             ("AMI", "%(connections)d logins, %(drops)d drops, %(calls_streamed)d calls streamed, "
                     "%(calls_unseen)d while not logged in" % r["ami"]),
             ("crmagi log", "%(lines)d lines, %(errors)d errors" % r["server_log"])]
