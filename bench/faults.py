@@ -58,6 +58,8 @@ DEFAULT_OFF = ("db-freeze",)
 DATABASE = "suitecrm"
 SYSTEM_NAME = "faults"
 VIRTUAL = "crmagi-virtual-account"
+AMI_SECTION = ("[ami]\nhost = 127.0.0.1\nport = %d\nusername = crm\nsecret = crmsecret\ntimeout = 2\n"
+               "inbound_contexts = from-pstn\noutbound_contexts = from-internal\n")
 
 
 class Crmagi:
@@ -95,10 +97,9 @@ def write_ini(path, db, agi_port, ami_port, spool, args):
         "[agi]\nlisten = 127.0.0.1:%d\ntimeout = %g\nspool = %s\nflush_interval = 1\nworkers = %d\n"
         "system_name = %s\n"
         "[lookup]\ndefault_region = DE\nanonymous_account = %s\n"
-        "[ami]\nhost = 127.0.0.1\nport = %d\nusername = crm\nsecret = crmsecret\ntimeout = 2\n"
-        "inbound_contexts = from-pstn\noutbound_contexts = from-internal\n" % (
+        "%s" % (
             db.url(DATABASE), args.query_timeout, agi_port, args.timeout, spool, args.workers, SYSTEM_NAME,
-            VIRTUAL, ami_port))
+            VIRTUAL, AMI_SECTION % ami_port if args.ami else ""))
     return path
 
 
@@ -154,15 +155,16 @@ class Campaign:
         self.driver = subprocess.Popen([sys.executable, str(BENCH / "faults_calls.py")], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, cwd=str(REPO),
                                        env=dict(os.environ, PYTHONPATH="%s%s%s" % (BENCH, os.pathsep, REPO)))
-        threads = [threading.Thread(target=self._feed_ami, args=(epoch,), daemon=True),
-                   threading.Thread(target=self._inject, daemon=True)]
+        threads = [threading.Thread(target=self._inject, daemon=True)]
+        if args.ami:
+            threads.append(threading.Thread(target=self._feed_ami, args=(epoch,), daemon=True))
         for thread in threads:
             thread.start()
         out, _ = self.driver.communicate(json.dumps(cfg).encode())
         if self.driver.returncode != 0:
             raise RuntimeError("call driver failed (exit %s)" % self.driver.returncode)
         driven = json.loads(out)
-        threads[1].join()            # a fault still running ends before the drain
+        threads[0].join()            # a fault still running ends before the drain
         spool_left = self._drain()
         conn = self.db.connect(DATABASE)
         try:
@@ -276,7 +278,8 @@ class Campaign:
 
     @property
     def enabled(self):
-        return [k for k in KINDS if getattr(self.args, k.replace("-", "_"))]
+        kinds = [k for k in KINDS if getattr(self.args, k.replace("-", "_"))]
+        return kinds if self.args.ami else [k for k in kinds if k != "ami-drop"]
 
     def _drain(self):
         """Wait until every spool file of crmagi is empty (or --drain s pass): ops left."""
@@ -354,6 +357,8 @@ def parser():
     for kind in KINDS:
         p.add_argument("--" + kind, dest=kind.replace("-", "_"), action=argparse.BooleanOptionalAction,
                        default=kind not in DEFAULT_OFF, help="inject %s" % kind)
+    p.add_argument("--ami", action=argparse.BooleanOptionalAction, default=True,
+                   help="crmagi follows the fake AMI, which plays each call's recorded events")
     p.add_argument("--json", help="write the report as JSON to this file")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (datadir, serve.log, spool)")
     return p

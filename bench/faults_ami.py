@@ -7,8 +7,9 @@ channel name's ``-0000000N`` suffix becomes a slot, filled per call so that the 
 Linkedid is the linkedid its AGI sessions carry and no two calls share a channel, bridge
 or uniqueid.  ``AmiFeed`` is a loopback AMI server (threads, plain sockets) that answers
 crmagi's Login/Filter/Ping/list actions like tests/fake_ami.py, applies the Filter
-whitelist as Asterisk does, and streams each call's events when the campaign says the
-call happens; ``drop()`` closes the socket as an Asterisk restart does.
+whitelist as Asterisk does, and streams each call's events to every logged-in client
+(one per crmagi worker) when the campaign says the call happens; ``drop()`` closes the
+sockets as an Asterisk restart does.
 """
 import re
 import socket
@@ -78,7 +79,7 @@ class Scenario:
 
 
 class AmiFeed:
-    """A loopback AMI server for one client (crmagi) at a time."""
+    """A loopback AMI server; every logged-in client gets every call's events."""
 
     def __init__(self, secret="crmsecret", port=0):
         self.secret = secret
@@ -87,10 +88,8 @@ class AmiFeed:
         self.listener.bind(("127.0.0.1", port))
         self.listener.listen(8)
         self.port = self.listener.getsockname()[1]
-        self.lock = threading.Lock()        # conn and filters
-        self.send_lock = threading.Lock()   # one writer at a time: replies and streamed calls
-        self.conn = None               # the logged-in client socket
-        self.filters = []
+        self.lock = threading.Lock()        # clients
+        self.clients = {}                   # logged-in socket -> (its Filter regexes, its send lock)
         self.connections = self.drops = self.sent_calls = self.skipped_calls = 0
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
@@ -101,10 +100,10 @@ class AmiFeed:
         self.drop()
 
     def drop(self):
-        """Close the client's socket (what crmagi sees when Asterisk restarts)."""
+        """Close the clients' sockets (what crmagi sees when Asterisk restarts)."""
         with self.lock:
-            conn, self.conn = self.conn, None
-        if conn is not None:
+            conns, self.clients = list(self.clients), {}
+        for conn in conns:
             self.drops += 1
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -112,26 +111,24 @@ class AmiFeed:
                 pass
             conn.close()
 
-    def connected(self):
-        return self.conn is not None
-
     def send_call(self, scenario, linkedid, serial, epoch):
         """Stream one call's events now; a call while nobody is logged in is not seen."""
         with self.lock:
-            conn, filters = self.conn, self.filters
-        if conn is None:
+            clients = list(self.clients.items())
+        sent = False
+        for conn, (filters, send_lock) in clients:
+            keep = (lambda f, filters=filters: any(p.search(f) for p in filters)) if filters else None
+            try:
+                with send_lock:
+                    conn.sendall(scenario.render(linkedid, serial, epoch, keep))
+                sent = True
+            except OSError:
+                continue
+        if sent:
+            self.sent_calls += 1
+        else:
             self.skipped_calls += 1
-            return False
-        keep = (lambda f: any(p.search(f) for p in filters)) if filters else None
-        data = scenario.render(linkedid, serial, epoch, keep)
-        try:
-            with self.send_lock:
-                conn.sendall(data)
-        except OSError:
-            self.skipped_calls += 1
-            return False
-        self.sent_calls += 1
-        return True
+        return sent
 
     def _accept(self):
         while not self._closed:
@@ -143,7 +140,7 @@ class AmiFeed:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
-        buf, filters = b"", []
+        buf, filters, send_lock = b"", [], threading.Lock()
         try:
             conn.sendall(BANNER)
             while True:
@@ -154,27 +151,24 @@ class AmiFeed:
                 while b"\r\n\r\n" in buf:
                     frame, buf = buf.split(b"\r\n\r\n", 1)
                     headers = dict(line.split(b": ", 1) for line in frame.split(b"\r\n") if b": " in line)
-                    reply = self._answer(conn, headers, filters)
-                    with self.send_lock:
+                    reply = self._answer(conn, headers, filters, send_lock)
+                    with send_lock:
                         conn.sendall(reply)
         except OSError:
             pass
         finally:
             with self.lock:
-                if self.conn is conn:
-                    self.conn = None
+                self.clients.pop(conn, None)
             conn.close()
 
-    def _answer(self, conn, headers, filters):
+    def _answer(self, conn, headers, filters, send_lock):
         action = headers.get(b"Action", b"").decode().lower()
         head = b"ActionID: " + headers.get(b"ActionID", b"") + b"\r\n"
         if action == "login":
             if headers.get(b"Secret", b"").decode() != self.secret:
                 return b"Response: Error\r\n" + head + b"Message: Authentication failed\r\n\r\n"
             with self.lock:
-                old, self.conn, self.filters = self.conn, conn, filters
-            if old is not None and old is not conn:
-                old.close()
+                self.clients[conn] = (filters, send_lock)
             return b"Response: Success\r\n" + head + b"Message: Authentication accepted\r\n\r\n" + FULLY_BOOTED
         if action == "filter":
             filters.append(re.compile(headers.get(b"Filter", b"")))

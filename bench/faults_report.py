@@ -86,7 +86,7 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
     out = {"placed": len(plan), "written": 0, "wrong": 0, "duplicated": 0, "missing": 0, "unfinishable": 0,
            "crmagi_down_in": 0, "crmagi_down_hangup": 0, "rebuilt_logged": 0, "not_run": 0,
            "max_answer_ms": {"incoming": 0.0, "hangup": 0.0}, "over_timeout": 0, "over_examples": [],
-           "over_during": {}, "wrong_during": {},
+           "over_during": {}, "wrong_during": {}, "unfinishable_rows": {},
            "reasons": {}, "examples": {}, "crm_status": {}}
     for call in plan:
         result = by_serial.get(call["serial"])
@@ -116,10 +116,12 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
             out["duplicated"] += 1
             _example(out, "duplicated", call, call_ids)
             continue
-        if down["hangup"] or result["hangup"]["state"] != "ok":
-            out["unfinishable"] += 1
-            continue
         row = calls.get(call_id)
+        if down["hangup"]:
+            out["unfinishable"] += 1
+            left = "no row" if row is None else "left %s" % row[2]
+            out["unfinishable_rows"][left] = out["unfinishable_rows"].get(left, 0) + 1
+            continue
         if row is None or call_ids != [call_id]:
             out["missing"] += 1
             _example(out, "missing", call, call_ids)
@@ -191,7 +193,8 @@ def print_table(report, stream):
             ("faults injected", ", ".join("%s %d" % kv for kv in sorted(r["faults_by_kind"].items())) or "none"),
             ("crmagi down: AGI refused/cut", "incoming %d, hangup %d; logged through the hangup AGI: %d" % (
                 v["crmagi_down_in"], v["crmagi_down_hangup"], v["rebuilt_logged"])),
-            ("hangup never reached crmagi", "%d (cannot be finished; checked for duplicates only)" % v["unfinishable"]),
+            ("hangup never reached crmagi", "%d%s: cannot be finished, checked for duplicates only" % (
+                v["unfinishable"], _by(v["unfinishable_rows"]))),
             ("CRM_STATUS answered", ", ".join("%s %d" % kv for kv in sorted(v["crm_status"].items()))),
             ("achieved rate", "%.1f calls/s (%d started late)" % (r["achieved_rate"], r["late"])),
             ("spool at the end", "%d pending, %d dead letters" % (r["spool_left"], r.get("spool_dead", 0))),
