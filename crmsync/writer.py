@@ -92,6 +92,14 @@ class CallWriter:
                                getattr(rec, "call_id", "?"), getattr(rec, "__dict__", rec))
         return False
 
+    def enqueue(self, kind, rec):
+        """Durably queue an op without trying the CRM first (the caller must not wait on
+        it); the flusher applies it at once.  Raises when even the spool cannot take it."""
+        if kind not in KINDS:
+            raise ValueError("unknown call op %r" % (kind,))
+        self._spool(kind, rec)
+        gevent.spawn(self.flush)
+
     def _spool(self, kind, rec):
         self.spool.push(kind, rec.to_json())
         self._warn_if_full()
