@@ -190,10 +190,12 @@ def hangup(session, flow: CallFlow, accepted_at: float):
         log.warning("hangup for %s: no CRM_CALL and no CRM_DIRECTION on the channel; not a crmagi call",
                     session.env.get("uniqueid"))
         return
-    _apply_hangup(record, values, flow)
+    _apply_hangup(record, values)
     if rebuilt:
         _started_from_durations(record)
-    flow.notify("ended", record, None)
+    # The socket is closed: from here only this process holds the end of the call, so
+    # nothing may come before the writer's durable write-ahead (a kill -9 would lose it).
+    gevent.spawn(flow.notify, "ended", record, None)
     flow.writer.submit("finish", record)
 
 
@@ -250,7 +252,7 @@ def _ended_record(entry, flow):
                           values["callerid"], target)
         if record is None:
             return None
-    _apply_hangup(record, values, flow, ended_at=entry.ended_at)
+    _apply_hangup(record, values, ended_at=entry.ended_at)
     if rebuilt:
         _started_from_durations(record)
     return record
@@ -263,7 +265,9 @@ def _started_from_durations(record):
         record.started_at = record.ended_at - timedelta(seconds=total)
 
 
-def _apply_hangup(record, values, flow, ended_at=None):
+def _apply_hangup(record, values, ended_at=None):
+    """Pure: the hangup request's variables onto the record.  The answering extension's
+    user is named by the writer (crmsync/linking.py), when the CRM answers."""
     record.ended_at = ended_at or _now()
     record.dial_status = (values["DIALSTATUS"] or "").upper() or None
     record.talk_seconds = callstate.to_int(values["ANSWEREDTIME"])
@@ -276,9 +280,6 @@ def _apply_hangup(record, values, flow, ended_at=None):
     record.answered_extension = callstate.extension_from_peer(peer)
     if record.direction == "Outbound":     # the peer is the outside number; our side is the caller
         record.answered_extension = record.extension if record.talk_seconds is not None else None
-    if record.answered_extension and record.direction == "Inbound":
-        user = user_for_extension(flow.directory, record.answered_extension)
-        record.answered_user_id = user.id if user else None
     record.recording = values["MIXMONITOR_FILENAME"] or None
     record.hangup_cause = values["HANGUPCAUSE"] or None
 
