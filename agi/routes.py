@@ -40,6 +40,7 @@ class CallFlow:
     system_name: str = ""
     late_lookup_wait: float = 5.0
     lookups: Pool = field(default_factory=lambda: Pool(200))
+    collecting: set = field(default_factory=set)     # AstDB keys being collected (agi/ended.py)
     clock: Callable[[], float] = time.monotonic
     notify: Callable[[str, CallRecord, Optional[LookupResult]], None] = lambda *a: None
 
@@ -228,8 +229,13 @@ def _rebuild(flow, direction, linkedid, uniqueid, callerid, target):
 def _collect_ended(session, flow):
     """Finish the calls whose own hangup request found crmagi down (agi/ended.py): each is
     spooled (durable) before its AstDB entry is deleted.  Never fails this request."""
+    keys = []
     try:
-        for key in ended.parse_keys(session.get_full_variable(ended.keys_expression())):
+        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression()))
+        # Concurrent hangup requests after a restart see the same keys: each takes others.
+        keys = [key for key in listed if key not in flow.collecting][:ended.PER_REQUEST]
+        flow.collecting.update(keys)
+        for key in keys:
             entry = ended.parse(key, session.database_get(ended.FAMILY, key))
             record = _ended_record(entry, flow) if entry else None
             if record is not None:
@@ -240,6 +246,8 @@ def _collect_ended(session, flow):
             session.database_del(ended.FAMILY, key)
     except Exception as exc:    # noqa: BLE001 - entries stay in AstDB for the next request
         log.warning("could not collect calls that ended while crmagi was down: %s", exc)
+    finally:
+        flow.collecting.difference_update(keys)
 
 
 def _ended_record(entry, flow):
