@@ -17,7 +17,7 @@ from gevent.pool import Pool
 from crmsync.linking import PENDING, Linker
 from crmsync.models import CallRecord, LookupResult
 
-from . import callstate
+from . import callstate, ended
 
 log = logging.getLogger("crmagi.routes")
 
@@ -40,6 +40,7 @@ class CallFlow:
     system_name: str = ""
     late_lookup_wait: float = 5.0
     lookups: Pool = field(default_factory=lambda: Pool(200))
+    collecting: set = field(default_factory=set)     # AstDB keys being collected (agi/ended.py)
     clock: Callable[[], float] = time.monotonic
     notify: Callable[[str, CallRecord, Optional[LookupResult]], None] = lambda *a: None
 
@@ -183,36 +184,86 @@ def hangup(session, flow: CallFlow, accepted_at: float):
     record = callstate.unpack(values["CRM_CALL"])
     rebuilt = record is None
     if rebuilt:
-        record = _rebuild(session, flow)
+        record = _rebuild_from_channel(session, flow)
+    _collect_ended(session, flow)
     session.close()
     if record is None:
         log.warning("hangup for %s: no CRM_CALL and no CRM_DIRECTION on the channel; not a crmagi call",
                     session.env.get("uniqueid"))
         return
-    _apply_hangup(record, values, flow)
+    _apply_hangup(record, values)
     if rebuilt:
         _started_from_durations(record)
-    flow.notify("ended", record, None)
+    # The socket is closed: from here only this process holds the end of the call, so
+    # nothing may come before the writer's durable write-ahead (a kill -9 would lose it).
+    gevent.spawn(flow.notify, "ended", record, None)
     flow.writer.submit("finish", record)
 
 
-def _rebuild(session, flow):
+def _rebuild_from_channel(session, flow):
     """The start request never ran (crmagi was down: AGISTATUS=FAILURE), but the dialplan
     include set CRM_DIRECTION and CRM_DID/CRM_DIALED: rebuild the start of the call."""
     direction = session.get_variable("CRM_DIRECTION")
     if direction not in ("Inbound", "Outbound"):
         return None
     env = session.env
-    linkedid = _linkedid(session)
+    target = session.get_variable("CRM_DID" if direction == "Inbound" else "CRM_DIALED")
+    return _rebuild(flow, direction, _linkedid(session), env.get("uniqueid", ""), env.get("callerid"), target)
+
+
+def _rebuild(flow, direction, linkedid, uniqueid, callerid, target):
+    """``target``: the DID of an inbound call, the dialled number of an outbound one."""
+    if direction not in ("Inbound", "Outbound"):
+        return None
     if direction == "Inbound":
-        number, did, extension = callstate.clean(env.get("callerid")), session.get_variable("CRM_DID"), None
+        number, did, extension = callstate.clean(callerid), target or None, None
     else:
-        number, did, extension = session.get_variable("CRM_DIALED") or "", None, callstate.clean(env.get("callerid"))
+        number, did, extension = target or "", None, callstate.clean(callerid)
     log.info("hangup for %s without a start record: rebuilding the call from the channel", linkedid)
     # The lookup is left to the writer (PENDING), which runs it when the CRM answers.
     return CallRecord(call_id=flow.call_id_for(flow.system_name, linkedid), linkedid=linkedid,
-                      uniqueid=env.get("uniqueid", ""), direction=direction, number=number, did=did,
+                      uniqueid=uniqueid, direction=direction, number=number, did=did,
                       extension=extension, started_at=_now(), lookup_status=PENDING)
+
+
+def _collect_ended(session, flow):
+    """Finish the calls whose own hangup request found crmagi down (agi/ended.py): each is
+    spooled (durable) before its AstDB entry is deleted.  Never fails this request."""
+    keys = []
+    try:
+        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression()))
+        # Concurrent hangup requests after a restart see the same keys: each takes others.
+        keys = [key for key in listed if key not in flow.collecting][:ended.PER_REQUEST]
+        flow.collecting.update(keys)
+        for key in keys:
+            entry = ended.parse(key, session.database_get(ended.FAMILY, key))
+            record = _ended_record(entry, flow) if entry else None
+            if record is not None:
+                flow.writer.enqueue("finish", record)
+                log.info("call %s ended while crmagi was down: collected from AstDB", record.linkedid)
+            else:
+                log.warning("AstDB %s/%s is not a crmagi entry; deleted", ended.FAMILY, key)
+            session.database_del(ended.FAMILY, key)
+    except Exception as exc:    # noqa: BLE001 - entries stay in AstDB for the next request
+        log.warning("could not collect calls that ended while crmagi was down: %s", exc)
+    finally:
+        flow.collecting.difference_update(keys)
+
+
+def _ended_record(entry, flow):
+    values = entry.values
+    record = callstate.unpack(values["CRM_CALL"])
+    rebuilt = record is None
+    if rebuilt:
+        target = values["CRM_DID"] if values["CRM_DIRECTION"] == "Inbound" else values["CRM_DIALED"]
+        record = _rebuild(flow, values["CRM_DIRECTION"], values["linkedid"], values["uniqueid"],
+                          values["callerid"], target)
+        if record is None:
+            return None
+    _apply_hangup(record, values, ended_at=entry.ended_at)
+    if rebuilt:
+        _started_from_durations(record)
+    return record
 
 
 def _started_from_durations(record):
@@ -222,8 +273,10 @@ def _started_from_durations(record):
         record.started_at = record.ended_at - timedelta(seconds=total)
 
 
-def _apply_hangup(record, values, flow):
-    record.ended_at = _now()
+def _apply_hangup(record, values, ended_at=None):
+    """Pure: the hangup request's variables onto the record.  The answering extension's
+    user is named by the writer (crmsync/linking.py), when the CRM answers."""
+    record.ended_at = ended_at or _now()
     record.dial_status = (values["DIALSTATUS"] or "").upper() or None
     record.talk_seconds = callstate.to_int(values["ANSWEREDTIME"])
     dialed = callstate.to_int(values["DIALEDTIME"])
@@ -235,9 +288,6 @@ def _apply_hangup(record, values, flow):
     record.answered_extension = callstate.extension_from_peer(peer)
     if record.direction == "Outbound":     # the peer is the outside number; our side is the caller
         record.answered_extension = record.extension if record.talk_seconds is not None else None
-    if record.answered_extension and record.direction == "Inbound":
-        user = user_for_extension(flow.directory, record.answered_extension)
-        record.answered_user_id = user.id if user else None
     record.recording = values["MIXMONITOR_FILENAME"] or None
     record.hangup_cause = values["HANGUPCAUSE"] or None
 

@@ -22,6 +22,7 @@ from .models import CallRecord, LiveUpdate
 KINDS = ("start", "finish", "live")
 BACKOFF_CAP = 600.0             # seconds: the longest wait between two attempts of one op
 FULL_LOG_INTERVAL = 60.0        # seconds between "spool past its bound" errors
+AHEAD_MARGIN = 1.0              # seconds a replay leaves a write-ahead entry alone past the timeout
 
 
 def _decode(op):
@@ -75,6 +76,10 @@ class CallWriter:
                 # Ops of one call apply in order: this one waits behind the spooled ones.
                 self._spool(kind, rec)
                 return False
+            # Written ahead: a kill -9 while the CRM is slow must not lose the op that
+            # only this process held (the AGI socket is closed already; Asterisk will
+            # not ask again).
+            op_id = self.spool.push_ahead(kind, rec.to_json(), hold=self.timeout + AHEAD_MARGIN)
             # The write runs in its own greenlet so a hung database costs the caller at
             # most ``timeout``.  Left running, it may still finish later: harmless, since
             # the spooled copy then replays as a no-op.
@@ -82,15 +87,27 @@ class CallWriter:
             worker.join(self.timeout)
             error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
             if error is None:
+                self.spool.forget(op_id)
                 self._up()
+                if self.spool.has_call(rec.call_id):   # ops of this call queued meanwhile
+                    gevent.spawn(self.flush)
                 return True
             self._failed("%s %s" % (kind, rec.call_id), error)
-            self._spool(kind, rec)
+            self.spool.keep(op_id, error)
+            self._warn_if_full()
             self.log.debug("spooled %s of call %s: %s", kind, rec.call_id, error)
         except Exception:   # noqa: BLE001 - a call must go on whatever happens here
             self.log.exception("could not record %s of call %s: %r", kind,
                                getattr(rec, "call_id", "?"), getattr(rec, "__dict__", rec))
         return False
+
+    def enqueue(self, kind, rec):
+        """Durably queue an op without trying the CRM first (the caller must not wait on
+        it); the flusher applies it at once.  Raises when even the spool cannot take it."""
+        if kind not in KINDS:
+            raise ValueError("unknown call op %r" % (kind,))
+        self._spool(kind, rec)
+        gevent.spawn(self.flush)
 
     def _spool(self, kind, rec):
         self.spool.push(kind, rec.to_json())
