@@ -10,7 +10,10 @@ The driver is bench/load.py's lean engine (Asterisk's bytes, one command answere
 socket wake-up, the final HANGUP) with the campaign's rules on top: each call has its
 own direction, caller, Dial result and talk time; when crmagi refuses the first AGI
 (it is down) the dialplan goes on, as Asterisk's AGISTATUS=FAILURE does, and the hangup
-handler's AGI still runs when the call ends, ``down_hold`` seconds later.  For each
+handler's AGI still runs when the call ends, ``down_hold`` seconds later.  When crmagi
+refuses the hangup handler's AGI, the include keeps the call's facts in AstDB
+(agi/ended.py); all calls share one AstDB, as on one Asterisk, so a later hangup request
+collects them.  For each
 session it records the wall-clock connect time, how long until crmagi closed, and how
 it ended (ok, refused, timeout): the answer times the reconciliation checks.
 """
@@ -23,6 +26,7 @@ import time
 from faults_db import DID, UNKNOWN_DIGIT, USERS, caller_id, dialled
 from load import Call, LeanEngine, dial_result
 
+from agi import ended
 from agi.asterisk_commands import Channel
 
 ANONYMOUS = ("", "anonymous", "Unknown")
@@ -91,6 +95,11 @@ class CampaignEngine(LeanEngine):
         res = {"errors": {}, "error_examples": {}}
         super().__init__(cfg, res, callers=None, rng=None)
         self.done = []
+        self.astdb = {}          # Asterisk's AstDB: one for every call
+
+    def _open(self, call, script, context, priority, args):
+        call.astdb = self.astdb
+        super()._open(call, script, context, priority, args)
 
     def start_call(self, call):
         self.active += 1
@@ -117,6 +126,8 @@ class CampaignEngine(LeanEngine):
             wait = self.cfg["down_hold"] if kind == "connect" else call.plan["hold"]
             heapq.heappush(self.holds, (time.monotonic() + wait, call.serial, call))
         else:
+            if kind == "connect":       # the include's fallback (AGISTATUS is not SUCCESS)
+                self.astdb[(ended.FAMILY, call.uniqueid)] = call.chan.expand(ended.dialplan_value())
             self._finished(call)
 
     def _session_done(self, call):

@@ -12,8 +12,11 @@ is crmagi's definition: uuid5 of ``[agi] system_name``/linkedid):
   the talk time with partial minutes rounded up;
 * exactly one ``calls`` row and one ``crmagi_calls`` row per linkedid, one link row.
 
-A call whose hangup AGI never reached crmagi (refused or cut while crmagi was down)
-cannot be finished by anyone: it is counted apart and only checked for duplicates.
+A call whose hangup AGI was refused (crmagi down) is checked like any other: the
+include kept its facts in AstDB for a later hangup request to collect (agi/ended.py).
+A call whose hangup AGI was cut by kill -9 of crmagi (connected, then the socket
+closed) cannot be finished by anyone: Asterisk saw AGISTATUS=SUCCESS and kept nothing.
+Those are counted apart and only checked for duplicates.
 """
 import time
 
@@ -84,7 +87,7 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
     crmagi, calls, links = rows
     by_serial = {r["serial"]: r for r in results}
     out = {"placed": len(plan), "written": 0, "wrong": 0, "duplicated": 0, "missing": 0, "unfinishable": 0,
-           "crmagi_down_in": 0, "crmagi_down_hangup": 0, "rebuilt_logged": 0, "not_run": 0,
+           "crmagi_down_in": 0, "crmagi_down_hangup": 0, "rebuilt_logged": 0, "ended_while_down": 0, "not_run": 0,
            "max_answer_ms": {"incoming": 0.0, "hangup": 0.0}, "over_timeout": 0, "over_examples": [],
            "over_during": {}, "wrong_during": {}, "unfinishable_rows": {},
            "reasons": {}, "examples": {}, "crm_status": {}}
@@ -117,7 +120,7 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
             _example(out, "duplicated", call, call_ids)
             continue
         row = calls.get(call_id)
-        if down["hangup"]:
+        if down["hangup"] and result["hangup"]["state"] != "refused":
             out["unfinishable"] += 1
             left = "no row" if row is None else "left %s" % row[2]
             out["unfinishable_rows"][left] = out["unfinishable_rows"].get(left, 0) + 1
@@ -129,6 +132,8 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
         out["written"] += 1
         if down["in"]:
             out["rebuilt_logged"] += 1
+        if down["hangup"]:
+            out["ended_while_down"] += 1
         problems = _problems(call, expected(call, anonymous_account), row, links.get(call_id, []))
         if problems:
             out["wrong"] += 1
@@ -191,9 +196,11 @@ def print_table(report, stream):
                                                                       v["max_answer_ms"]["hangup"])),
             ("answers over timeout+50ms", "%d%s" % (v["over_timeout"], _by(v["over_during"]))),
             ("faults injected", ", ".join("%s %d" % kv for kv in sorted(r["faults_by_kind"].items())) or "none"),
-            ("crmagi down: AGI refused/cut", "incoming %d, hangup %d; logged through the hangup AGI: %d" % (
-                v["crmagi_down_in"], v["crmagi_down_hangup"], v["rebuilt_logged"])),
-            ("hangup never reached crmagi", "%d%s: cannot be finished, checked for duplicates only" % (
+            ("crmagi down: AGI refused/cut", "incoming %d, hangup %d" % (v["crmagi_down_in"],
+                                                                         v["crmagi_down_hangup"])),
+            ("  of them written", "started while down %d (rebuilt by the hangup AGI), ended while down %d "
+                                  "(collected from AstDB)" % (v["rebuilt_logged"], v["ended_while_down"])),
+            ("hangup AGI cut by kill -9", "%d%s: cannot be finished, checked for duplicates only" % (
                 v["unfinishable"], _by(v["unfinishable_rows"]))),
             ("CRM_STATUS answered", ", ".join("%s %d" % kv for kv in sorted(v["crm_status"].items()))),
             ("achieved rate", "%.1f calls/s (%d started late)" % (r["achieved_rate"], r["late"])),

@@ -3,7 +3,8 @@ reproduced on its own.
 
 The campaign starts its own MariaDB (Debian's mariadbd, a temp datadir) and `crmagi serve`,
 places calls for half a minute while it kills, stops and locks the database, kills crmagi
-and drops the AMI link, then checks every call in SuiteCRM.  Shorter outages than the
+(also while the database hangs on writes) and drops the AMI link, then checks every call in
+SuiteCRM.  Shorter outages than the
 bench defaults keep it under a minute.
 """
 import json
@@ -13,7 +14,6 @@ import sys
 from datetime import datetime, timezone
 
 import gevent
-import pytest
 from gevent.event import Event
 
 from conftest import REPO
@@ -22,9 +22,7 @@ from crmsync.spool import Spool
 from crmsync.writer import CallWriter
 
 MARIADBD = os.environ.get("CRMAGI_MARIADBD", "/usr/sbin/mariadbd")
-# Issue #9's list.  down-crash (kill -9 while the database hangs on writes) loses calls
-# today: see the strict xfail below, and add it here once that passes.
-EVERY_FAULT = {"db-kill", "crmagi-kill", "db-lock", "ami-drop", "db-stop"}
+EVERY_FAULT = {"db-kill", "crmagi-kill", "db-lock", "ami-drop", "db-stop", "down-crash"}
 
 
 def test_calls_survive_every_fault_exactly_once_on_the_right_record(tmp_path):
@@ -32,7 +30,7 @@ def test_calls_survive_every_fault_exactly_once_on_the_right_record(tmp_path):
     report_path = tmp_path / "faults.json"
     run = subprocess.run(
         [sys.executable, str(REPO / "bench" / "faults.py"), "--rate", "10", "--duration", "32",
-         "--db-stop-seconds", "4", "--lock-seconds", "3", "--no-down-crash", "--records", "50",
+         "--db-stop-seconds", "4", "--lock-seconds", "3", "--down-crash-after", "2.5", "--records", "50",
          "--drain", "30", "--json", str(report_path)],
         cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=150)
     assert report_path.exists(), run.stdout[-3000:]
@@ -59,10 +57,9 @@ class _HungStore:
     finish = start
 
 
-@pytest.mark.xfail(strict=True, reason="defect found by the fault campaign (down-crash): CallWriter.submit "
-                                       "keeps an op only in memory while it waits up to [crm] query_timeout "
-                                       "for the database, so kill -9 then loses the call")
 def test_a_write_waiting_on_a_hung_database_is_already_durable(tmp_path):
+    """Found by the campaign's down-crash: an op kept only in memory while CallWriter.submit
+    waited up to [crm] query_timeout for the database was lost on kill -9."""
     store = _HungStore()
     writer = CallWriter(store, Spool(tmp_path / "spool.sqlite"), timeout=5.0)
     rec = CallRecord(call_id="c0ffee00-0000-5000-8000-000000000001", linkedid="1796000000.1",
