@@ -51,7 +51,7 @@ from common import SHARED, _wait_port  # noqa: E402
 from faults_ami import AmiFeed, Scenario  # noqa: E402
 from faults_calls import make_plan  # noqa: E402
 from faults_db import PrivateMariaDB, free_port, hold_lock, seed_records  # noqa: E402
-from faults_report import fetch, print_table, reconcile  # noqa: E402
+from faults_report import count_calls, fetch, print_table, reconcile  # noqa: E402
 
 KINDS = ("db-kill", "crmagi-kill", "db-lock", "ami-drop", "db-stop", "down-crash", "db-freeze")
 DEFAULT_OFF = ("db-freeze",)
@@ -128,6 +128,11 @@ class Campaign:
         self.db = PrivateMariaDB(self.tmp / "db").install()
         self.db.load_suitecrm(DATABASE, SHARED / "fixtures" / "suitecrm")
         self.seeded = seed_records(self.db, DATABASE, args.records)
+        conn = self.db.connect(DATABASE)
+        try:
+            self.calls_before = count_calls(conn)
+        finally:
+            conn.close()
         self.ami = AmiFeed()
         self.scenarios = {}
         port = free_port()
@@ -168,7 +173,7 @@ class Campaign:
         spool_left = self._drain()
         conn = self.db.connect(DATABASE)
         try:
-            rows = fetch(conn, epoch)
+            rows = fetch(conn, epoch, self.calls_before)
         finally:
             conn.close()
         verdict = reconcile(self.plan, driven["calls"], rows, SYSTEM_NAME, VIRTUAL, self.down_windows,
@@ -342,7 +347,8 @@ def parser():
     p.add_argument("--hold-max", type=float, default=1.0)
     p.add_argument("--down-hold", type=float, default=10.0,
                    help="seconds a call whose first AGI was refused goes on before its hangup AGI")
-    p.add_argument("--session-limit", type=float, default=10.0, help="seconds the driver waits for one AGI session")
+    p.add_argument("--session-limit", type=float, default=60.0,
+                   help="seconds the driver waits for one AGI session (Asterisk waits for ever)")
     p.add_argument("--concurrency", type=int, default=3000, help="calls in flight at most")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the spool to empty")
@@ -374,6 +380,9 @@ def main(argv=None):
     campaign = Campaign(args)
     try:
         report = campaign.run()
+    except KeyboardInterrupt:
+        print("interrupted: processes stopped, temp dir removed", file=sys.stderr)
+        return 130
     finally:
         campaign.cleanup()
     if args.json:

@@ -46,8 +46,14 @@ def _rows(conn, sql, args=()):
         return cur.fetchall()
 
 
-def fetch(conn, epoch):
-    """Everything the campaign's calls wrote, keyed for the checks."""
+def count_calls(conn):
+    return _rows(conn, "SELECT COUNT(*) FROM calls")[0][0]
+
+
+def fetch(conn, epoch, calls_before):
+    """Everything the campaign's calls wrote, keyed for the checks; ``calls_before``: the
+    calls rows there were before (the sample data), so that rows no placed call explains
+    (a second row for one call, under another id) are counted too."""
     like = "%d.%%" % epoch
     crmagi = {}
     for call_id, linkedid in _rows(conn, "SELECT call_id, linkedid FROM crmagi_calls WHERE linkedid LIKE %s",
@@ -62,7 +68,7 @@ def fetch(conn, epoch):
                                            "(SELECT call_id FROM crmagi_calls WHERE linkedid LIKE %%s)"
                                      % (column, table), (like,)):
             links.setdefault(call_id, []).append((table, target))
-    return crmagi, calls, links
+    return crmagi, calls, links, count_calls(conn) - calls_before - len(calls)
 
 
 def _overlaps(session, windows):
@@ -84,13 +90,13 @@ def _during(when, faults):
 
 def reconcile(plan, results, rows, system_name, anonymous_account, down_windows, limit_ms, faults=()):
     """The campaign's verdict as a dict (see print_table)."""
-    crmagi, calls, links = rows
+    crmagi, calls, links, unexplained = rows
     by_serial = {r["serial"]: r for r in results}
     out = {"placed": len(plan), "written": 0, "wrong": 0, "duplicated": 0, "missing": 0, "unfinishable": 0,
            "crmagi_down_in": 0, "crmagi_down_hangup": 0, "rebuilt_logged": 0, "ended_while_down": 0, "not_run": 0,
            "max_answer_ms": {"incoming": 0.0, "hangup": 0.0}, "over_timeout": 0, "over_examples": [],
            "over_during": {}, "wrong_during": {}, "unfinishable_rows": {},
-           "reasons": {}, "examples": {}, "crm_status": {}}
+           "reasons": {}, "examples": {}, "crm_status": {}, "unexplained_calls_rows": unexplained}
     for call in plan:
         result = by_serial.get(call["serial"])
         if result is None or "hangup" not in result:
@@ -142,6 +148,7 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
             for problem in problems:
                 out["reasons"][problem] = out["reasons"].get(problem, 0) + 1
                 _example(out, problem, call, row)
+    out["duplicated"] += max(0, unexplained)
     return out
 
 
@@ -191,7 +198,8 @@ def print_table(report, stream):
         r["rate"], r["duration"], r["timeout"], r["workers"], time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())),
         file=stream)
     rows = [("placed", v["placed"]), ("written", v["written"]), ("wrong", "%d%s" % (v["wrong"], _by(v["wrong_during"]))),
-            ("duplicated", v["duplicated"]), ("missing", v["missing"]),
+            ("duplicated", "%d (calls rows of no placed call: %d)" % (v["duplicated"], v["unexplained_calls_rows"])),
+            ("missing", v["missing"]),
             ("max answer time", "incoming %.1f ms, hangup %.1f ms" % (v["max_answer_ms"]["incoming"],
                                                                       v["max_answer_ms"]["hangup"])),
             ("answers over timeout+50ms", "%d%s" % (v["over_timeout"], _by(v["over_during"]))),
