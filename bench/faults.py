@@ -47,7 +47,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO)]
 
-from common import SHARED, _wait_port  # noqa: E402
+from common import SHARED, _wait_port, children, cpu_seconds, machine_busy_seconds  # noqa: E402
 from faults_ami import AmiFeed, Scenario  # noqa: E402
 from faults_calls import make_plan  # noqa: E402
 from faults_db import PrivateMariaDB, free_port, hold_lock, seed_records  # noqa: E402
@@ -67,6 +67,13 @@ class Crmagi:
 
     def __init__(self, ini, port, log):
         self.ini, self.port, self.log, self.proc = ini, port, log, None
+        self.cpu_of_dead = 0.0      # CPU seconds of the processes killed or stopped so far
+
+    def cpu(self):
+        """CPU seconds of every crmagi process so far, the killed ones included."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.cpu_of_dead
+        return self.cpu_of_dead + sum(cpu_seconds(p) for p in [self.proc.pid] + children(self.proc.pid))
 
     def start(self):
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
@@ -78,12 +85,14 @@ class Crmagi:
 
     def kill9(self):
         if self.proc is not None and self.proc.poll() is None:
+            self.cpu_of_dead = self.cpu()
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self, timeout=30):
         if self.proc is None or self.proc.poll() is not None:
             return
+        self.cpu_of_dead = self.cpu()
         os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout)
@@ -165,7 +174,10 @@ class Campaign:
             threads.append(threading.Thread(target=self._feed_ami, args=(epoch,), daemon=True))
         for thread in threads:
             thread.start()
+        cpu0 = {"crmagi": self.crmagi.cpu(), "harness": sum(os.times()[:2]), "busy": machine_busy_seconds()}
         out, _ = self.driver.communicate(json.dumps(cfg).encode())
+        cpu = {"crmagi": self.crmagi.cpu() - cpu0["crmagi"], "harness": sum(os.times()[:2]) - cpu0["harness"],
+               "busy": machine_busy_seconds() - cpu0["busy"], "wall": time.time() - self.start_at}
         if self.driver.returncode != 0:
             raise RuntimeError("call driver failed (exit %s)" % self.driver.returncode)
         driven = json.loads(out)
@@ -187,7 +199,7 @@ class Campaign:
         return {"rate": args.rate, "duration": args.duration, "timeout": args.timeout, "workers": args.workers,
                 "verdict": verdict, "faults": self.faults, "faults_by_kind": by_kind, "late": driven["late"],
                 "achieved_rate": (len(starts) - 1) / span if span else 0.0, "spool_left": spool_left,
-                "spool_dead": self._spooled("dead"),
+                "spool_dead": self._spooled("dead"), "cpu": dict(cpu, driver=driven["cpu"]),
                 "ami": {"connections": self.ami.connections, "drops": self.ami.drops,
                         "calls_streamed": self.ami.sent_calls, "calls_unseen": self.ami.skipped_calls},
                 "server_log": self._log_summary()}

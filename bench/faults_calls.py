@@ -19,6 +19,7 @@ it ended (ok, refused, timeout): the answer times the reconciliation checks.
 """
 import heapq
 import json
+import os
 import random
 import sys
 import time
@@ -171,7 +172,7 @@ def driver(cfg):
     engine = CampaignEngine(cfg)
     mono0 = time.monotonic() + (cfg["start_at"] - time.time())
     late = engine.run_plan(plan, tuple(cfg["address"]), mono0)
-    return {"calls": engine.done, "late": late}
+    return {"calls": engine.done, "late": late, "cpu": sum(os.times()[:2])}
 
 
 if __name__ == "__main__":

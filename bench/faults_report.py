@@ -18,6 +18,7 @@ A call whose hangup AGI was cut by kill -9 of crmagi (connected, then the socket
 closed) cannot be finished by anyone: Asterisk saw AGISTATUS=SUCCESS and kept nothing.
 Those are counted apart and only checked for duplicates.
 """
+import os
 import time
 
 from crmsync.calls import CallStore
@@ -192,6 +193,16 @@ def _by(counts):
     return " (%s)" % ", ".join("%s %d" % kv for kv in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def _cpu(cpu, placed):
+    """Where the two cores went while the calls ran: crmagi (all processes, per call too),
+    the harness (driver, AMI feed, faults), and everything else (MariaDB, other work)."""
+    wall = max(cpu["wall"], 1e-9)
+    harness = cpu["harness"] + cpu["driver"]
+    return "crmagi %.2f cores (%.1f ms per call), harness %.2f, MariaDB and the rest %.2f, of %d" % (
+        cpu["crmagi"] / wall, 1000.0 * cpu["crmagi"] / max(placed, 1), harness / wall,
+        max(0.0, cpu["busy"] - cpu["crmagi"] - harness) / wall, os.cpu_count())
+
+
 def print_table(report, stream):
     r, v = report, report["verdict"]
     print("fault campaign: %g calls/s for %gs, [agi] timeout %.2fs, workers %d, %s" % (
@@ -215,7 +226,8 @@ def print_table(report, stream):
             ("spool at the end", "%d pending, %d dead letters" % (r["spool_left"], r.get("spool_dead", 0))),
             ("AMI", "%(connections)d logins, %(drops)d drops, %(calls_streamed)d calls streamed, "
                     "%(calls_unseen)d while not logged in" % r["ami"]),
-            ("crmagi log", "%(lines)d lines, %(errors)d errors" % r["server_log"])]
+            ("crmagi log", "%(lines)d lines, %(errors)d errors" % r["server_log"]),
+            ("CPU while calls ran", _cpu(r["cpu"], v["placed"]))]
     if v["not_run"]:
         rows.insert(5, ("not run (driver stopped)", v["not_run"]))
     width = max(len(k) for k, _ in rows)
