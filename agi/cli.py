@@ -48,6 +48,7 @@ def serve(config_path, listen, worker, verbose):
     """Run the FastAGI server (several worker processes with [agi] workers)."""
     import dataclasses
 
+    from . import systemd
     from .app import App
     from .workers import run_workers, worker_spool
 
@@ -66,7 +67,11 @@ def serve(config_path, listen, worker, verbose):
         app = App(cfg, popup_server=worker in (None, 0)).start()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    app.serve_forever()
+    if worker is not None:     # systemd hears only from the main process (NotifyAccess=main)
+        app.serve_forever()
+        return
+    systemd.notify("READY=1\nSTATUS=FastAGI on %s:%d" % app.agi.address[:2])
+    app.serve_forever(stopping=lambda: systemd.notify("STOPPING=1\nSTATUS=draining"))
 
 
 @main.command()
@@ -122,6 +127,37 @@ def check(config_path, fix):
             click.echo("ERROR " + problem, err=True)
         sys.exit(1)
     click.echo("OK")
+
+
+@main.command("systemd-unit")
+@click.option("-c", "--config", "config_path", default="/etc/crmagi/crmagi.ini", show_default=True,
+              type=click.Path(dir_okay=False), help="Config the service runs with (made absolute).")
+@click.option("--user", default="crmagi", show_default=True, help="User= and Group= of the service.")
+@click.option("--exec", "exec_path", type=click.Path(dir_okay=False),
+              help="The crmagi executable (default: the one on PATH).")
+def systemd_unit(config_path, user, exec_path):
+    """Print a hardened systemd unit running `crmagi serve -c CONFIG` as USER."""
+    import os
+    import shutil
+
+    from . import systemd
+
+    exec_path = exec_path or shutil.which("crmagi")
+    if not exec_path:
+        raise click.ClickException("crmagi is not on PATH: give its path with --exec")
+    config_path = os.path.abspath(config_path)
+    spool = _load(config_path).agi.spool if os.path.exists(config_path) else None
+    outside = systemd.spool_outside_state(spool)
+    if outside:
+        click.echo("WARNING [agi] spool = %s is outside %s: the unit lets crmagi write to %s; better "
+                   "set spool = %s/crmagi-spool.sqlite" % (spool, systemd.STATE_DIRECTORY, outside,
+                                                           systemd.STATE_DIRECTORY), err=True)
+    try:
+        unit = systemd.render_unit(exec_path=os.path.abspath(exec_path), config_path=config_path,
+                                   user=user, spool=spool, source=config_path if spool else None)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(unit, nl=False)
 
 
 @main.command()
