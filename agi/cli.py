@@ -13,6 +13,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
+from . import redact  # noqa: E402
 from .cli_index import index  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
@@ -54,6 +55,7 @@ def serve(config_path, listen, worker, verbose):
 
     _logging(verbose)
     cfg = _load(config_path, {"agi": {"listen": listen}} if listen else None)
+    redact.install(config_mod.secret_values(cfg))
     try:
         config_mod.require_url(cfg)
         if cfg.agi.workers > 1 and cfg.webpush.secret and not cfg.webpush.redis_url:
@@ -88,7 +90,8 @@ def lookup(config_path, number):
     try:
         result = directory.lookup(number)
     except CrmUnavailable as exc:
-        raise click.ClickException("CRM database unavailable: %s" % exc) from None
+        raise click.ClickException(redact.redact("CRM database unavailable: %s" % exc,
+                                                 config_mod.secret_values(cfg))) from None
     for line in result.explain:
         click.echo("  " + line)
     caller = result.caller
@@ -119,12 +122,16 @@ def check(config_path, fix):
     from .checks import run_checks
 
     cfg = _load(config_path)
+    secrets = config_mod.secret_values(cfg)
     for line in config_mod.describe(cfg):
         click.echo(line)
-    problems = run_checks(cfg, fix=fix, echo=click.echo)
+    if any(len(value) < redact.MIN_REDACTED for value in secrets):
+        click.echo("WARNING a password or secret has fewer than %d characters: too short to be masked in "
+                   "logs, and to be safe" % redact.MIN_REDACTED)
+    problems = run_checks(cfg, fix=fix, echo=lambda line: click.echo(redact.redact(line, secrets)))
     if problems:
-        for problem in problems:
-            click.echo("ERROR " + problem, err=True)
+        for problem in problems:     # a driver's error may quote what it was given
+            click.echo("ERROR " + redact.redact(problem, secrets), err=True)
         sys.exit(1)
     click.echo("OK")
 
