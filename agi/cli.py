@@ -15,6 +15,7 @@ import click  # noqa: E402
 from . import config as config_mod  # noqa: E402
 from . import redact  # noqa: E402
 from .cli_index import index  # noqa: E402
+from .cli_spool import spool  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
 from .errors import ConfigError  # noqa: E402
@@ -120,6 +121,7 @@ def _engine(cfg, build):
 def check(config_path, fix):
     """Validate the config and the CRM database; errors name the key or table.column."""
     from .checks import run_checks
+    from .spoolfiles import report
 
     cfg = _load(config_path)
     secrets = config_mod.secret_values(cfg)
@@ -128,7 +130,12 @@ def check(config_path, fix):
     if any(len(value) < redact.MIN_REDACTED for value in secrets):
         click.echo("WARNING a password or secret has fewer than %d characters: too short to be masked in "
                    "logs, and to be safe" % redact.MIN_REDACTED)
-    problems = run_checks(cfg, fix=fix, echo=lambda line: click.echo(redact.redact(line, secrets)))
+
+    def echo(line):
+        click.echo(redact.redact(line, secrets))
+
+    problems = run_checks(cfg, fix=fix, echo=echo)
+    problems += report(cfg, echo)       # also (above all) while the CRM is down
     if problems:
         for problem in problems:     # a driver's error may quote what it was given
             click.echo("ERROR " + redact.redact(problem, secrets), err=True)
@@ -192,6 +199,7 @@ def demo(directory, listen, web, once):
 
 
 main.add_command(index)
+main.add_command(spool)
 main.add_command(suitecrm)
 
 
