@@ -273,4 +273,4 @@ def test_serve_with_ami_and_popups_under_memory_deny_write_execute(crm_url, tmp_
         status = conn.execute(text("SELECT status FROM calls WHERE id=:id"),
                               {"id": first.variables["CRM_CALL_ID"]}).scalar()
     engine.dispose()
-    assert status == "Held"
+    assert status == "Held", errors
