@@ -19,6 +19,7 @@ from agi.app import App
 from agi.cli import main
 from agi.simulator import SimulatedCall
 from conftest import MARIADB_HOST, MARIADB_PORT
+from crmsync.spool import Spool
 from fake_ami import FakeAmi
 from test_service import free_port
 
@@ -114,6 +115,17 @@ def test_check_output_never_shows_a_secret(tmp_path):
     assert "Access denied for user 'root'" in result.output      # the real error is there ...
     assert "mysql+pymysql://root:***@" in result.output
     assert_clean(result.output)                                   # ... the password is not
+
+
+def test_spool_list_masks_a_secret_in_a_stored_error(tmp_path):
+    ini = tmp_path / "crmagi.ini"
+    ini.write_text(settings(spool=tmp_path / "spool.sqlite"))
+    spool = Spool(tmp_path / "spool.sqlite")
+    spool.bury(spool.push("start", {"call_id": "call-a"}), "driver: bad password %s" % DB_PASSWORD)
+    spool.close()
+    result = CliRunner().invoke(main, ["spool", "list", "-c", str(ini)])
+    assert result.exit_code == 0 and "last error: driver: bad password ***" in result.output
+    assert_clean(result.output)
 
 
 def test_lookup_error_never_shows_a_secret(tmp_path):
