@@ -88,3 +88,19 @@ def install(secrets):
         sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb)), secrets))
 
     sys.excepthook = excepthook
+    # gevent prints a greenlet's uncaught exception itself, line by line, to this stream.
+    import gevent
+
+    hub = gevent.get_hub()
+    hub.exception_stream = _RedactingStream(hub.exception_stream or sys.stderr, secrets)
+
+
+class _RedactingStream:
+    def __init__(self, stream, secrets):
+        self.stream, self.secrets = stream, secrets
+
+    def write(self, text):
+        return self.stream.write(redact(text, self.secrets))
+
+    def flush(self):
+        self.stream.flush()

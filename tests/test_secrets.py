@@ -86,7 +86,8 @@ def test_log_filter_masks_messages_and_tracebacks():
     handler = logging.StreamHandler(stream)
     root = logging.getLogger()
     root.addHandler(handler)
-    saved_hook = sys.excepthook
+    saved_hook, hub, greenlet_errors = sys.excepthook, gevent.get_hub(), io.StringIO()
+    hub.exception_stream = greenlet_errors
     try:
         redact.install([DB_PASSWORD, "abc"])
         log = logging.getLogger("crmagi.test")
@@ -96,13 +97,22 @@ def test_log_filter_masks_messages_and_tracebacks():
         except RuntimeError:
             log.exception("startup failed")
         log.warning("abc is too short to be masked")
+        crashed = gevent.spawn(_raise, "greenlet saw %s" % DB_PASSWORD)
+        crashed.join()
     finally:
         root.removeHandler(handler)
         sys.excepthook = saved_hook
+        del hub.exception_stream            # back to gevent's default (sys.stderr)
     out = stream.getvalue()
     assert DB_PASSWORD not in out
     assert "mysql://root:***@db" in out and "driver said: password *** refused" in out
     assert "abc is too short" in out
+    printed = greenlet_errors.getvalue()
+    assert "greenlet saw ***" in printed and DB_PASSWORD not in printed
+
+
+def _raise(message):
+    raise RuntimeError(message)
 
 
 # -- through the real failures ----------------------------------------------------------
