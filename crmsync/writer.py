@@ -245,6 +245,10 @@ class CallWriter:
             self._flusher.join(timeout)
             self._flusher.kill()
             self._flusher = None
+        # A flush that a submit spawned may be running: flush() would return at once and
+        # the process exit under it, leaving its ops for the next start.  Wait for it.
+        if self._flushing.acquire(timeout=timeout):
+            self._flushing.release()
         self.flush()
 
     def _run(self):

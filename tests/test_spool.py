@@ -349,3 +349,20 @@ def test_a_write_in_flight_is_already_durable(tmp_path):
         pending.join(5)
     assert pending.value is True and len(other_process) == 0            # landed: forgotten
     other_process.close()
+
+
+def test_stop_waits_for_a_flush_already_running(tmp_path):
+    """SIGTERM right after a hangup: a submit had spawned a flush (the call's start was still
+    spooled), stop's own flush found it running and returned, and the process exited under
+    it, leaving the finish for the next start (found by tests/test_service.py)."""
+    store, spool = HungStore(), Spool(tmp_path / "spool.sqlite")
+    writer = CallWriter(store, spool, timeout=5.0)
+    rec = make_rec()
+    spool.push("start", rec.to_json())
+    spool.push("finish", finished(rec).to_json())
+    running = gevent.spawn(writer.flush)
+    gevent.sleep(0.1)                       # it holds the flush, its write hangs
+    gevent.spawn_later(0.3, store.release.set)
+    writer.stop(timeout=5)
+    assert len(spool) == 0 and store.calls == [rec.call_id, rec.call_id]
+    running.join(5)
