@@ -144,7 +144,8 @@ class App:
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
 
-    def serve_forever(self):
+    def serve_forever(self, stopping=None):
+        """Until SIGTERM/SIGINT, then drain; ``stopping()`` is called first (sd_notify)."""
         import signal
 
         stopped = gevent.event.Event()
@@ -152,4 +153,6 @@ class App:
             gevent.signal_handler(sig, stopped.set)
         stopped.wait()
         log.info("stopping: draining FastAGI sessions")
+        if stopping is not None:
+            stopping()
         self.stop()
