@@ -26,9 +26,16 @@ missing, max answer time, answers over timeout + 50 ms, faults injected.  Exit s
 when a call is missing, duplicated or wrong.  Loopback only; bounded in time; every
 process and temp dir it made is removed at the end, on Ctrl-C too.
 
+AGI sessions that crmagi refused, or that a kill -9 of crmagi cut, are "crmagi down", not
+slow answers: Asterisk goes on at once (AGISTATUS=FAILURE).  A call whose first request was
+refused is rebuilt by its hangup request; one whose hangup request was refused is kept in
+AstDB by the include and collected by a later hangup request; both are checked like any
+call.  Only a hangup request cut in the middle by kill -9 leaves nothing to finish with:
+those are counted apart (and checked for duplicates).
+
     python bench/faults.py --rate 50 --duration 60
     python bench/faults.py --rate 200 --duration 600 --workers 2 --json /tmp/faults.json
-    python bench/faults.py --rate 20 --duration 30 --db-stop-seconds 5 --lock-seconds 3 --no-db-freeze
+    python bench/faults.py --rate 20 --duration 30 --db-stop-seconds 5 --lock-seconds 3 --db-freeze
 """
 import argparse
 import json

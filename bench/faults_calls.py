@@ -10,10 +10,10 @@ The driver is bench/load.py's lean engine (Asterisk's bytes, one command answere
 socket wake-up, the final HANGUP) with the campaign's rules on top: each call has its
 own direction, caller, Dial result and talk time; when crmagi refuses the first AGI
 (it is down) the dialplan goes on, as Asterisk's AGISTATUS=FAILURE does, and the hangup
-handler's AGI still runs when the call ends, ``down_hold`` seconds later.  When crmagi
-refuses the hangup handler's AGI, the include keeps the call's facts in AstDB
-(agi/ended.py); all calls share one AstDB, as on one Asterisk, so a later hangup request
-collects them.  For each
+handler's AGI still runs when the call ends, ``down_hold`` seconds later.  Unless crmagi
+set CRM_HANGUP=done in the hangup handler's AGI (it was down, or killed mid-request), the
+include keeps the call's facts in AstDB (agi/ended.py); all calls share one AstDB, as on
+one Asterisk, so a later hangup request collects them.  For each
 session it records the wall-clock connect time, how long until crmagi closed, and how
 it ended (ok, refused, timeout): the answer times the reconciliation checks.
 """
@@ -127,8 +127,6 @@ class CampaignEngine(LeanEngine):
             wait = self.cfg["down_hold"] if kind == "connect" else call.plan["hold"]
             heapq.heappush(self.holds, (time.monotonic() + wait, call.serial, call))
         else:
-            if kind == "connect":       # the include's fallback (AGISTATUS is not SUCCESS)
-                self.astdb[(ended.FAMILY, call.uniqueid)] = call.chan.expand(ended.dialplan_value())
             self._finished(call)
 
     def _session_done(self, call):
@@ -139,6 +137,8 @@ class CampaignEngine(LeanEngine):
             self._finished(call)
 
     def _finished(self, call):
+        if call.chan.vars.get(ended.DONE_VARIABLE) != "done":    # the include's fallback
+            self.astdb[(ended.FAMILY, call.uniqueid)] = call.chan.expand(ended.dialplan_value())
         self.active -= 1
         self.done.append(call.result)
 

@@ -12,11 +12,10 @@ is crmagi's definition: uuid5 of ``[agi] system_name``/linkedid):
   the talk time with partial minutes rounded up;
 * exactly one ``calls`` row and one ``crmagi_calls`` row per linkedid, one link row.
 
-A call whose hangup AGI was refused (crmagi down) is checked like any other: the
-include kept its facts in AstDB for a later hangup request to collect (agi/ended.py).
-A call whose hangup AGI was cut by kill -9 of crmagi (connected, then the socket
-closed) cannot be finished by anyone: Asterisk saw AGISTATUS=SUCCESS and kept nothing.
-Those are counted apart and only checked for duplicates.
+Every call is checked, also those whose AGI requests found crmagi down: a call whose
+first request was refused is rebuilt by its hangup request, and one whose hangup request
+was refused or cut by kill -9 (crmagi never set CRM_HANGUP=done) is kept in AstDB by the
+include for a later hangup request to collect (agi/ended.py).
 """
 import os
 import time
@@ -93,10 +92,10 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
     """The campaign's verdict as a dict (see print_table)."""
     crmagi, calls, links, unexplained = rows
     by_serial = {r["serial"]: r for r in results}
-    out = {"placed": len(plan), "written": 0, "wrong": 0, "duplicated": 0, "missing": 0, "unfinishable": 0,
+    out = {"placed": len(plan), "written": 0, "wrong": 0, "duplicated": 0, "missing": 0,
            "crmagi_down_in": 0, "crmagi_down_hangup": 0, "rebuilt_logged": 0, "ended_while_down": 0, "not_run": 0,
            "max_answer_ms": {"incoming": 0.0, "hangup": 0.0}, "over_timeout": 0, "over_examples": [],
-           "over_during": {}, "wrong_during": {}, "unfinishable_rows": {},
+           "over_during": {}, "wrong_during": {}, "missing_during": {},
            "reasons": {}, "examples": {}, "crm_status": {}, "unexplained_calls_rows": unexplained}
     for call in plan:
         result = by_serial.get(call["serial"])
@@ -127,13 +126,10 @@ def reconcile(plan, results, rows, system_name, anonymous_account, down_windows,
             _example(out, "duplicated", call, call_ids)
             continue
         row = calls.get(call_id)
-        if down["hangup"] and result["hangup"]["state"] != "refused":
-            out["unfinishable"] += 1
-            left = "no row" if row is None else "left %s" % row[2]
-            out["unfinishable_rows"][left] = out["unfinishable_rows"].get(left, 0) + 1
-            continue
         if row is None or call_ids != [call_id]:
             out["missing"] += 1
+            during = _during(result["in"]["t0"], faults)
+            out["missing_during"][during] = out["missing_during"].get(during, 0) + 1
             _example(out, "missing", call, call_ids)
             continue
         out["written"] += 1
@@ -210,7 +206,7 @@ def print_table(report, stream):
         file=stream)
     rows = [("placed", v["placed"]), ("written", v["written"]), ("wrong", "%d%s" % (v["wrong"], _by(v["wrong_during"]))),
             ("duplicated", "%d (calls rows of no placed call: %d)" % (v["duplicated"], v["unexplained_calls_rows"])),
-            ("missing", v["missing"]),
+            ("missing", "%d%s" % (v["missing"], _by(v["missing_during"]))),
             ("max answer time", "incoming %.1f ms, hangup %.1f ms" % (v["max_answer_ms"]["incoming"],
                                                                       v["max_answer_ms"]["hangup"])),
             ("answers over timeout+50ms", "%d%s" % (v["over_timeout"], _by(v["over_during"]))),
@@ -219,8 +215,6 @@ def print_table(report, stream):
                                                                          v["crmagi_down_hangup"])),
             ("  of them written", "started while down %d (rebuilt by the hangup AGI), ended while down %d "
                                   "(collected from AstDB)" % (v["rebuilt_logged"], v["ended_while_down"])),
-            ("hangup AGI cut by kill -9", "%d%s: cannot be finished, checked for duplicates only" % (
-                v["unfinishable"], _by(v["unfinishable_rows"]))),
             ("CRM_STATUS answered", ", ".join("%s %d" % kv for kv in sorted(v["crm_status"].items()))),
             ("achieved rate", "%.1f calls/s (%d started late)" % (r["achieved_rate"], r["late"])),
             ("spool at the end", "%d pending, %d dead letters" % (r["spool_left"], r.get("spool_dead", 0))),
