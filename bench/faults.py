@@ -190,6 +190,7 @@ class Campaign:
         driven = json.loads(out)
         threads[0].join()            # a fault still running ends before the drain
         spool_left = self._drain()
+        self.crmagi.kill9()          # what it has not written by now stays in its spool: a snapshot
         conn = self.db.connect(DATABASE)
         try:
             rows = fetch(conn, epoch, self.calls_before)

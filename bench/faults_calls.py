@@ -151,14 +151,14 @@ class CampaignEngine(LeanEngine):
         self._open(call, "hangup", "crmagi-hangup", 1, [])
 
     def run_plan(self, plan, address, mono0):
-        limit, i, next_expire, late = self.cfg["concurrency"], 0, 0.0, 0
+        limit, i, next_expire, late, late_i = self.cfg["concurrency"], 0, 0.0, 0, -1
         while True:
             now = time.monotonic()
             while i < len(plan) and now >= mono0 + plan[i]["at"] and self.active < limit:
                 self.start_call(CampaignCall(plan[i], address))
                 i += 1
-            if i < len(plan) and self.active >= limit:
-                late += 1
+            if i < len(plan) and self.active >= limit and now >= mono0 + plan[i]["at"] and i != late_i:
+                late, late_i = late + 1, i          # this call starts late: too many in flight
             if i >= len(plan) and not self.active:
                 break
             next_expire = self.tick(mono0 + plan[i]["at"] if i < len(plan) else None, next_expire)
