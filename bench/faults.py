@@ -19,8 +19,9 @@ does (bench/faults_calls.py, on bench/load.py's engine).  Faults, each on by def
                (calls taken meanwhile wait to be written), restart crmagi, then the database
   db-freeze    (off by default) SIGSTOP mariadbd for --freeze-seconds: a hung server
 
-The faults are spread over the middle of the run (10 % .. 80 % of --duration), repeated
-as often as fits.  At the end it waits (at most --drain s) for crmagi's spool to empty,
+The faults come one after another over the middle of the run (10 % .. 80 % of --duration),
+each followed by a quiet time as long as its outage (--fault-gap at least), repeated as
+often as fits.  At the end it waits (at most --drain s) for crmagi's spool to empty,
 reconciles (bench/faults_report.py) and prints: placed, written, wrong, duplicated,
 missing, max answer time, answers over timeout + 50 ms, faults injected.  Exit status 1
 when a call is missing, duplicated or wrong.  Loopback only; bounded in time; every
@@ -119,15 +120,23 @@ def write_ini(path, db, agi_port, ami_port, spool, args):
     return path
 
 
-def schedule(kinds, duration, outage):
-    """(offset s, kind) pairs: every enabled kind in turn over 10 %..80 % of the run."""
+def schedule(kinds, duration, outage, gap):
+    """(offset s, kind) pairs: every enabled kind in turn over 10 %..80 % of the run, each
+    fault followed by a quiet time as long as its outage (at least ``gap`` s) in which the
+    backlog it caused can drain; as many rounds as fit.  When one round does not fit (a
+    short CI run), one round spread evenly."""
     if not kinds:
         return []
     start, end = 0.1 * duration, 0.8 * duration
-    per_round = sum(outage[k] + 5.0 for k in kinds)
-    rounds = max(1, int((end - start) // per_round))
-    count = rounds * len(kinds)
-    return [(start + n * (end - start) / count, kinds[n % len(kinds)]) for n in range(count)]
+    out, at = [], start
+    while True:
+        for kind in kinds:
+            if at + outage[kind] > end:
+                if len(out) >= len(kinds):
+                    return out
+                return [(start + n * (end - start) / len(kinds), k) for n, k in enumerate(kinds)]
+            out.append((at, kind))
+            at += outage[kind] + max(gap, outage[kind])
 
 
 class Campaign:
@@ -229,7 +238,7 @@ class Campaign:
         outage = {"db-kill": args.db_kill_down + 1, "crmagi-kill": args.crmagi_down + 2, "db-lock": args.lock_seconds,
                   "ami-drop": 0.0, "db-stop": args.db_stop_seconds + 1, "db-freeze": args.freeze_seconds,
                   "down-crash": args.down_crash_after + args.crmagi_down + 5}
-        for offset, kind in schedule(self.enabled, args.duration, outage):
+        for offset, kind in schedule(self.enabled, args.duration, outage, args.fault_gap):
             if self.stopping.wait(max(0.0, self.start_at + offset - time.time())):
                 return
             began = time.time()
@@ -372,6 +381,8 @@ def parser():
     p.add_argument("--concurrency", type=int, default=3000, help="calls in flight at most")
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the spool to empty")
+    p.add_argument("--fault-gap", type=float, default=10.0,
+                   help="quiet seconds after a fault, at least (the fault's own outage if longer)")
     p.add_argument("--db-stop-seconds", type=float, default=30.0)
     p.add_argument("--lock-seconds", type=float, default=10.0)
     p.add_argument("--freeze-seconds", type=float, default=10.0)
