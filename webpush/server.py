@@ -91,6 +91,14 @@ class _Handler(WebSocketHandler):
         sock.settimeout(HANDSHAKE_TIMEOUT)      # a half-sent request is not kept for ever
         super().__init__(sock, address, server, rfile=rfile or sock.makefile("rb", self.READ_BUFFER))
 
+    def upgrade_websocket(self):
+        # gevent-websocket 0.10.1 answers a bad handshake with str bodies, which pywsgi cannot
+        # send: the status went out, then a TypeError traceback instead of the body (junk run).
+        result = super().upgrade_websocket()
+        if isinstance(result, list):
+            return [item.encode("utf-8") if isinstance(item, str) else item for item in result]
+        return result
+
     def upgrade_connection(self):
         result = super().upgrade_connection()
         if getattr(self, "websocket", None) is not None:
