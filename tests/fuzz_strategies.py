@@ -115,7 +115,7 @@ def chunked(data_strategy):
 
 
 def pieces(data, cuts):
-    bounds = [0] + [c for c in cuts if 0 < c < len(data)] + [len(data)]
+    bounds = [0] + sorted(c for c in cuts if 0 < c < len(data)) + [len(data)]
     return [data[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
@@ -127,8 +127,15 @@ def reply_bytes():
     return chunked(fuzz_bytes(reply_streams()))
 
 
+def ami_windows():
+    """Pieces of the recorded streams (a few KB, cut anywhere): whole streams are 100-200 KB."""
+    return st.builds(lambda stream, start, size: stream[start % len(stream):start % len(stream) + size],
+                     st.sampled_from(ami_streams()), st.integers(0, 1 << 18), st.integers(1, 8192))
+
+
 def ami_bytes():
-    return chunked(fuzz_bytes(ami_streams()))
+    seeds = [stream[:8192] for stream in ami_streams()]
+    return chunked(st.one_of(fuzz_bytes(seeds), ami_windows(), ami_windows().flatmap(lambda w: mutated([w]))))
 
 
 # -- AMI event sequences through the call model ---------------------------------------------
