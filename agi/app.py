@@ -5,18 +5,22 @@ on port 0; ``stop(timeout)`` drains running sessions, then flushes the spool.
 """
 import logging
 import os
+import sqlite3
 
 import gevent
 
 from crmsync.calls import CallStore
 from crmsync.db import make_engine
 from crmsync.directory import Directory
+from crmsync.linking import Linker
 from crmsync.livecalls import LiveCalls
 from crmsync.models import LookupRules, ModuleSpec
-from crmsync.spool import CallWriter, Spool
+from crmsync.spool import Spool
+from crmsync.writer import CallWriter
 
 from . import routes
 from .config import require_url
+from .errors import ConfigError
 from .server import FastAgiServer, Router
 
 log = logging.getLogger("crmagi")
@@ -41,6 +45,18 @@ def build_engine(config, read_only=False):
                        query_timeout=crm.query_timeout, read_only=read_only)
 
 
+def open_spool(config, path=None):
+    """The spool file of the config (or ``path``, a worker's); a folder crmagi may not
+    create is a config error naming the key, not a traceback."""
+    path = path or config.agi.spool
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return Spool(path, max_bytes=int(config.agi.spool_max_mb * 1e6))
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError("config [agi] spool: cannot open %s (%s); set [agi] spool to a writable file, or "
+                          "run under systemd with StateDirectory=crmagi" % (path, exc)) from None
+
+
 class App:
     def __init__(self, config, engine=None, popup_server=True):
         """``popup_server`` False: a FastAGI worker that only publishes popup events (over
@@ -51,16 +67,16 @@ class App:
         self.read_engine = build_engine(config, read_only=True) if engine is None else engine
         self.directory = Directory(self.read_engine, lookup_rules(config))
         self.store = CallStore(self.engine, system_user=config.crm.system_user)
-        spool_dir = os.path.dirname(os.path.abspath(config.agi.spool))
-        os.makedirs(spool_dir, exist_ok=True)
-        self.spool = Spool(config.agi.spool)
+        self.spool = open_spool(config)
+        linker = Linker(self.directory, {spec.name: spec for spec in module_specs(config)},
+                        anonymous_account=config.lookup.anonymous_account)
         self.writer = CallWriter(self.store, self.spool, timeout=config.crm.query_timeout,
-                                 flush_interval=config.agi.flush_interval, live=LiveCalls(self.store))
+                                 flush_interval=config.agi.flush_interval, live=LiveCalls(self.store),
+                                 resolve=linker.resolve, max_attempts=config.agi.spool_max_attempts)
         self.flow = routes.CallFlow(
-            directory=self.directory, writer=self.writer, call_id_for=CallStore.call_id_for,
-            modules={spec.name: spec for spec in module_specs(config)},
+            directory=self.directory, writer=self.writer, call_id_for=CallStore.call_id_for, linker=linker,
             timeout=config.agi.timeout, set_callerid_name=config.agi.set_callerid_name,
-            log_internal=config.agi.log_internal, anonymous_account=config.lookup.anonymous_account,
+            log_internal=config.agi.log_internal,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
             late_lookup_wait=config.crm.query_timeout)
         self.live = self.ami = self.popups = None
@@ -128,7 +144,8 @@ class App:
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
 
-    def serve_forever(self):
+    def serve_forever(self, stopping=None):
+        """Until SIGTERM/SIGINT, then drain; ``stopping()`` is called first (sd_notify)."""
         import signal
 
         stopped = gevent.event.Event()
@@ -136,4 +153,6 @@ class App:
             gevent.signal_handler(sig, stopped.set)
         stopped.wait()
         log.info("stopping: draining FastAGI sessions")
+        if stopping is not None:
+            stopping()
         self.stop()

@@ -22,7 +22,8 @@ def test_worker_spool_names():
 def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
     port = free_port()
     ini = tmp_path / "crmagi.ini"
-    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\n" % (crm_url, port))
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   % (crm_url, port))
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)],
                             stderr=subprocess.PIPE, text=True)
     try:
