@@ -29,7 +29,8 @@ def main(argv=None):
     logging.disable(logging.CRITICAL)      # every junk peer dropped is a log line
     work = Path(tempfile.mkdtemp(prefix="crmagi-junk-"))
     clean = Run(work / "clean").play()
-    print("baseline: %d recorded calls (%s)" % (len(SCENARIOS), ", ".join(SCENARIOS)))
+    print("baseline: %d recorded calls (%s), max answer %.3f s" % (
+        len(SCENARIOS), ", ".join(SCENARIOS), max(r.elapsed for results in clean.sessions.values() for r in results)))
     print("%-6s %8s %12s %10s %10s %12s %9s %9s %12s" % ("round", "sockets", "junk conns", "AGI drops",
                                                          "WS refused", "AMI junk", "calls ok", "differ",
                                                          "max answer s"))
@@ -49,6 +50,16 @@ def main(argv=None):
         print("       junk kinds: %s  (%.0f s)" % (", ".join("%s=%d" % kv for kv in sorted(junk.counts.items())),
                                                      time.monotonic() - started))
         print("       AMI logins: %d (baseline %d)" % (junk.stats["ami"]["connects"], clean.stats["ami"]["connects"]))
+        for name, results in junk.sessions.items():
+            for index, result in enumerate(results):
+                if result.timed_out or not result.server_closed or result.elapsed >= TIMEOUT:
+                    print("       late: %s session %d: %.3f s, commands %s" % (
+                        name, index, result.elapsed, [c.decode(errors="replace").strip() for c in result.commands]))
+        for name in SCENARIOS:
+            if junk.variables()[name] != clean.variables()[name]:
+                print("       %s told the dialplan %s, without junk %s" % (
+                    name, sorted(set(junk.variables()[name].items()) - set(clean.variables()[name].items())),
+                    sorted(set(clean.variables()[name].items()) - set(junk.variables()[name].items()))))
     print("\n%s" % ("all calls unaffected" if not failures else "%d finding(s)" % failures))
     return 1 if failures else 0
 
