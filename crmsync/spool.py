@@ -83,13 +83,29 @@ class Spool:
         with self._lock:
             self._db.close()
 
+    def stats(self):
+        """pending, dead, oldest_age (s or None), size_bytes, full: a stand-in until the
+        dead-letter spool on main provides the real one with these attributes."""
+        from types import SimpleNamespace
+
+        with self._lock:
+            pending, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM ops").fetchone()
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            size = 0
+        age = None if oldest is None else max(0.0, time.time() - oldest)
+        return SimpleNamespace(pending=pending, dead=0, oldest_age=age, size_bytes=size, full=False)
+
 
 class CallWriter:
     """Writes CallRecords through a CallStore, falling back to the Spool; never raises."""
 
     def __init__(self, store, spool, timeout=0.5, flush_interval=5.0,
-                 log=logging.getLogger("crmsync.writer"), live=None):
+                 log=logging.getLogger("crmsync.writer"), live=None, on_write=None):
         self.store = store
+        # on_write(via, ok): metrics of each write, via "direct" (submit) or "spool" (replay)
+        self.on_write = on_write or (lambda via, ok: None)
         self.live = live        # crmsync.livecalls.LiveCalls, for "live" ops
         self.spool = spool
         self.timeout = timeout
@@ -123,6 +139,7 @@ class CallWriter:
             worker = gevent.spawn(self._attempt, kind, rec)
             worker.join(self.timeout)
             error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
+            self.on_write("direct", error is None)
             if error is None:
                 self._up()
                 return True
@@ -156,6 +173,7 @@ class CallWriter:
                         self.spool.delete(op_id)
                         continue
                     error = self._attempt(kind, rec)
+                    self.on_write("spool", error is None)
                     if error is not None:
                         self.spool.bump(op_id, error)
                         self._failed("replay of %s %s" % (kind, rec.call_id), error)
