@@ -5,8 +5,10 @@ small JSON body.  Both answer from memory (the registry, the last health round,
 the mmap'd files of the workers): nothing in a request waits on the CRM or on
 a worker, so they stay fast while calls are handled.
 """
+import glob
 import json
 import logging
+import os
 
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
@@ -37,7 +39,7 @@ class MergedView:
     health from their merged readings (``alive()``: how many workers run now)."""
 
     def __init__(self, path, alive, workers):
-        self.alive, self.workers = alive, workers
+        self.path, self.alive, self.workers = path, alive, workers
         self.registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(self.registry, path=path)
 
@@ -45,8 +47,10 @@ class MergedView:
         return generate_latest(self.registry)
 
     def health(self):
+        # Only the live gauges' files: a third of the work of a whole /metrics.
+        files = glob.glob(os.path.join(self.path, "gauge_live*.db"))
         readings = {}
-        for family in self.registry.collect():
+        for family in multiprocess.MultiProcessCollector.merge(files, accumulate=False):
             if family.name in HEALTH_READINGS and family.samples:
                 readings[family.name] = family.samples[0].value
         return merged_report(readings, self.alive(), self.workers)
