@@ -5,19 +5,23 @@ on port 0; ``stop(timeout)`` drains running sessions, then flushes the spool.
 """
 import logging
 import os
+import sqlite3
 
 import gevent
 
 from crmsync.calls import CallStore
 from crmsync.db import make_engine, make_probe_engine, ping, watch_errors
 from crmsync.directory import Directory
+from crmsync.linking import Linker
 from crmsync.livecalls import LiveCalls
 from crmsync.models import LookupRules, ModuleSpec
-from crmsync.spool import CallWriter, Spool
+from crmsync.spool import Spool
+from crmsync.writer import CallWriter
 
 from . import metrics as metrics_mod
 from . import routes
 from .config import require_url
+from .errors import ConfigError
 from .health import Health
 from .monitor import LocalView, MonitorServer
 from .server import FastAgiServer, Router
@@ -44,6 +48,18 @@ def build_engine(config, read_only=False):
                        query_timeout=crm.query_timeout, read_only=read_only)
 
 
+def open_spool(config, path=None):
+    """The spool file of the config (or ``path``, a worker's); a folder crmagi may not
+    create is a config error naming the key, not a traceback."""
+    path = path or config.agi.spool
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return Spool(path, max_bytes=int(config.agi.spool_max_mb * 1e6))
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError("config [agi] spool: cannot open %s (%s); set [agi] spool to a writable file, or "
+                          "run under systemd with StateDirectory=crmagi" % (path, exc)) from None
+
+
 class App:
     def __init__(self, config, engine=None, popup_server=True, worker_metrics=False):
         """``popup_server`` False: a FastAGI worker that only publishes popup events (over
@@ -61,17 +77,18 @@ class App:
             watch_errors(watched, self.metrics.db_error)
         self.directory = Directory(self.read_engine, lookup_rules(config))
         self.store = CallStore(self.engine, system_user=config.crm.system_user)
-        spool_dir = os.path.dirname(os.path.abspath(config.agi.spool))
-        os.makedirs(spool_dir, exist_ok=True)
-        self.spool = Spool(config.agi.spool)
+        self.spool = open_spool(config)
+        linker = Linker(self.directory, {spec.name: spec for spec in module_specs(config)},
+                        anonymous_account=config.lookup.anonymous_account)
         self.writer = CallWriter(self.store, self.spool, timeout=config.crm.query_timeout,
                                  flush_interval=config.agi.flush_interval, live=LiveCalls(self.store),
+                                 resolve=linker.resolve, max_attempts=config.agi.spool_max_attempts,
                                  on_write=self.metrics.call_write)
         self.flow = routes.CallFlow(
             directory=self.metrics.timed(self.directory), writer=self.writer, call_id_for=CallStore.call_id_for,
-            modules={spec.name: spec for spec in module_specs(config)},
+            linker=linker,
             timeout=config.agi.timeout, set_callerid_name=config.agi.set_callerid_name,
-            log_internal=config.agi.log_internal, anonymous_account=config.lookup.anonymous_account,
+            log_internal=config.agi.log_internal,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
             late_lookup_wait=config.crm.query_timeout)
         self.live = self.ami = self.popups = None

@@ -7,7 +7,9 @@ CRM integration sends, checked byte for byte against recordings of a real Asteri
 dead channel (a hangup handler, or after the caller hung up), ``200 result=0`` for
 an unset variable.  The socket side lives in agi/simulator.py.
 """
+import time
 from typing import Dict, List, Optional, Tuple
+from urllib.parse import quote
 
 from .protocol import MAX_COMMAND, AgiEnv
 
@@ -83,6 +85,7 @@ class Channel:
         self.name, self.vars, self.functions = name, dict(variables or {}), {}
         self.env, self.callerid_num, self.callerid_name = AgiEnv(), callerid, calleridname
         self.linkedid, self.cause, self.state, self.dead, self.soft_hangup = linkedid, "0", 4, False, False
+        self.astdb: Dict[Tuple[str, str], str] = {}     # the AstDB the session runs against (answer())
 
     def read(self, name: str) -> Optional[str]:
         """GET VARIABLE: a function when the name ends in ")", else a builtin, else a channel variable."""
@@ -92,6 +95,14 @@ class Channel:
             if func.upper() == "CALLERID":
                 return {"num": self.callerid_num, "number": self.callerid_num, "name": self.callerid_name,
                         "all": '"%s" <%s>' % (self.callerid_name, self.callerid_num)}.get(arg)
+            if func.upper() == "DB_KEYS":      # func_db.c: sorted keys one level below the family
+                family = name[len("DB_KEYS("):-1].strip("/")
+                return ",".join(sorted(k for f, k in self.astdb if f == family))
+            if func.upper() == "URIENCODE":    # func_uri.c: ast_uri_encode(..., ast_uri_http)
+                return quote(name[len("URIENCODE("):-1], safe="-_.!~*'()")
+            if func.upper() == "DB":
+                family, _, dbkey = name[3:-1].partition("/")
+                return self.astdb.get((family, dbkey))
             if func.upper() == "CHANNEL":
                 return {"linkedid": self.linkedid, "uniqueid": self.env.get("uniqueid"),
                         "name": self.name}.get(arg)
@@ -100,6 +111,8 @@ class Channel:
             return "0" if arg in ("billsec", "duration") else ""  # CDR(billsec) is 0 in a hangup handler
         if name in _BUILTINS:
             return self.env.get(_BUILTINS[name])
+        if name == "EPOCH":
+            return str(int(time.time()))
         if name == "HANGUPCAUSE":
             return self.cause if self.dead else "0"
         return self.vars.get(name)
@@ -128,9 +141,29 @@ class Channel:
                 j += 2 if text.startswith("${", j) else 1
             if depth:
                 return "".join(out) + text[i:]
-            out.append(self.read(self.expand(text[i + 2:j - 1])) or "")
+            name, offset, length = _substring(self.expand(text[i + 2:j - 1]))
+            value = self.read(name) or ""
+            if offset is not None:   # ${NAME:offset:length}, as pbx.c's substring()
+                start = max(0, len(value) + offset) if offset < 0 else offset
+                value = value[start:] if length is None else value[start:start + length]
+            out.append(value)
             i = j
         return "".join(out)
+
+
+def _substring(name: str) -> Tuple[str, Optional[int], Optional[int]]:
+    """Split ``NAME:offset:length`` at the first ':' outside parentheses."""
+    depth = 0
+    for index, char in enumerate(name):
+        depth += 1 if char == "(" else -1 if char == ")" else 0
+        if char == ":" and depth == 0:
+            parts = name[index + 1:].split(":")
+            try:
+                numbers = [int(part) for part in parts[:2]]
+            except ValueError:
+                return name, None, None
+            return name[:index], numbers[0], numbers[1] if len(numbers) > 1 else None
+    return name, None, None
 
 
 def answer(chan: Channel, line: bytes, astdb: Dict[Tuple[str, str], str], assigned: Dict[str, str]) -> bytes:
@@ -142,6 +175,7 @@ def answer(chan: Channel, line: bytes, astdb: Dict[Tuple[str, str], str], assign
         return b"510 Invalid or unknown command\n"
     if chan.dead and name not in _DEAD_OK:
         return DEAD_REPLY
+    chan.astdb = astdb
     reply = _run(name, chan, argv, astdb, assigned)
     if reply is None:
         usage = _USAGE.get(name, "(usage of %s: not recorded)\n" % name.upper())

@@ -14,6 +14,7 @@ import click  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
 from .cli_index import index  # noqa: E402
+from .cli_spool import spool  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
 from .errors import ConfigError  # noqa: E402
@@ -112,11 +113,13 @@ def _engine(cfg, build):
 def check(config_path, fix):
     """Validate the config and the CRM database; errors name the key or table.column."""
     from .checks import run_checks
+    from .spoolfiles import report
 
     cfg = _load(config_path)
     for line in config_mod.describe(cfg):
         click.echo(line)
     problems = run_checks(cfg, fix=fix, echo=click.echo)
+    problems += report(cfg, click.echo)       # also (above all) while the CRM is down
     if problems:
         for problem in problems:
             click.echo("ERROR " + problem, err=True)
@@ -149,6 +152,7 @@ def demo(directory, listen, web, once):
 
 
 main.add_command(index)
+main.add_command(spool)
 main.add_command(suitecrm)
 
 

@@ -95,8 +95,14 @@ class AgiSettings:
     workers: int = setting(1, _int, "worker processes sharing the port (SO_REUSEPORT); one per core")
     set_callerid_name: bool = setting(True, _bool, "set CALLERID(name) to the record's name when found")
     log_internal: bool = setting(False, _bool, "also log calls between internal extensions")
-    spool: str = setting("crmagi-spool.sqlite", _str, "local file keeping writes the CRM database could not take yet")
+    spool: str = setting("", _str, "local file keeping writes the CRM database could not take yet; empty: "
+                         "crmagi-spool.sqlite in $STATE_DIRECTORY (systemd) or /var/lib/crmagi/; a relative "
+                         "path is relative to the config file")
     flush_interval: float = setting(5.0, _float, "seconds between retries of the spool")
+    spool_max_mb: float = setting(256.0, _float, "spool size (MB) past which crmagi logs an error each minute "
+                                  "and /healthz fails; nothing is ever dropped")
+    spool_max_attempts: int = setting(8, _int, "failed replays (while the CRM answers) before an op moves to "
+                                      "the dead letters (`crmagi spool list`); backs off from flush_interval")
     system_name: str = setting("", _str, "name of this Asterisk, part of call ids when several share one CRM")
 
 
@@ -272,7 +278,7 @@ def load(path=None, environ: Mapping[str, str] = None,
         obj = _build(section, cls, raw.get(section, {}))
         obj = _build(section, cls, _env_values(environ, section, cls), obj)
         built[section] = _build(section, cls, overrides.get(section, {}), obj)
-    built["agi"] = _relative_spool(built["agi"], path)
+    built["agi"] = _resolve_spool(built["agi"], path, environ)
     modules = tuple(_module(name, raw.get("module:" + name, {})) for name in built["lookup"].modules)
     for name in raw:
         if name.startswith("module:") and name[7:] not in built["lookup"].modules:
@@ -282,8 +288,16 @@ def load(path=None, environ: Mapping[str, str] = None,
     return Config(modules=modules, dids=dids, source=path, **built)
 
 
-def _relative_spool(agi, path):
-    """A relative spool path is relative to the config file, not to the cwd of a service."""
+SPOOL_NAME = "crmagi-spool.sqlite"
+STATE_DIR = "/var/lib/crmagi"
+
+
+def _resolve_spool(agi, path, environ):
+    """No spool set: the service's state directory, which survives a reboot (/tmp may not).
+    A relative path is relative to the config file, not to the cwd of a service."""
+    if not agi.spool:
+        state = (environ.get("STATE_DIRECTORY") or "").split(":")[0] or STATE_DIR
+        return dataclasses.replace(agi, spool=os.path.join(state, SPOOL_NAME))
     if path and not os.path.isabs(agi.spool):
         return dataclasses.replace(agi, spool=os.path.join(os.path.dirname(os.path.abspath(path)), agi.spool))
     return agi

@@ -3,6 +3,8 @@ from importlib import resources
 
 from jinja2 import Environment, StrictUndefined
 
+from . import ended
+
 TEMPLATE = "extensions_crmagi.conf.j2"
 
 
@@ -17,4 +19,5 @@ def render(config) -> str:
     dp = config.dialplan
     return env.from_string(text).render(
         host=host, port=port, owner_dial=dp.owner_dial, owner_timeout=dp.owner_timeout,
-        record=dp.record, record_prefix=dp.record_prefix, source=config.source or "")
+        record=dp.record, record_prefix=dp.record_prefix, source=config.source or "",
+        ended_family=ended.FAMILY, ended_value=ended.dialplan_value())

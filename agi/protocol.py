@@ -150,6 +150,14 @@ def get_full_variable(expression) -> bytes:
     return format_command("GET FULL VARIABLE", expression)
 
 
+def database_get(family, key) -> bytes:
+    return format_command("DATABASE GET", args=(family, key))
+
+
+def database_del(family, key) -> bytes:
+    return format_command("DATABASE DEL", args=(family, key))
+
+
 def verbose(message, level=1) -> bytes:
     return format_command("VERBOSE", args=(message,)) .rstrip(b"\n") + b" %d\n" % int(level)
 

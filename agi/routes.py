@@ -9,14 +9,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Dict, Optional
+from typing import Callable, Optional
 
 import gevent
 from gevent.pool import Pool
 
+from crmsync.linking import PENDING, Linker
 from crmsync.models import CallRecord, LookupResult
 
-from . import callstate
+from . import callstate, ended
 
 log = logging.getLogger("crmagi.routes")
 
@@ -31,11 +32,10 @@ class CallFlow:
     directory: object                    # lookup(number), user(id), user_by_extension(ext)
     writer: object                       # submit(kind, CallRecord) -> bool
     call_id_for: Callable[[str, str], str]
-    modules: Dict[str, object]           # module name -> ModuleSpec (link table)
+    linker: Linker                       # which record and user a call belongs to
     timeout: float = 0.5
     set_callerid_name: bool = True
     log_internal: bool = False
-    anonymous_account: str = ""
     internal_max_digits: int = 5
     system_name: str = ""
     late_lookup_wait: float = 5.0
@@ -101,20 +101,6 @@ def _answer(session, values, result, flow):
         session.set_variable("CALLERID(name)", caller.name[:80])
 
 
-def _apply_lookup(record, result, flow, direction):
-    caller = result.caller if result else None
-    if caller:
-        spec = flow.modules.get(caller.module)
-        record.parent_module, record.parent_id, record.parent_name = caller.module, caller.record_id, caller.name
-        record.link_table = getattr(spec, "link_table", "") or ""
-        record.link_column = getattr(spec, "link_column", "") or ""
-        if direction == "Inbound" and caller.owner:
-            record.assigned_user_id = caller.owner.id
-    elif direction == "Inbound" and flow.anonymous_account:
-        record.parent_module, record.parent_id = "Accounts", flow.anonymous_account
-    record.lookup_status = result.status if result else "error"
-
-
 def user_for_extension(directory, extension):
     """The CRM user of an extension, or None; never raises (used after the socket is closed)."""
     try:
@@ -137,10 +123,14 @@ def _reply_then_write(session, flow, job, record, result):
     session.close()
     if record.direction == "Inbound":
         flow.notify("ringing", record, result)
-    if record.lookup_status == "error" and job is not None:
+    if record.lookup_status == PENDING and job is not None:
+        # A late answer is used at once; without one the writer looks the number up
+        # again when the CRM is back (crmsync/linking.py), never the virtual account.
         job.join(timeout=flow.late_lookup_wait)
         if job.ready() and job.successful():
-            _apply_lookup(record, job.value, flow, record.direction)
+            flow.linker.link(record, job.value)
+            if record.direction == "Outbound":
+                flow.linker.assign_outbound(record, None, job.value)
     flow.writer.submit("start", record)
 
 
@@ -156,7 +146,7 @@ def incoming(session, flow: CallFlow, accepted_at: float):
                         direction="Inbound", number=number, started_at=_now(),
                         did=env.arg(1) or callstate.clean(env.get("dnid")) or env.get("extension"),
                         caller_name=_cnam(env.get("calleridname")))
-    _apply_lookup(record, result, flow, "Inbound")
+    flow.linker.link(record, result)
     _reply_then_write(session, flow, job, record, result)
 
 
@@ -178,11 +168,8 @@ def outgoing(session, flow: CallFlow, accepted_at: float):
     user = flow.wait_lookup(user_job, deadline)
     record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
                         direction="Outbound", number=dialled, extension=extension, started_at=_now())
-    _apply_lookup(record, result, flow, "Outbound")
-    if user:
-        record.assigned_user_id = user.id
-    elif result and result.caller and result.caller.owner:
-        record.assigned_user_id = result.caller.owner.id
+    flow.linker.link(record, result)
+    flow.linker.assign_outbound(record, user, result)
     _reply_then_write(session, flow, job, record, result)
 
 
@@ -194,56 +181,90 @@ def hangup(session, flow: CallFlow, accepted_at: float):
     """Runs from a hangup handler on a dead channel: only GET VARIABLE works there."""
     values = {name: session.get_variable(name) for name in HANGUP_VARS}
     record = callstate.unpack(values["CRM_CALL"])
-    if record is None:
-        record = _rebuild(session, flow)
+    rebuilt = record is None
+    if rebuilt:
+        record = _rebuild_from_channel(session, flow)
+    _collect_ended(session, flow)
     session.close()
     if record is None:
         log.warning("hangup for %s: no CRM_CALL and no CRM_DIRECTION on the channel; not a crmagi call",
                     session.env.get("uniqueid"))
         return
     _apply_hangup(record, values, flow)
-    if record.lookup_status == "pending":
-        _late_lookup(record, flow)
+    if rebuilt:
+        _started_from_durations(record)
     flow.notify("ended", record, None)
     flow.writer.submit("finish", record)
 
 
-def _rebuild(session, flow):
+def _rebuild_from_channel(session, flow):
     """The start request never ran (crmagi was down: AGISTATUS=FAILURE), but the dialplan
     include set CRM_DIRECTION and CRM_DID/CRM_DIALED: rebuild the start of the call."""
     direction = session.get_variable("CRM_DIRECTION")
     if direction not in ("Inbound", "Outbound"):
         return None
     env = session.env
-    linkedid = _linkedid(session)
+    target = session.get_variable("CRM_DID" if direction == "Inbound" else "CRM_DIALED")
+    return _rebuild(flow, direction, _linkedid(session), env.get("uniqueid", ""), env.get("callerid"), target)
+
+
+def _rebuild(flow, direction, linkedid, uniqueid, callerid, target):
+    """``target``: the DID of an inbound call, the dialled number of an outbound one."""
+    if direction not in ("Inbound", "Outbound"):
+        return None
     if direction == "Inbound":
-        number, did, extension = callstate.clean(env.get("callerid")), session.get_variable("CRM_DID"), None
+        number, did, extension = callstate.clean(callerid), target or None, None
     else:
-        number, did, extension = session.get_variable("CRM_DIALED") or "", None, callstate.clean(env.get("callerid"))
+        number, did, extension = target or "", None, callstate.clean(callerid)
     log.info("hangup for %s without a start record: rebuilding the call from the channel", linkedid)
+    # The lookup is left to the writer (PENDING), which runs it when the CRM answers.
     return CallRecord(call_id=flow.call_id_for(flow.system_name, linkedid), linkedid=linkedid,
-                      uniqueid=env.get("uniqueid", ""), direction=direction, number=number, did=did,
-                      extension=extension, started_at=_now(), lookup_status="pending")
+                      uniqueid=uniqueid, direction=direction, number=number, did=did,
+                      extension=extension, started_at=_now(), lookup_status=PENDING)
 
 
-def _late_lookup(record, flow):
-    """For a rebuilt call: look the number up now, after the socket is closed."""
+def _collect_ended(session, flow):
+    """Finish the calls whose own hangup request found crmagi down (agi/ended.py): each is
+    spooled (durable) before its AstDB entry is deleted.  Never fails this request."""
     try:
-        result = flow.directory.lookup(record.number)
-    except Exception as exc:
-        log.warning("lookup for the rebuilt call %s failed: %s", record.linkedid, exc)
-        result = None
-    _apply_lookup(record, result, flow, record.direction)
-    if record.direction == "Outbound" and record.extension:
-        user = user_for_extension(flow.directory, record.extension)
-        record.assigned_user_id = user.id if user else record.assigned_user_id
+        for key in ended.parse_keys(session.get_full_variable(ended.keys_expression())):
+            entry = ended.parse(key, session.database_get(ended.FAMILY, key))
+            record = _ended_record(entry, flow) if entry else None
+            if record is not None:
+                flow.writer.enqueue("finish", record)
+                log.info("call %s ended while crmagi was down: collected from AstDB", record.linkedid)
+            else:
+                log.warning("AstDB %s/%s is not a crmagi entry; deleted", ended.FAMILY, key)
+            session.database_del(ended.FAMILY, key)
+    except Exception as exc:    # noqa: BLE001 - entries stay in AstDB for the next request
+        log.warning("could not collect calls that ended while crmagi was down: %s", exc)
+
+
+def _ended_record(entry, flow):
+    values = entry.values
+    record = callstate.unpack(values["CRM_CALL"])
+    rebuilt = record is None
+    if rebuilt:
+        target = values["CRM_DID"] if values["CRM_DIRECTION"] == "Inbound" else values["CRM_DIALED"]
+        record = _rebuild(flow, values["CRM_DIRECTION"], values["linkedid"], values["uniqueid"],
+                          values["callerid"], target)
+        if record is None:
+            return None
+    _apply_hangup(record, values, flow, ended_at=entry.ended_at)
+    if rebuilt:
+        _started_from_durations(record)
+    return record
+
+
+def _started_from_durations(record):
+    """A rebuilt call only knows when it ended: it began ring + talk seconds before."""
     if record.ring_seconds is not None or record.talk_seconds is not None:
         total = (record.ring_seconds or 0) + (record.talk_seconds or 0)
         record.started_at = record.ended_at - timedelta(seconds=total)
 
 
-def _apply_hangup(record, values, flow):
-    record.ended_at = _now()
+def _apply_hangup(record, values, flow, ended_at=None):
+    record.ended_at = ended_at or _now()
     record.dial_status = (values["DIALSTATUS"] or "").upper() or None
     record.talk_seconds = callstate.to_int(values["ANSWEREDTIME"])
     dialed = callstate.to_int(values["DIALEDTIME"])

@@ -85,6 +85,12 @@ class AgiSession:
         self.command(protocol.set_variable(name, "" if value is None else value))
         self.variables[name] = value
 
+    def database_get(self, family, key):
+        return self.command(protocol.database_get(family, key)).value
+
+    def database_del(self, family, key):
+        self.command(protocol.database_del(family, key))
+
     def verbose(self, message, level=1):
         self.command(protocol.verbose(message, level))
 

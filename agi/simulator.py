@@ -23,6 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from gevent import socket
 
+from . import ended
 from .asterisk_commands import AGI_BUF_LEN, DEAD_REPLY, Channel, answer, parse_args  # noqa: F401 (API)
 from .protocol import parse_env
 
@@ -168,7 +169,9 @@ class SimulatedCall:
         self.address, self.direction, self.number = address, direction, number
         self.uniqueid = uniqueid or "%d.%d" % (int(time.time()), serial)
         name = channel or "PJSIP/%s-%08x" % ("trunk" if direction == "incoming" else callerid or "phone", serial)
-        direction_var = {"CRM_DIRECTION": "Inbound" if direction == "incoming" else "Outbound"}
+        # What the include sets before its AGI (extensions/extensions_crmagi.conf.j2).
+        direction_var = ({"CRM_DIRECTION": "Inbound", "CRM_DID": number} if direction == "incoming"
+                         else {"CRM_DIRECTION": "Outbound", "CRM_DIALED": number})
         self.channel = Channel(name, callerid=callerid, calleridname=calleridname, linkedid=self.uniqueid,
                                variables={**direction_var, **(variables or {})})
         self.astdb = {} if astdb is None else astdb
@@ -200,7 +203,10 @@ class SimulatedCall:
                 chan.write(name, value)
         chan.cause, chan.dead = cause, True
         args = [chan.expand(arg) for arg in hangup_args]
-        return self._session("hangup", "crmagi-hangup", 1, args, None, timeout)
+        result = self._session("hangup", "crmagi-hangup", 1, args, None, timeout)
+        if result.agistatus != "SUCCESS":   # the include's fallback: keep the facts in AstDB
+            self.astdb[(ended.FAMILY, self.uniqueid)] = chan.expand(ended.dialplan_value())
+        return result
 
     def _session(self, script, context, priority, args, hangup_after, timeout) -> SessionResult:
         chan = self.channel

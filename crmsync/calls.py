@@ -166,6 +166,15 @@ class CallStore:
         """Apply the end of the call (inserting it first if needed); False if already finished."""
         return self._guarded(self._finish, rec)
 
+    def ping(self):
+        """One round trip; raises CrmUnavailable when the database does not answer (the
+        writer asks this to tell an unreachable CRM from an op that cannot apply)."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+
     def get(self, call_id):
         """The CallRecord as stored; assigned_user_id is the CRM's current owner."""
         return self._guarded(self._get, call_id)

@@ -1,39 +1,70 @@
 """A durable local queue of call writes the CRM database could not take in time.
 
-An AGI handler must never wait on a slow or dead CRM: ``CallWriter.submit`` tries
-the write for a short while, and otherwise parks the op in an sqlite file that
-survives a crash (WAL + synchronous=FULL) and is replayed oldest first.  Replays
-are safe because CallStore's writes are idempotent and commutative.
+The file survives a crash (WAL + synchronous=FULL).  Order matters only within one
+call (its start, live updates, finish), so the queue hands out the oldest op of each
+call, and a call whose op keeps failing holds back only its own later ops.  An op
+that can never apply (a dropped column, a value strict mode refuses) is moved, after
+a bounded number of attempts, to the ``dead`` table of the same file with its last
+error, where ``crmagi spool list|retry|drop`` shows and acts on it.  Nothing is
+ever deleted without being applied, except by an explicit ``drop``.
 """
 import json
-import logging
 import os
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
+from typing import Optional
 
-import gevent
-from gevent.event import Event
-
-from .models import CallRecord, LiveUpdate
-
-KINDS = ("start", "finish", "live")
-
-_SCHEMA = """CREATE TABLE IF NOT EXISTS ops (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind TEXT NOT NULL,
+_COLUMNS = """kind TEXT NOT NULL,
     payload TEXT NOT NULL,
+    call_id TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    created REAL NOT NULL)"""
+    created REAL NOT NULL"""
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS ops (id INTEGER PRIMARY KEY AUTOINCREMENT, %s)" % _COLUMNS,
+    "CREATE TABLE IF NOT EXISTS dead (id INTEGER PRIMARY KEY, %s, died REAL NOT NULL)" % _COLUMNS,
+)
+# Added after the first release: older spool files get them on open.
+_ADDED = (("ops", "call_id", "TEXT"), ("ops", "retry_at", "REAL NOT NULL DEFAULT 0"))
+_INDEX = "CREATE INDEX IF NOT EXISTS ops_call ON ops (call_id, id)"
+_FIELDS = "id, kind, payload, call_id, attempts, last_error, created"
+
+
+@dataclass(frozen=True)
+class Op:
+    id: int
+    kind: str
+    payload: str            # JSON text; decoded by the writer, which owns what it means
+    call_id: Optional[str]
+    attempts: int
+    last_error: Optional[str]
+    created: float
+    died: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    pending: int
+    dead: int
+    oldest_age: Optional[float]     # seconds the oldest pending op has waited
+    size_bytes: int
+    full: bool                      # past the configured bound: alarm, never a drop
+
+
+def _call_id(payload):
+    value = payload.get("call_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class Spool:
-    """sqlite-backed FIFO.  One connection behind a lock: under gevent the lock is
-    a cooperative one, and sqlite calls are short local-disk writes."""
+    """sqlite-backed queue.  One connection behind a lock: under gevent the lock is a
+    cooperative one, and sqlite calls are short local-disk writes."""
 
-    def __init__(self, path):
+    def __init__(self, path, max_bytes=0):
         self.path = str(path)
+        self.max_bytes = max_bytes          # 0: unbounded
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         self._lock = threading.Lock()
@@ -42,196 +73,111 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.execute(_SCHEMA)
+        for statement in _SCHEMA:
+            self._db.execute(statement)
+        self._migrate()
+
+    def _migrate(self):
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(ops)")}
+        for table, column, kind in _ADDED:
+            if column not in present:
+                self._db.execute("ALTER TABLE %s ADD COLUMN %s %s" % (table, column, kind))
+        self._db.execute("UPDATE ops SET call_id = json_extract(payload, '$.call_id') "
+                         "WHERE call_id IS NULL AND json_valid(payload)")
+        self._db.execute(_INDEX)
+
+    def _run(self, sql, args=()):
+        with self._lock:
+            return self._db.execute(sql, args)
+
+    # -- the queue ---------------------------------------------------------------
 
     def push(self, kind, payload):
         text = json.dumps(payload, sort_keys=True)
-        with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO ops (kind, payload, attempts, created) VALUES (?, ?, 0, ?)",
-                (kind, text, time.time()))
-            return cursor.lastrowid
+        return self._run("INSERT INTO ops (kind, payload, call_id, created) VALUES (?, ?, ?, ?)",
+                         (kind, text, _call_id(payload), time.time())).lastrowid
 
-    def peek(self, limit=100):
-        """The oldest ``limit`` ops as ``(id, kind, payload dict)``, without removing them."""
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, kind, payload FROM ops ORDER BY id LIMIT ?", (int(limit),)).fetchall()
-        return [(op_id, kind, json.loads(payload)) for op_id, kind, payload in rows]
+    def heads(self, now=None, limit=100):
+        """The oldest op of each call, among calls whose head is due, oldest first."""
+        rows = self._run(
+            "SELECT %s FROM ops o WHERE retry_at <= ? AND (call_id IS NULL OR id = "
+            "(SELECT MIN(id) FROM ops p WHERE p.call_id = o.call_id)) ORDER BY id LIMIT ?" % _FIELDS,
+            (time.time() if now is None else now, int(limit))).fetchall()
+        return [Op(*row) for row in rows]
+
+    def has_call(self, call_id):
+        """Whether ops of this call wait: a new op of it must queue behind them."""
+        return self._run("SELECT 1 FROM ops WHERE call_id = ? LIMIT 1", (call_id,)).fetchone() is not None
 
     def delete(self, op_id):
+        self._run("DELETE FROM ops WHERE id = ?", (op_id,))
+
+    def fail(self, op_id, error, retry_at, counted=True):
+        """Note a failed attempt; ``counted`` False when the CRM was simply unreachable.
+        Returns the number of counted attempts."""
         with self._lock:
+            self._db.execute("UPDATE ops SET attempts = attempts + ?, last_error = ?, retry_at = ? "
+                             "WHERE id = ?", (1 if counted else 0, str(error)[:2000], retry_at, op_id))
+            row = self._db.execute("SELECT attempts FROM ops WHERE id = ?", (op_id,)).fetchone()
+        return row[0] if row else 0
+
+    def bury(self, op_id, error):
+        """Move an op that can never apply to the dead letters, keeping its id and payload."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("INSERT INTO dead (%s, died) SELECT %s, ? FROM ops WHERE id = ?"
+                             % (_FIELDS, _FIELDS.replace("last_error", "?")),
+                             (str(error)[:2000], time.time(), op_id))
             self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
 
-    def bump(self, op_id, error):
-        with self._lock:
-            self._db.execute("UPDATE ops SET attempts = attempts + 1, last_error = ? WHERE id = ?",
-                             (str(error)[:2000], op_id))
+    # -- what operators see and do (crmagi spool, crmagi check, /healthz) ----------
 
-    def attempts(self, op_id):
-        """``(attempts, last_error)`` of one op, or None when it is gone."""
+    def pending(self, limit=1000):
+        return [Op(*row) for row in self._run("SELECT %s FROM ops ORDER BY id LIMIT ?" % _FIELDS,
+                                              (int(limit),)).fetchall()]
+
+    def dead(self, limit=1000):
+        return [Op(*row) for row in self._run("SELECT %s, died FROM dead ORDER BY id LIMIT ?" % _FIELDS,
+                                              (int(limit),)).fetchall()]
+
+    def retry(self, op_id=None):
+        """Put one dead op (or all) back in the queue, in its old place; returns how many."""
+        where, args = ("WHERE id = ?", (op_id,)) if op_id is not None else ("", ())
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            moved = self._db.execute("INSERT INTO ops (%s, retry_at) SELECT id, kind, payload, call_id, 0, "
+                                     "last_error, created, 0 FROM dead %s" % (_FIELDS, where), args).rowcount
+            self._db.execute("DELETE FROM dead %s" % where, args)
+        return moved
+
+    def drop(self, op_id):
+        """Delete one op for good: 'dead', 'pending' or None when there is no such op."""
         with self._lock:
-            row = self._db.execute("SELECT attempts, last_error FROM ops WHERE id = ?",
-                                   (op_id,)).fetchone()
-        return row
+            for table, name in (("dead", "dead"), ("ops", "pending")):
+                if self._db.execute("DELETE FROM %s WHERE id = ?" % table, (op_id,)).rowcount:
+                    return name
+        return None
+
+    def stats(self):
+        with self._lock:
+            pending, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM ops").fetchone()
+            dead = self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
+        size = self.size_bytes()
+        return SpoolStats(pending, dead, None if oldest is None else max(0.0, time.time() - oldest), size,
+                          bool(self.max_bytes) and size > self.max_bytes)
+
+    def size_bytes(self):
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
 
     def __len__(self):
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM ops").fetchone()[0]
+        return self._run("SELECT COUNT(*) FROM ops").fetchone()[0]
 
     def close(self):
         with self._lock:
             self._db.close()
-
-    def stats(self):
-        """pending, dead, oldest_age (s or None), size_bytes, full: a stand-in until the
-        dead-letter spool on main provides the real one with these attributes."""
-        from types import SimpleNamespace
-
-        with self._lock:
-            pending, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM ops").fetchone()
-        try:
-            size = os.path.getsize(self.path)
-        except OSError:
-            size = 0
-        age = None if oldest is None else max(0.0, time.time() - oldest)
-        return SimpleNamespace(pending=pending, dead=0, oldest_age=age, size_bytes=size, full=False)
-
-
-class CallWriter:
-    """Writes CallRecords through a CallStore, falling back to the Spool; never raises."""
-
-    def __init__(self, store, spool, timeout=0.5, flush_interval=5.0,
-                 log=logging.getLogger("crmsync.writer"), live=None, on_write=None):
-        self.store = store
-        # on_write(via, ok): metrics of each write, via "direct" (submit) or "spool" (replay)
-        self.on_write = on_write or (lambda via, ok: None)
-        self.live = live        # crmsync.livecalls.LiveCalls, for "live" ops
-        self.spool = spool
-        self.timeout = timeout
-        self.flush_interval = flush_interval
-        self.log = log
-        self._flushing = threading.Lock()
-        self._stopping = Event()
-        self._flusher = None
-        self._down = False      # inside a failure streak: log the first failure only
-
-    def submit_live(self, change):
-        """A live update (AMI): applied now, or spooled behind a pending start; never raises.
-
-        With nothing spooled, an update for a call that has no row is not a crmagi call
-        (internal, ignored, never reached the AGI) and is dropped."""
-        if self.live is None:
-            return False
-        if len(self.spool):
-            self.spool.push("live", change.to_json())
-            return False
-        return self.submit("live", change)
-
-    def submit(self, kind, rec):
-        """Write now if the CRM answers within ``timeout``; otherwise spool.  True = written."""
-        try:
-            if kind not in KINDS:
-                raise ValueError("unknown call op %r" % (kind,))
-            # The write runs in its own greenlet so a hung database costs the caller at
-            # most ``timeout``.  Left running, it may still finish later: harmless, since
-            # the spooled copy then replays as a no-op.
-            worker = gevent.spawn(self._attempt, kind, rec)
-            worker.join(self.timeout)
-            error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
-            self.on_write("direct", error is None)
-            if error is None:
-                self._up()
-                return True
-            self._failed("%s %s" % (kind, rec.call_id), error)
-            self.spool.push(kind, rec.to_json())
-            self.log.debug("spooled %s of call %s: %s", kind, rec.call_id, error)
-        except Exception:   # noqa: BLE001 - a call must go on whatever happens here
-            self.log.exception("could not record %s of call %s", kind,
-                               getattr(rec, "call_id", "?"))
-        return False
-
-    def flush(self):
-        """Apply spooled ops oldest first; stop at the first failure.  Returns ops applied."""
-        if not self._flushing.acquire(blocking=False):
-            return 0        # another greenlet is flushing already
-        applied = 0
-        try:
-            while True:
-                batch = self.spool.peek(50)
-                if not batch:
-                    return applied
-                for op_id, kind, payload in batch:
-                    try:
-                        if kind not in KINDS:
-                            raise ValueError("unknown call op %r" % (kind,))
-                        rec = (LiveUpdate if kind == "live" else CallRecord).from_json(payload)
-                    except (TypeError, ValueError, KeyError) as exc:
-                        # Undecodable: it can never apply, and would block every op behind it.
-                        self.log.error("dropping undecodable spooled op %s (%s): %s %r",
-                                       op_id, exc, kind, payload)
-                        self.spool.delete(op_id)
-                        continue
-                    error = self._attempt(kind, rec)
-                    self.on_write("spool", error is None)
-                    if error is not None:
-                        self.spool.bump(op_id, error)
-                        self._failed("replay of %s %s" % (kind, rec.call_id), error)
-                        return applied
-                    self.spool.delete(op_id)
-                    applied += 1
-                    self._up()
-        except Exception:   # noqa: BLE001 - e.g. the spool's disk; retried next round
-            self.log.exception("spool flush failed")
-            return applied
-        finally:
-            self._flushing.release()
-
-    def pending(self):
-        return len(self.spool)
-
-    def start(self):
-        """Flush every ``flush_interval`` seconds in a background greenlet."""
-        if self._flusher is None or self._flusher.dead:
-            self._stopping.clear()
-            self._flusher = gevent.spawn(self._run)
-        return self
-
-    def stop(self, timeout=10.0):
-        """Stop the flusher (letting a running flush end), then flush one last time."""
-        self._stopping.set()
-        if self._flusher is not None:
-            self._flusher.join(timeout)
-            self._flusher.kill()
-            self._flusher = None
-        self.flush()
-
-    def _run(self):
-        while not self._stopping.wait(self.flush_interval):
-            self.flush()
-
-    def _attempt(self, kind, rec):
-        """None on success, else the error; never raises (a raising greenlet would be
-        reported by the hub even after submit has given up on it)."""
-        try:
-            if kind == "start":
-                self.store.start(rec)
-            elif kind == "finish":
-                self.store.finish(rec)
-            elif kind == "live" and self.live is not None:
-                self.live.apply(rec)        # False (no such call) is final, not an error
-            else:
-                return "unknown call op %r" % (kind,)
-            return None
-        except Exception as exc:    # noqa: BLE001 - reported to the caller as a value
-            return exc
-
-    def _failed(self, what, error):
-        if not self._down:
-            self._down = True
-            self.log.warning("CRM write failed (%s): %s; spooling until it recovers", what, error)
-
-    def _up(self):
-        if self._down:
-            self._down = False
-            self.log.info("CRM writes work again; %d op(s) still spooled", len(self.spool))

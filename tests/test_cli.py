@@ -9,7 +9,11 @@ PATSY = "13ca4a4c-562d-57d3-c959-6b082d7b086f"   # sample contact, phone_work (0
 
 
 def ini(tmp_path, url, extra=""):
+    """A config whose spool is beside it (not the machine's /var/lib/crmagi)."""
     path = tmp_path / "crmagi.ini"
+    agi = "[agi]\nspool = spool.sqlite\n"
+    if "spool =" not in extra:
+        extra = extra.replace("[agi]\n", agi) if "[agi]\n" in extra else agi + extra
     path.write_text("[crm]\nurl = %s\n%s" % (url, extra))
     return str(path)
 

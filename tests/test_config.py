@@ -21,7 +21,15 @@ def test_only_url_gives_a_working_stock_suitecrm_config(tmp_path):
     assert cfg.module("Accounts").link_table == ""
     assert cfg.module("Accounts").phone_fields == ("phone_office", "phone_alternate")
     assert cfg.agi.listen == ("127.0.0.1", 4573) and cfg.agi.timeout == 0.5
-    assert cfg.agi.spool == str(tmp_path / "crmagi-spool.sqlite")   # relative to the config file
+    assert cfg.agi.spool == "/var/lib/crmagi/crmagi-spool.sqlite"      # survives a reboot, unlike /tmp
+
+
+def test_spool_location(tmp_path):
+    path = write(tmp_path, "[agi]\nspool = spool/calls.sqlite\n")
+    assert load(path, environ={}).agi.spool == str(tmp_path / "spool" / "calls.sqlite")  # beside the config
+    systemd = {"STATE_DIRECTORY": "/var/lib/crmagi-a:/var/lib/other"}
+    assert load(None, environ=systemd).agi.spool == "/var/lib/crmagi-a/crmagi-spool.sqlite"
+    assert load(None, environ={"CRMAGI_AGI_SPOOL": "/srv/s.sqlite"}).agi.spool == "/srv/s.sqlite"
 
 
 @pytest.mark.parametrize("text, message", [

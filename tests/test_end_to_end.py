@@ -264,7 +264,7 @@ def test_database_down_answers_in_time_and_the_call_is_written_later(db, crm_url
     up = make_app(crm_url, tmp_path)          # same spool file: the database is back
     try:
         row = call(db, incoming.variables["CRM_CALL_ID"], status="Held")
-        assert row["parent_id"] == VIRTUAL    # looked up while the CRM was down: unidentified
+        assert row["parent_id"] == CONTACT    # looked up again when the CRM was back (#9)
         wait_for(lambda: up.writer.pending() == 0)
         assert len(rows(db, "SELECT id FROM calls WHERE id=:id", id=row["id"])) == 1
     finally:

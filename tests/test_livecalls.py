@@ -9,7 +9,8 @@ from crmsync.calls import CallStore
 from crmsync.db import make_engine
 from crmsync.livecalls import LiveCalls
 from crmsync.models import CallRecord, LiveUpdate
-from crmsync.spool import CallWriter, Spool
+from crmsync.spool import Spool
+from crmsync.writer import CallWriter
 
 SALLY, CHRIS = "seed_sally_id", "seed_chris_id"
 PATSY = "13ca4a4c-562d-57d3-c959-6b082d7b086f"

@@ -219,3 +219,25 @@ def test_workers_merge_into_one_view(tmp_path, monkeypatch):
     assert value(text, "crmagi_spool_pending") == 3 and value(text, "crmagi_ami_connected") == 1
     assert value(text, "crmagi_calls_total", route="incoming", crm_status="found") == 2   # totals stay
     assert view.health()[0]
+
+
+def test_real_spool_depth_dead_letters_and_bound(tmp_path):
+    from crmsync.spool import Spool
+
+    spool = Spool(str(tmp_path / "spool.sqlite"), max_bytes=10 ** 9)
+    m = Metrics()
+    m.read(spool_reading(spool))
+    h = Health(lambda: None, spool)
+    first = spool.push("start", {"call_id": "a"})
+    spool.push("finish", {"call_id": "a"})
+    spool.bury(first, "Unknown column 'calls.name'")
+    text = text_of(m)
+    assert value(text, "crmagi_spool_pending") == 1 and value(text, "crmagi_spool_dead") == 1
+    assert value(text, "crmagi_spool_oldest_age_seconds") >= 0 and value(text, "crmagi_spool_full") == 0
+    h.check()
+    assert h.report()[0]
+    spool.max_bytes = 1                       # past [agi] spool_max_mb
+    assert value(text_of(m), "crmagi_spool_full") == 1
+    h.check()
+    assert h.report() == (False, {"status": "unhealthy", "reasons": ["spool full"], "crm": "up", "ami": "off",
+                                  "spool_full": True})

@@ -1,4 +1,5 @@
 """crmsync.spool: the durable queue, and CallWriter with a dead, hung and slow MariaDB."""
+import json
 import logging
 import socket
 import sqlite3
@@ -15,7 +16,8 @@ from sqlalchemy.engine import make_url
 from crmsync.calls import CallStore
 from crmsync.db import make_engine
 from crmsync.models import CallRecord
-from crmsync.spool import CallWriter, Spool
+from crmsync.spool import Spool
+from crmsync.writer import CallWriter
 
 DOWN_URL = "mysql+pymysql://root@127.0.0.1:1/x"
 TIMEOUT = 0.5
@@ -66,27 +68,70 @@ def timed_submit(writer, kind, rec):
 
 # -- Spool ------------------------------------------------------------------------
 
-def test_spool_is_a_durable_fifo(tmp_path):
+def test_spool_is_durable_and_ordered_per_call(tmp_path):
     path = tmp_path / "ops.sqlite"
     spool = Spool(path)
-    first = spool.push("start", {"call_id": "a", "n": 1})
-    second = spool.push("finish", {"call_id": "a", "n": 2})
-    assert len(spool) == 2 and first < second
-    assert spool.peek(1) == [(first, "start", {"call_id": "a", "n": 1})]
-    spool.bump(first, RuntimeError("boom"))
-    spool.bump(first, "again")
-    assert spool.attempts(first) == (2, "again")
+    a1 = spool.push("start", {"call_id": "a", "n": 1})
+    b1 = spool.push("start", {"call_id": "b", "n": 1})
+    a2 = spool.push("finish", {"call_id": "a", "n": 2})
+    assert len(spool) == 3 and a1 < b1 < a2
+    assert [op.id for op in spool.heads()] == [a1, b1]          # one head per call, oldest first
+    assert spool.has_call("a") and not spool.has_call("c")
+    assert spool.fail(a1, RuntimeError("boom"), retry_at=time.time() + 60) == 1
+    assert spool.fail(a1, "down", retry_at=0, counted=False) == 1    # unreachable: not counted
+    assert [op.id for op in spool.heads()] == [a1, b1]
+    spool.fail(a1, "again", retry_at=time.time() + 60)
+    assert [op.id for op in spool.heads()] == [b1]              # a1 backs off and holds a2 back
     spool.close()
 
     reopened = Spool(path)      # survives a restart
-    assert [op[1] for op in reopened.peek(10)] == ["start", "finish"]
-    reopened.delete(first)
-    assert reopened.peek(10) == [(second, "finish", {"call_id": "a", "n": 2})]
-    assert reopened.attempts(first) is None
+    assert [(op.id, op.attempts, op.last_error) for op in reopened.pending()] == [
+        (a1, 2, "again"), (b1, 0, None), (a2, 0, None)]
+    reopened.delete(a1)
+    assert [op.id for op in reopened.heads()] == [b1, a2]
     reopened.close()
     raw = sqlite3.connect(str(path))
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     raw.close()
+
+
+def test_dead_letters_keep_the_op_and_go_back_in_place(spool):
+    a1 = spool.push("start", {"call_id": "a"})
+    a2 = spool.push("finish", {"call_id": "a"})
+    spool.bury(a1, "Unknown column 'x'")
+    assert [op.id for op in spool.heads()] == [a2]              # the call's next op goes on
+    (dead,) = spool.dead()
+    assert (dead.id, dead.kind, dead.call_id, dead.last_error) == (a1, "start", "a", "Unknown column 'x'")
+    stats = spool.stats()
+    assert (stats.pending, stats.dead, stats.full) == (1, 1, False) and stats.oldest_age >= 0
+    assert spool.retry(a1) == 1 and spool.dead() == []
+    assert [op.id for op in spool.heads()] == [a1]              # back before a2, attempts reset
+    assert spool.pending()[0].attempts == 0
+    spool.bury(a1, "again")
+    assert spool.drop(a1) == "dead" and spool.drop(a2) == "pending" and spool.drop(a2) is None
+    assert spool.retry() == 0 and len(spool) == 0
+
+
+def test_a_spool_file_of_the_previous_release_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite"
+    raw = sqlite3.connect(str(path))
+    raw.execute("CREATE TABLE ops (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, payload TEXT "
+                "NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, created REAL NOT NULL)")
+    raw.execute("INSERT INTO ops (kind, payload, created) VALUES ('start', '{\"call_id\": \"x\"}', 1)")
+    raw.execute("INSERT INTO ops (kind, payload, created) VALUES ('start', 'not json', 2)")
+    raw.commit()
+    raw.close()
+    spool = Spool(path)
+    assert [(op.call_id, op.kind) for op in spool.heads()] == [("x", "start"), (None, "start")]
+    assert spool.has_call("x")
+    spool.close()
+
+
+def test_spool_size_bound_is_reported(tmp_path):
+    spool = Spool(tmp_path / "s.sqlite", max_bytes=1)
+    spool.push("start", {"call_id": "a"})
+    assert spool.stats().full and spool.stats().size_bytes > 1
+    spool.close()
 
 
 def test_spool_settings_and_many_greenlets(spool):
@@ -94,7 +139,7 @@ def test_spool_settings_and_many_greenlets(spool):
     workers = [gevent.spawn(spool.push, "start", {"i": i}) for i in range(50)]
     gevent.joinall(workers, raise_error=True)
     assert len(spool) == 50
-    assert sorted(p["i"] for _, _, p in spool.peek(100)) == list(range(50))
+    assert sorted(json.loads(op.payload)["i"] for op in spool.pending(100)) == list(range(50))
 
 
 # -- CallWriter -------------------------------------------------------------------
@@ -108,12 +153,13 @@ def test_database_down_spools_then_replays_once(engine, spool, caplog):
         ok, took = timed_submit(writer, kind, value)
         assert ok is False and took < TIMEOUT + MARGIN
     assert writer.pending() == 2
-    # Still down: nothing applied, only the oldest op is tried, one warning per streak.
+    # Still down: nothing applied, only the oldest op is tried and, the CRM being
+    # unreachable, no attempt counts against it; one warning per streak.
     assert writer.flush() == 0
     assert writer.flush() == 0
-    first_id = spool.peek(1)[0][0]
-    assert spool.attempts(first_id)[0] == 2
-    assert spool.attempts(spool.peek(2)[1][0])[0] == 0
+    first, second = spool.pending()
+    assert (first.attempts, second.attempts) == (0, 0) and "Connection refused" in first.last_error
+    assert second.last_error is None
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     down.dispose()
@@ -209,11 +255,62 @@ def test_submit_never_raises(spool):
     assert writer.pending() == 1
 
 
-def test_undecodable_op_is_dropped_not_blocking(engine, spool):
+def test_undecodable_op_is_a_dead_letter_not_blocking(engine, spool):
     spool.push("start", {"nonsense": True})
     spool.push("rewind", make_rec().to_json())
     rec = make_rec()
     spool.push("start", rec.to_json())
     assert CallWriter(CallStore(engine), spool).flush() == 1
     assert len(spool) == 0
+    assert sorted(op.kind for op in spool.dead()) == ["rewind", "start"]     # kept, never dropped
     assert len(calls_rows(engine, rec.call_id)) == 1
+
+
+def test_an_op_that_can_never_apply_dies_and_jams_nothing(engine, spool, caplog):
+    """A write the CRM refuses for ever (here: a link table that does not exist) backs off,
+    goes to the dead letters after max_attempts; other calls are written meanwhile, and the
+    bad call's own later op waits its turn."""
+    bad = make_rec(parent_module="Contacts", parent_id="c1", link_table="calls_bogus", link_column="x")
+    good = make_rec()
+    writer = CallWriter(CallStore(engine), spool, timeout=TIMEOUT, flush_interval=0.01, max_attempts=3)
+    spool.push("start", bad.to_json())
+    spool.push("finish", finished(bad).to_json())
+    spool.push("start", good.to_json())
+    spool.push("finish", finished(good).to_json())
+    assert writer.flush() == 2                                  # good's start and finish
+    assert calls_rows(engine, good.call_id)[0]["status"] == "Held"
+    (start, finish) = spool.pending()
+    assert (start.kind, finish.kind, finish.attempts) == ("start", "finish", 0) and start.attempts >= 1
+    deadline = time.monotonic() + 10
+    while len(spool) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+        writer.flush()
+    dead = spool.dead()
+    assert [(op.kind, op.call_id) for op in dead] == [("start", bad.call_id), ("finish", bad.call_id)]
+    assert all("calls_bogus" in op.last_error and op.attempts == 2 for op in dead)
+    assert "dead letters" in caplog.text
+    assert calls_rows(engine, bad.call_id) == []
+
+
+def test_a_new_op_of_a_spooled_call_queues_behind_it(engine, spool):
+    rec = make_rec()
+    spool.push("start", rec.to_json())
+    writer = CallWriter(CallStore(engine), spool, timeout=TIMEOUT)
+    assert writer.submit("finish", finished(rec)) is False      # the CRM is up, but order wins
+    assert [op.kind for op in spool.pending()] == ["start", "finish"]
+    other = make_rec()
+    assert writer.submit("start", other) is True                # another call is not held back
+    assert writer.flush() == 2 and calls_rows(engine, rec.call_id)[0]["status"] == "Held"
+
+
+def test_a_spool_past_its_bound_logs_once_a_minute_and_keeps_everything(tmp_path, caplog):
+    spool = Spool(tmp_path / "s.sqlite", max_bytes=1)
+    down = make_engine(DOWN_URL, connect_timeout=1)
+    writer = CallWriter(CallStore(down), spool, timeout=TIMEOUT)
+    for _ in range(3):
+        writer.submit("start", make_rec())
+    errors = [r for r in caplog.records if "spool_max_mb" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].levelno == logging.ERROR
+    assert len(spool) == 3 and spool.stats().full
+    down.dispose()
+    spool.close()

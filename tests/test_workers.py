@@ -30,8 +30,8 @@ def test_worker_spool_names():
 def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
     port = free_port()
     ini = tmp_path / "crmagi.ini"
-    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\n[metrics]\nlisten = 127.0.0.1:%d\n"
-                   % (crm_url, port, free_port()))
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -89,7 +89,8 @@ def test_two_workers_give_one_metrics_view(crm_url, tmp_path):
     metrics_dir.mkdir()
     (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier run")   # emptied at start
     ini = tmp_path / "crmagi.ini"
-    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\n[lookup]\ndefault_region = DE\n"
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   "[lookup]\ndefault_region = DE\n"
                    "[metrics]\nlisten = 127.0.0.1:%d\nprobe_interval = 0.2\n" % (crm_url, port, mport))
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)))

@@ -1,0 +1,78 @@
+"""Calls that ended while crmagi was down: kept by Asterisk in AstDB, collected later.
+
+When the ``hangup`` request cannot reach crmagi (restart, crash: AGISTATUS is not
+SUCCESS), the dialplan include stores what that request would have read in one
+AstDB entry, ``crmagi_ended/<UNIQUEID>``.  The next ``hangup`` request that does
+reach crmagi, from any call, lists the family with ``DB_KEYS``, spools each entry
+as the finish of its call, and deletes it.  Without this, a call hung up during a
+crmagi restart would stay "Planned" in the CRM for ever.
+
+The value is ``v1|EPOCH|`` then the fields of ``FIELDS``, each URIENCODE()d by the
+dialplan, so caller IDs with ``|`` or ``,`` in them stay data.  The dialplan line
+is generated from ``FIELDS`` (``dialplan_value``), so both sides read one list.
+"""
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Dict, List, Optional
+from urllib.parse import unquote
+
+FAMILY = "crmagi_ended"
+VERSION = "v1"
+# (name in the parsed dict, dialplan expression): the hangup request's variables and
+# what a rebuild needs when the start request never reached crmagi either.
+FIELDS = (
+    ("linkedid", "${CHANNEL(linkedid)}"),
+    ("uniqueid", "${UNIQUEID}"),
+    ("callerid", "${CALLERID(num)}"),
+    ("CRM_DIRECTION", "${CRM_DIRECTION}"),
+    ("CRM_DID", "${CRM_DID}"),
+    ("CRM_DIALED", "${CRM_DIALED}"),
+    ("DIALSTATUS", "${DIALSTATUS}"),
+    ("ANSWEREDTIME", "${ANSWEREDTIME}"),
+    ("DIALEDTIME", "${DIALEDTIME}"),
+    ("DIALEDPEERNUMBER", "${DIALEDPEERNUMBER}"),
+    ("MEMBERINTERFACE", "${MEMBERINTERFACE}"),
+    ("MIXMONITOR_FILENAME", "${MIXMONITOR_FILENAME}"),
+    ("HANGUPCAUSE", "${HANGUPCAUSE}"),
+    ("CRM_CALL", "${CRM_CALL}"),
+)
+KEYS_CHARS = 1800          # read at most this much of DB_KEYS per request (a line stays short)
+PER_REQUEST = 50           # entries collected per hangup request: the rest go with the next ones
+
+
+@dataclass
+class Ended:
+    key: str
+    ended_at: datetime
+    values: Dict[str, str]
+
+
+def dialplan_value() -> str:
+    """The Set(DB(...)=...) value the include writes (see extensions/)."""
+    parts = ["${URIENCODE(%s)}" % expression for _, expression in FIELDS]
+    return "|".join([VERSION, "${EPOCH}"] + parts)
+
+
+def keys_expression() -> str:
+    return "${DB_KEYS(%s):0:%d}" % (FAMILY, KEYS_CHARS)
+
+
+def parse_keys(text: Optional[str]) -> List[str]:
+    """Keys from a DB_KEYS reply; a key cut by the length limit is left for later."""
+    keys = [key for key in (text or "").split(",") if key]
+    if text and len(text) >= KEYS_CHARS and keys:
+        keys.pop()
+    return keys[:PER_REQUEST]
+
+
+def parse(key: str, text: Optional[str]) -> Optional[Ended]:
+    """One entry, or None when it is not ours (then it is deleted, not retried)."""
+    parts = (text or "").split("|")
+    if len(parts) != len(FIELDS) + 2 or parts[0] != VERSION:
+        return None
+    try:
+        ended_at = datetime.fromtimestamp(int(parts[1]), timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None
+    values = {name: unquote(value) for (name, _), value in zip(FIELDS, parts[2:])}
+    return Ended(key, ended_at, values)

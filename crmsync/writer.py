@@ -1,0 +1,241 @@
+"""CallWriter: call writes that never hold up a call and are never lost.
+
+An AGI handler must never wait on a slow or dead CRM: ``submit`` tries the write for
+a short while, and otherwise parks the op in the Spool, which a background greenlet
+replays.  Replays are safe because CallStore's writes are idempotent and commutative.
+
+A failed replay is told apart from an unreachable CRM by a ping: while the CRM is
+down nothing counts against an op (an outage of a day must not kill good ops); when
+the CRM answers and an op still fails, the attempt counts, the op backs off
+exponentially, and after ``max_attempts`` it goes to the dead letters.
+"""
+import json
+import logging
+import threading
+import time
+
+import gevent
+from gevent.event import Event
+
+from .models import CallRecord, LiveUpdate
+
+KINDS = ("start", "finish", "live")
+BACKOFF_CAP = 600.0             # seconds: the longest wait between two attempts of one op
+FULL_LOG_INTERVAL = 60.0        # seconds between "spool past its bound" errors
+
+
+def _decode(op):
+    """The CallRecord / LiveUpdate of a spooled op; raises ValueError when it has none."""
+    if op.kind not in KINDS:
+        raise ValueError("unknown call op %r" % (op.kind,))
+    try:
+        return (LiveUpdate if op.kind == "live" else CallRecord).from_json(json.loads(op.payload))
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError("undecodable %s op: %s" % (op.kind, exc)) from None
+
+
+class CallWriter:
+    """Writes CallRecords through a CallStore, falling back to the Spool; never raises."""
+
+    def __init__(self, store, spool, timeout=0.5, flush_interval=5.0,
+                 log=logging.getLogger("crmsync.writer"), live=None, resolve=None, max_attempts=8,
+                 on_write=None):
+        self.store = store
+        # on_write(via, ok): metrics of each write tried, via "direct" (submit) or "spool" (replay)
+        self.on_write = on_write or (lambda via, ok: None)
+        self.live = live        # crmsync.livecalls.LiveCalls, for "live" ops
+        # crmsync.linking.Linker.resolve: fills in, at write time, what the CRM could not
+        # tell when the call began (a pending lookup); raises while it still cannot.
+        self.resolve = resolve
+        self.spool = spool
+        self.timeout = timeout
+        self.flush_interval = flush_interval
+        self.max_attempts = max_attempts
+        self.log = log
+        self._flushing = threading.Lock()
+        self._stopping = Event()
+        self._flusher = None
+        self._down = False      # inside a failure streak: log the first failure only
+        self._full_logged = 0.0
+
+    # -- the call path -----------------------------------------------------------
+
+    def submit_live(self, change):
+        """A live update (AMI): applied now, or queued behind its call's spooled ops; never raises.
+
+        With nothing spooled for the call, an update for a call that has no row is not a
+        crmagi call (internal, ignored, never reached the AGI) and is dropped."""
+        if self.live is None:
+            return False
+        return self.submit("live", change)
+
+    def submit(self, kind, rec):
+        """Write now if the CRM answers within ``timeout``; otherwise spool.  True = written."""
+        try:
+            if kind not in KINDS:
+                raise ValueError("unknown call op %r" % (kind,))
+            if self.spool.has_call(rec.call_id):
+                # Ops of one call apply in order: this one waits behind the spooled ones.
+                self._spool(kind, rec)
+                return False
+            # The write runs in its own greenlet so a hung database costs the caller at
+            # most ``timeout``.  Left running, it may still finish later: harmless, since
+            # the spooled copy then replays as a no-op.
+            worker = gevent.spawn(self._attempt, kind, rec)
+            worker.join(self.timeout)
+            error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
+            self.on_write("direct", error is None)
+            if error is None:
+                self._up()
+                return True
+            self._failed("%s %s" % (kind, rec.call_id), error)
+            self._spool(kind, rec)
+            self.log.debug("spooled %s of call %s: %s", kind, rec.call_id, error)
+        except Exception:   # noqa: BLE001 - a call must go on whatever happens here
+            self.log.exception("could not record %s of call %s: %r", kind,
+                               getattr(rec, "call_id", "?"), getattr(rec, "__dict__", rec))
+        return False
+
+    def enqueue(self, kind, rec):
+        """Durably queue an op without trying the CRM first (the caller must not wait on
+        it); the flusher applies it at once.  Raises when even the spool cannot take it."""
+        if kind not in KINDS:
+            raise ValueError("unknown call op %r" % (kind,))
+        self._spool(kind, rec)
+        gevent.spawn(self.flush)
+
+    def _spool(self, kind, rec):
+        self.spool.push(kind, rec.to_json())
+        self._warn_if_full()
+
+    def _warn_if_full(self):
+        """Past the bound: an error once a minute (and /healthz fails); nothing is dropped."""
+        if self.spool.max_bytes and time.monotonic() - self._full_logged >= FULL_LOG_INTERVAL:
+            size = self.spool.size_bytes()
+            if size > self.spool.max_bytes:
+                self._full_logged = time.monotonic()
+                self.log.error("spool %s holds %.1f MB, past [agi] spool_max_mb (%.1f MB): the CRM has "
+                               "not taken writes for a long time; nothing is dropped, but the disk fills",
+                               self.spool.path, size / 1e6, self.spool.max_bytes / 1e6)
+
+    # -- replays -----------------------------------------------------------------
+
+    def flush(self):
+        """Apply due spooled ops, oldest first within each call; returns ops applied."""
+        if not self._flushing.acquire(blocking=False):
+            return 0        # another greenlet is flushing already
+        applied = 0
+        try:
+            while True:
+                done, reachable = self._flush_round()
+                applied += done
+                if not done or not reachable:
+                    return applied
+        except Exception:   # noqa: BLE001 - e.g. the spool's disk; retried next round
+            self.log.exception("spool flush failed")
+            return applied
+        finally:
+            self._flushing.release()
+
+    def _flush_round(self):
+        """One pass over the heads of the calls; (applied, CRM reachable)."""
+        applied, held = 0, set()
+        for op in self.spool.heads(limit=200):
+            if op.call_id in held:
+                continue
+            try:
+                rec = _decode(op)
+            except ValueError as exc:
+                self._bury(op, exc)
+                continue
+            error = self._attempt(op.kind, rec)
+            self.on_write("spool", error is None)
+            if error is None:
+                self.spool.delete(op.id)
+                applied += 1
+                self._up()
+                continue
+            self._failed("replay of %s %s" % (op.kind, rec.call_id), error)
+            if not self._reachable():
+                self.spool.fail(op.id, error, retry_at=0, counted=False)
+                return applied, False
+            held.add(op.call_id)
+            self._count_failure(op, error)
+        return applied, True
+
+    def _count_failure(self, op, error):
+        attempts = op.attempts + 1
+        if attempts >= self.max_attempts:
+            self._bury(op, error)
+            return
+        wait = min(BACKOFF_CAP, self.flush_interval * 2 ** (attempts - 1))
+        self.spool.fail(op.id, error, retry_at=time.time() + wait)
+
+    def _bury(self, op, error):
+        self.spool.bury(op.id, error)
+        self.log.error("spooled %s op %s of call %s moved to the dead letters after %d attempt(s): %s "
+                       "(see `crmagi spool list`)", op.kind, op.id, op.call_id, op.attempts + 1, error)
+
+    def _reachable(self):
+        ping = getattr(self.store, "ping", None)
+        if ping is None:
+            return True
+        try:
+            ping()
+            return True
+        except Exception:   # noqa: BLE001 - any failure of the ping means: not reachable
+            return False
+
+    def pending(self):
+        return len(self.spool)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self):
+        """Flush every ``flush_interval`` seconds in a background greenlet."""
+        if self._flusher is None or self._flusher.dead:
+            self._stopping.clear()
+            self._flusher = gevent.spawn(self._run)
+        return self
+
+    def stop(self, timeout=10.0):
+        """Stop the flusher (letting a running flush end), then flush one last time."""
+        self._stopping.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout)
+            self._flusher.kill()
+            self._flusher = None
+        self.flush()
+
+    def _run(self):
+        while not self._stopping.wait(self.flush_interval):
+            self.flush()
+            self._warn_if_full()
+
+    def _attempt(self, kind, rec):
+        """None on success, else the error; never raises (a raising greenlet would be
+        reported by the hub even after submit has given up on it)."""
+        try:
+            if self.resolve is not None:
+                rec = self.resolve(kind, rec)
+            if kind == "start":
+                self.store.start(rec)
+            elif kind == "finish":
+                self.store.finish(rec)
+            elif kind == "live" and self.live is not None:
+                self.live.apply(rec)        # False (no such call) is final, not an error
+            else:
+                return "unknown call op %r" % (kind,)
+            return None
+        except Exception as exc:    # noqa: BLE001 - reported to the caller as a value
+            return exc
+
+    def _failed(self, what, error):
+        if not self._down:
+            self._down = True
+            self.log.warning("CRM write failed (%s): %s; spooling until it recovers", what, error)
+
+    def _up(self):
+        if self._down:
+            self._down = False
+            self.log.info("CRM writes work again; %d op(s) still spooled", len(self.spool))
