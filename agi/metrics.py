@@ -70,7 +70,6 @@ class Metrics:
         self.db_errors = Counter("crmagi_db_errors", "errors raised by the CRM database driver (failed "
                                  "connects included), by exception class", ["error"], registry=registry)
         self.readers = []
-        self._sampled = {}
         if not multiprocess:
             self.registry.register(_ReadingsCollector(self))
 
