@@ -10,6 +10,7 @@ from agi.simulator import SimulatedCall
 from conftest import drop_database
 from fake_ami import FakeAmi, recorded_events
 from scrape import get, health, metrics, samples, value
+from test_popups_end_to_end import ORIGIN, SECRET, Tab
 from test_end_to_end import app_config, call, db, replay, wait_for  # noqa: F401  (db: the seeded database)
 
 PROBE = {"probe_interval": "0.2"}
@@ -178,3 +179,22 @@ def test_metrics_and_health_keep_answering_under_200_concurrent_calls(db, crm_ur
         assert health_becomes(app, 200, crm="up")[1]["reasons"] == []
     finally:
         app.stop(timeout=2)
+
+
+def test_websocket_tabs_users_and_popups_sent(db, crm_url, tmp_path):
+    app = start(crm_url, tmp_path, webpush={"listen": "127.0.0.1:0", "secret": SECRET, "allowed_origins": ORIGIN})
+    try:
+        sally, sally_again, bob = Tab(app, "seed_sally_id"), Tab(app, "seed_sally_id"), Tab(app, "seed_max_id")
+        metric_becomes(app, "crmagi_websocket_sockets", 3)
+        text = metrics(app.monitor.address)
+        assert value(text, "crmagi_websocket_users") == 2 and value(text, "crmagi_popups_sent_total") == 0
+        replay(app, "01-inbound-answered")          # Anna's owner is sally: her active tab gets the popup
+        metric_becomes(app, "crmagi_popups_sent_total", 1)
+        assert [kind for kind, _ in sally_again.drain()].count("popup") == 1
+        bob.ws.close()
+        metric_becomes(app, "crmagi_websocket_sockets", 2)
+        assert value(metrics(app.monitor.address), "crmagi_websocket_users") == 1
+        sally.ws.close()
+        sally_again.ws.close()
+    finally:
+        app.stop(timeout=1)
