@@ -37,7 +37,8 @@ FIELDS = (
     ("CRM_CALL", "${CRM_CALL}"),
 )
 KEYS_CHARS = 1800          # read at most this much of DB_KEYS per request (a line stays short)
-PER_REQUEST = 50           # entries collected per hangup request: the rest go with the next ones
+PER_REQUEST = 20           # entries collected per hangup request (~2 round trips each): the rest
+                           # go with the next requests, so none of them runs long
 
 
 @dataclass
@@ -62,7 +63,7 @@ def parse_keys(text: Optional[str]) -> List[str]:
     keys = [key for key in (text or "").split(",") if key]
     if text and len(text) >= KEYS_CHARS and keys:
         keys.pop()
-    return keys[:PER_REQUEST]
+    return keys
 
 
 def parse(key: str, text: Optional[str]) -> Optional[Ended]:

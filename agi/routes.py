@@ -40,6 +40,7 @@ class CallFlow:
     system_name: str = ""
     late_lookup_wait: float = 5.0
     lookups: Pool = field(default_factory=lambda: Pool(200))
+    collecting: set = field(default_factory=set)     # AstDB keys being collected (agi/ended.py)
     clock: Callable[[], float] = time.monotonic
     notify: Callable[[str, CallRecord, Optional[LookupResult]], None] = lambda *a: None
 
@@ -190,10 +191,12 @@ def hangup(session, flow: CallFlow, accepted_at: float):
         log.warning("hangup for %s: no CRM_CALL and no CRM_DIRECTION on the channel; not a crmagi call",
                     session.env.get("uniqueid"))
         return
-    _apply_hangup(record, values, flow)
+    _apply_hangup(record, values)
     if rebuilt:
         _started_from_durations(record)
-    flow.notify("ended", record, None)
+    # The socket is closed: from here only this process holds the end of the call, so
+    # nothing may come before the writer's durable write-ahead (a kill -9 would lose it).
+    gevent.spawn(flow.notify, "ended", record, None)
     flow.writer.submit("finish", record)
 
 
@@ -226,8 +229,13 @@ def _rebuild(flow, direction, linkedid, uniqueid, callerid, target):
 def _collect_ended(session, flow):
     """Finish the calls whose own hangup request found crmagi down (agi/ended.py): each is
     spooled (durable) before its AstDB entry is deleted.  Never fails this request."""
+    keys = []
     try:
-        for key in ended.parse_keys(session.get_full_variable(ended.keys_expression())):
+        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression()))
+        # Concurrent hangup requests after a restart see the same keys: each takes others.
+        keys = [key for key in listed if key not in flow.collecting][:ended.PER_REQUEST]
+        flow.collecting.update(keys)
+        for key in keys:
             entry = ended.parse(key, session.database_get(ended.FAMILY, key))
             record = _ended_record(entry, flow) if entry else None
             if record is not None:
@@ -238,6 +246,8 @@ def _collect_ended(session, flow):
             session.database_del(ended.FAMILY, key)
     except Exception as exc:    # noqa: BLE001 - entries stay in AstDB for the next request
         log.warning("could not collect calls that ended while crmagi was down: %s", exc)
+    finally:
+        flow.collecting.difference_update(keys)
 
 
 def _ended_record(entry, flow):
@@ -250,7 +260,7 @@ def _ended_record(entry, flow):
                           values["callerid"], target)
         if record is None:
             return None
-    _apply_hangup(record, values, flow, ended_at=entry.ended_at)
+    _apply_hangup(record, values, ended_at=entry.ended_at)
     if rebuilt:
         _started_from_durations(record)
     return record
@@ -263,7 +273,9 @@ def _started_from_durations(record):
         record.started_at = record.ended_at - timedelta(seconds=total)
 
 
-def _apply_hangup(record, values, flow, ended_at=None):
+def _apply_hangup(record, values, ended_at=None):
+    """Pure: the hangup request's variables onto the record.  The answering extension's
+    user is named by the writer (crmsync/linking.py), when the CRM answers."""
     record.ended_at = ended_at or _now()
     record.dial_status = (values["DIALSTATUS"] or "").upper() or None
     record.talk_seconds = callstate.to_int(values["ANSWEREDTIME"])
@@ -276,9 +288,6 @@ def _apply_hangup(record, values, flow, ended_at=None):
     record.answered_extension = callstate.extension_from_peer(peer)
     if record.direction == "Outbound":     # the peer is the outside number; our side is the caller
         record.answered_extension = record.extension if record.talk_seconds is not None else None
-    if record.answered_extension and record.direction == "Inbound":
-        user = user_for_extension(flow.directory, record.answered_extension)
-        record.answered_user_id = user.id if user else None
     record.recording = values["MIXMONITOR_FILENAME"] or None
     record.hangup_cause = values["HANGUPCAUSE"] or None
 

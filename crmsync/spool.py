@@ -97,6 +97,35 @@ class Spool:
         return self._run("INSERT INTO ops (kind, payload, call_id, created) VALUES (?, ?, ?, ?)",
                          (kind, text, _call_id(payload), time.time())).lastrowid
 
+    def push_ahead(self, kind, payload, hold):
+        """Write-ahead entry of a write about to be tried: durable against a crash of this
+        process (WAL, no fsync: cheap on the hot path), not picked by a replay for ``hold``
+        seconds.  ``forget`` it when the write worked, ``keep`` it when it did not."""
+        text = json.dumps(payload, sort_keys=True)
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return self._db.execute(
+                    "INSERT INTO ops (kind, payload, call_id, created, retry_at) VALUES (?, ?, ?, ?, ?)",
+                    (kind, text, _call_id(payload), time.time(), time.time() + hold)).lastrowid
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def forget(self, op_id):
+        """Drop a write-ahead entry whose write landed (no fsync: losing this delete in a
+        power cut only replays an idempotent write)."""
+        with self._lock:
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
+
+    def keep(self, op_id, error):
+        """The write failed: make the entry due for replay; this commit's fsync also makes
+        the entry itself safe from a power cut."""
+        self._run("UPDATE ops SET last_error = ?, retry_at = 0 WHERE id = ?", (str(error)[:2000], op_id))
+
     def heads(self, now=None, limit=100):
         """The oldest op of each call, among calls whose head is due, oldest first."""
         rows = self._run(

@@ -22,6 +22,7 @@ from .models import CallRecord, LiveUpdate
 KINDS = ("start", "finish", "live")
 BACKOFF_CAP = 600.0             # seconds: the longest wait between two attempts of one op
 FULL_LOG_INTERVAL = 60.0        # seconds between "spool past its bound" errors
+AHEAD_MARGIN = 1.0              # seconds a replay leaves a write-ahead entry alone past the timeout
 
 
 def _decode(op):
@@ -78,6 +79,10 @@ class CallWriter:
                 # Ops of one call apply in order: this one waits behind the spooled ones.
                 self._spool(kind, rec)
                 return False
+            # Written ahead: a kill -9 while the CRM is slow must not lose the op that
+            # only this process held (the AGI socket is closed already; Asterisk will
+            # not ask again).
+            op_id = self.spool.push_ahead(kind, rec.to_json(), hold=self.timeout + AHEAD_MARGIN)
             # The write runs in its own greenlet so a hung database costs the caller at
             # most ``timeout``.  Left running, it may still finish later: harmless, since
             # the spooled copy then replays as a no-op.
@@ -86,10 +91,14 @@ class CallWriter:
             error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
             self.on_write("direct", error is None)
             if error is None:
+                self.spool.forget(op_id)
                 self._up()
+                if self.spool.has_call(rec.call_id):   # ops of this call queued meanwhile
+                    gevent.spawn(self.flush)
                 return True
             self._failed("%s %s" % (kind, rec.call_id), error)
-            self._spool(kind, rec)
+            self.spool.keep(op_id, error)
+            self._warn_if_full()
             self.log.debug("spooled %s of call %s: %s", kind, rec.call_id, error)
         except Exception:   # noqa: BLE001 - a call must go on whatever happens here
             self.log.exception("could not record %s of call %s: %r", kind,

@@ -35,6 +35,7 @@ import pytest
 from gevent.pywsgi import WSGIServer
 
 from agi.app import App
+from conftest import missing
 from test_end_to_end import app_config
 from agi.simulator import SimulatedCall
 from fake_ami import FakeAmi, recorded_events
@@ -298,7 +299,7 @@ class Browser:
 def chrome(tmp_path_factory):
     reason = missing_tools()
     if reason:
-        pytest.skip(reason)
+        missing(reason)
     driver = make_driver(tempfile.mkdtemp(prefix="chrome-", dir=str(tmp_path_factory.mktemp("profile"))))
     try:
         yield Browser(driver)

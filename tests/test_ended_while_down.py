@@ -5,6 +5,7 @@ doing what the dialplan include does when the hangup AGI fails (agi/simulator.py
 """
 from datetime import timezone
 
+import gevent
 import pytest
 
 from agi import ended
@@ -40,7 +41,7 @@ def test_keys_cut_by_the_length_limit_wait_for_the_next_request():
     assert ended.parse_keys("1.1,2.2") == ["1.1", "2.2"]
     full = ",".join("%d.%d" % (1795000000 + i, i) for i in range(200))[:ended.KEYS_CHARS]
     keys = ended.parse_keys(full)
-    assert len(keys) == ended.PER_REQUEST and all(len(k.split(".")[0]) == 10 for k in keys)
+    assert full.startswith(",".join(keys) + ",") and all(len(k.split(".")[0]) == 10 for k in keys)
     assert ended.parse_keys("") == [] and ended.parse_keys(None) == []
 
 
@@ -83,6 +84,33 @@ def test_a_hangup_while_crmagi_was_down_is_finished_by_the_next_one(db, crm_url,
         assert len(rows(db, "SELECT id FROM calls WHERE id IN (:a, :b)", a=call_id, b=rebuilt_id)) == 2
     finally:
         second.stop(timeout=1)
+
+
+def test_concurrent_hangups_share_the_collection_out(db, crm_url, tmp_path):
+    astdb, address = {}, ("127.0.0.1", free_port())          # nothing listens: crmagi is down
+    missed = [SimulatedCall(address, number="4930123400", callerid="+4930111111", astdb=astdb)
+              for _ in range(45)]
+    for simulated in missed:
+        simulated.start()
+        simulated.finish({"DIALSTATUS": "NOANSWER"})
+    assert len(astdb) == 45
+    app = start_app(crm_url, tmp_path)
+    enqueued = []
+    enqueue = app.writer.enqueue
+    app.writer.enqueue = lambda kind, rec: (enqueued.append(rec.call_id), enqueue(kind, rec))
+    try:
+        later = [SimulatedCall(app.agi.address, number="4930123400", callerid="+4930111111", astdb=astdb)
+                 for _ in range(3)]
+        for simulated in later:
+            simulated.start()
+        gevent.joinall([gevent.spawn(s.finish, {"DIALSTATUS": "NOANSWER"}) for s in later])
+        while astdb:                                           # 20 per request: a few more calls
+            SimulatedCall(app.agi.address, number="4930123400", callerid="+4930111111", astdb=astdb).run()
+        assert sorted(enqueued) == sorted(set(enqueued)) and len(enqueued) == 45
+        wait_for(lambda: app.writer.pending() == 0, timeout=20)
+        assert rows(db, "SELECT COUNT(*) AS n FROM calls WHERE status='Not Held'")[0]["n"] >= 48
+    finally:
+        app.stop(timeout=1)
 
 
 E2E_CONTEXT = """

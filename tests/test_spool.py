@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import gevent
+import gevent.event
 import pymysql
 import pytest
 from sqlalchemy import text
@@ -314,3 +315,35 @@ def test_a_spool_past_its_bound_logs_once_a_minute_and_keeps_everything(tmp_path
     assert len(spool) == 3 and spool.stats().full
     down.dispose()
     spool.close()
+
+
+class HungStore:
+    """A CRM database that takes the write and answers only when released."""
+
+    def __init__(self):
+        self.release, self.calls = gevent.event.Event(), []
+
+    def start(self, rec):
+        self.calls.append(rec.call_id)
+        self.release.wait()
+
+    finish = start
+
+
+def test_a_write_in_flight_is_already_durable(tmp_path):
+    """Found by the fault campaign: kill -9 while the CRM is slow lost the op that only
+    lived in memory during submit's wait.  It is written ahead now."""
+    store, path = HungStore(), tmp_path / "spool.sqlite"
+    writer = CallWriter(store, Spool(path), timeout=5.0)
+    rec = make_rec()
+    pending = gevent.spawn(writer.submit, "start", rec)
+    gevent.sleep(0.3)
+    other_process = Spool(path)           # what a restarted crmagi would find
+    try:
+        assert [op.call_id for op in other_process.pending()] == [rec.call_id]
+        assert writer.flush() == 0 and store.calls == [rec.call_id]     # a replay leaves it alone
+    finally:
+        store.release.set()
+        pending.join(5)
+    assert pending.value is True and len(other_process) == 0            # landed: forgotten
+    other_process.close()
