@@ -33,6 +33,7 @@ CALL_COLUMNS = {
 }
 
 
+_MYSQL_DUPLICATE_KEY = 1062
 IDLE_PING = 30.0     # seconds a pooled connection may sit unused before it is pinged on checkout
 
 
@@ -78,11 +79,16 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_
 def watch_errors(engine, callback):
     """``callback(exception class name)`` for every error the database driver raises on
     ``engine``, failed connects included: metrics without SQLAlchemy outside crmsync.
-    SQLAlchemy's MySQL ``has_table`` asks ``DESCRIBE`` and expects error 1146 for a table
-    that does not exist yet: that answer is not an error."""
+    Two answers are not errors: SQLAlchemy's MySQL ``has_table`` asks ``DESCRIBE`` and
+    expects error 1146 for a table that does not exist yet, and a duplicate key is how
+    CallStore's idempotent writes learn that a replayed or racing write already landed."""
     def seen(context):
-        if not (context.statement or "").lstrip().upper().startswith("DESCRIBE "):
-            callback(type(context.original_exception).__name__)
+        exc = context.original_exception
+        if (context.statement or "").lstrip().upper().startswith("DESCRIBE "):
+            return
+        if getattr(exc, "args", None) and exc.args[0] == _MYSQL_DUPLICATE_KEY or "UNIQUE constraint" in str(exc):
+            return
+        callback(type(exc).__name__)
     event.listen(engine, "handle_error", seen)
 
 

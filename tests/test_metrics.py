@@ -241,3 +241,24 @@ def test_real_spool_depth_dead_letters_and_bound(tmp_path):
     h.check()
     assert h.report() == (False, {"status": "unhealthy", "reasons": ["spool full"], "crm": "up", "ami": "off",
                                   "spool_full": True})
+
+
+def test_db_errors_count_driver_errors_but_not_expected_answers(tmp_path):
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from crmsync.db import make_engine, watch_errors
+
+    engine = make_engine("sqlite:///%s" % (tmp_path / "crm.sqlite"))
+    seen = []
+    watch_errors(engine, seen.append)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE calls (id TEXT PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO calls VALUES ('a')"))
+    with pytest.raises(IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO calls VALUES ('a')"))   # a replayed write: not an error
+    with pytest.raises(OperationalError):
+        with engine.begin() as conn:
+            conn.execute(text("SELECT nothing FROM calls"))
+    assert seen == ["OperationalError"]
