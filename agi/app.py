@@ -179,7 +179,8 @@ class App:
         for engine in {self.engine, self.read_engine, self.probe_engine}:
             engine.dispose()
 
-    def serve_forever(self):
+    def serve_forever(self, stopping=None):
+        """Until SIGTERM/SIGINT, then drain; ``stopping()`` is called first (sd_notify)."""
         import signal
 
         stopped = gevent.event.Event()
@@ -187,4 +188,6 @@ class App:
             gevent.signal_handler(sig, stopped.set)
         stopped.wait()
         log.info("stopping: draining FastAGI sessions")
+        if stopping is not None:
+            stopping()
         self.stop()

@@ -13,6 +13,7 @@ import sys  # noqa: E402
 import click  # noqa: E402
 
 from . import config as config_mod  # noqa: E402
+from . import redact  # noqa: E402
 from .cli_index import index  # noqa: E402
 from .cli_spool import spool  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
@@ -49,11 +50,13 @@ def serve(config_path, listen, worker, verbose):
     """Run the FastAGI server (several worker processes with [agi] workers)."""
     import dataclasses
 
+    from . import systemd
     from .app import App
     from .workers import run_workers, worker_spool
 
     _logging(verbose)
     cfg = _load(config_path, {"agi": {"listen": listen}} if listen else None)
+    redact.install(config_mod.secret_values(cfg))
     try:
         config_mod.require_url(cfg)
         if cfg.agi.workers > 1 and cfg.webpush.secret and not cfg.webpush.redis_url:
@@ -67,7 +70,11 @@ def serve(config_path, listen, worker, verbose):
         app = App(cfg, popup_server=worker in (None, 0), worker_metrics=worker is not None).start()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    app.serve_forever()
+    if worker is not None:     # systemd hears only from the main process (NotifyAccess=main)
+        app.serve_forever()
+        return
+    systemd.notify("READY=1\nSTATUS=FastAGI on %s:%d" % app.agi.address[:2])
+    app.serve_forever(stopping=lambda: systemd.notify("STOPPING=1\nSTATUS=draining"))
 
 
 @main.command()
@@ -84,7 +91,8 @@ def lookup(config_path, number):
     try:
         result = directory.lookup(number)
     except CrmUnavailable as exc:
-        raise click.ClickException("CRM database unavailable: %s" % exc) from None
+        raise click.ClickException(redact.redact("CRM database unavailable: %s" % exc,
+                                                 config_mod.secret_values(cfg))) from None
     for line in result.explain:
         click.echo("  " + line)
     caller = result.caller
@@ -116,15 +124,54 @@ def check(config_path, fix):
     from .spoolfiles import report
 
     cfg = _load(config_path)
+    secrets = config_mod.secret_values(cfg)
     for line in config_mod.describe(cfg):
         click.echo(line)
-    problems = run_checks(cfg, fix=fix, echo=click.echo)
-    problems += report(cfg, click.echo)       # also (above all) while the CRM is down
+    if any(len(value) < redact.MIN_REDACTED for value in secrets):
+        click.echo("WARNING a password or secret has fewer than %d characters: too short to be masked in "
+                   "logs, and to be safe" % redact.MIN_REDACTED)
+
+    def echo(line):
+        click.echo(redact.redact(line, secrets))
+
+    problems = run_checks(cfg, fix=fix, echo=echo)
+    problems += report(cfg, echo)       # also (above all) while the CRM is down
     if problems:
-        for problem in problems:
-            click.echo("ERROR " + problem, err=True)
+        for problem in problems:     # a driver's error may quote what it was given
+            click.echo("ERROR " + redact.redact(problem, secrets), err=True)
         sys.exit(1)
     click.echo("OK")
+
+
+@main.command("systemd-unit")
+@click.option("-c", "--config", "config_path", default="/etc/crmagi/crmagi.ini", show_default=True,
+              type=click.Path(dir_okay=False), help="Config the service runs with (made absolute).")
+@click.option("--user", default="crmagi", show_default=True, help="User= and Group= of the service.")
+@click.option("--exec", "exec_path", type=click.Path(dir_okay=False),
+              help="The crmagi executable (default: the one on PATH).")
+def systemd_unit(config_path, user, exec_path):
+    """Print a hardened systemd unit running `crmagi serve -c CONFIG` as USER."""
+    import os
+    import shutil
+
+    from . import systemd
+
+    exec_path = exec_path or shutil.which("crmagi")
+    if not exec_path:
+        raise click.ClickException("crmagi is not on PATH: give its path with --exec")
+    config_path = os.path.abspath(config_path)
+    spool = _load(config_path).agi.spool if os.path.exists(config_path) else None
+    outside = systemd.spool_outside_state(spool)
+    if outside:
+        click.echo("WARNING [agi] spool = %s is outside %s: the unit lets crmagi write to %s; better "
+                   "set spool = %s/crmagi-spool.sqlite" % (spool, systemd.STATE_DIRECTORY, outside,
+                                                           systemd.STATE_DIRECTORY), err=True)
+    try:
+        unit = systemd.render_unit(exec_path=os.path.abspath(exec_path), config_path=config_path,
+                                   user=user, spool=spool, source=config_path if spool else None)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(unit, nl=False)
 
 
 @main.command()

@@ -11,6 +11,7 @@ import click
 
 from . import config as config_mod
 from .cliopts import CONFIG_OPTION
+from .redact import redact
 from .errors import ConfigError
 from .spoolfiles import open_existing, when
 
@@ -51,7 +52,9 @@ def spool():
 @click.option("--limit", default=50, show_default=True, help="Ops shown per file and state.")
 def list_ops(config_path, only, limit):
     """Pending ops and dead letters, oldest first."""
-    for path, store in _spools(config_path, only):
+    spools = _spools(config_path, only)
+    secrets = config_mod.secret_values(config_mod.load(config_path))   # errors came from drivers
+    for path, store in spools:
         with_dead = [("dead", op) for op in store.dead(limit)]
         rows = [("pending", op) for op in store.pending(limit)] + with_dead
         stats = store.stats()
@@ -61,7 +64,7 @@ def list_ops(config_path, only, limit):
             click.echo("  %-7s %6d  %-6s call %s  %s  attempts %d  queued %s" % (
                 state, op.id, op.kind, op.call_id or "-", _summary(op), op.attempts, when(op.created)))
             if op.last_error:
-                click.echo("          last error: %s" % op.last_error.splitlines()[0][:300])
+                click.echo("          last error: %s" % redact(op.last_error.splitlines()[0][:300], secrets))
 
 
 @spool.command()

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
+from . import redact
 from .errors import ConfigError
 
 # Modules SuiteCRM ships with phone columns; a custom module names its table.
@@ -72,13 +73,16 @@ def _region(value):
     return region
 
 
-def setting(default, conv, help):
-    return field(default=default, metadata={"conv": conv, "help": help})
+def setting(default, conv, help, secret=None):
+    """``secret``: "value" (the whole value is secret) or "url" (the password in the URL);
+    such values are masked wherever crmagi shows or logs them (agi/redact.py)."""
+    return field(default=default, metadata={"conv": conv, "help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
 class CrmSettings:
-    url: str = setting("", _str, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm")
+    url: str = setting("", _str, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm",
+                       secret="url")
     pool_size: int = setting(20, _int, "database connections kept open")
     connect_timeout: float = setting(3.0, _float, "seconds to wait for a database connection")
     query_timeout: float = setting(5.0, _float, "seconds a database read or write may take before it is abandoned")
@@ -125,7 +129,7 @@ class AmiSettings:
     host: str = setting("", _str, "Asterisk Manager host; empty: no AMI listener (AGI only)")
     port: int = setting(5038, _int, "Asterisk Manager port")
     username: str = setting("", _str, "manager.conf user (read = call,agent,dialplan,system; write = originate)")
-    secret: str = setting("", _str, "its secret")
+    secret: str = setting("", _str, "its secret", secret="value")
     ping_interval: float = setting(20.0, _float, "seconds between keepalive Pings")
     timeout: float = setting(5.0, _float, "seconds to wait for a connect or an action's response")
     inbound_contexts: Tuple[str, ...] = setting(("from-pstn", "from-trunk", "from-external"), _list,
@@ -157,11 +161,13 @@ class DialplanSettings:
 class WebpushSettings:
     listen: Tuple[str, int] = setting(("127.0.0.1", 8089), _hostport, "popup websocket server address host:port")
     public_url: str = setting("", _str, "websocket URL browsers use (default ws://<listen>/ws; wss:// behind a TLS proxy)")
-    secret: str = setting("", _str, "key signing the browsers' tokens; empty: no popups (make one with `openssl rand -hex 32`)")
+    secret: str = setting("", _str, "key signing the browsers' tokens; empty: no popups (make one with `openssl rand -hex 32`)",
+                          secret="value")
     token_seconds: int = setting(600, _int, "lifetime of a browser token (the push server renews it while connected)")
     pending_seconds: float = setting(40.0, _float, "a CRM tab opened this long after the ring still gets the popup")
     allowed_origins: Tuple[str, ...] = setting((), _list, "origins allowed to connect (default: the origin of [crm] site_url)")
-    redis_url: str = setting("", _str, "redis://host:port/db shared by several crmagi boxes; empty: this box only")
+    redis_url: str = setting("", _str, "redis://host:port/db shared by several crmagi boxes; empty: this box only",
+                             secret="url")
     history_limit: int = setting(10, _int, "history items shown in a popup")
     max_sockets: int = setting(20000, _int, "browser tabs connected at once (about 20 KB each); more wait")
     fallback_extensions: Tuple[str, ...] = setting((), _list, "without AMI: extensions whose users get the popups of "
@@ -221,6 +227,8 @@ def _build(section, cls, values, base=None):
         try:
             kwargs[key] = known[key].metadata["conv"](raw)
         except ValueError as exc:
+            if known[key].metadata.get("secret"):      # the converter's message quotes the value
+                exc = "invalid value (not shown: it holds a secret)"
             raise ConfigError("config [%s] %s: %s" % (section, key, exc)) from None
     return dataclasses.replace(base or cls(), **kwargs)
 
@@ -309,42 +317,47 @@ def require_url(config):
     return config.crm.url
 
 
+def secret_values(config):
+    """The current values of every setting marked secret (URL passwords as written and
+    %-decoded): what agi/redact.py masks in logs and output."""
+    found = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            kind, value = f.metadata.get("secret"), getattr(getattr(config, section), f.name)
+            if kind == "url":
+                value = redact.url_password(value)
+            if kind and value:
+                found.append(value)
+    return redact.with_unquoted(found)
+
+
 def describe(config):
     """Lines of the effective config, secrets masked, for `crmagi check`."""
     lines = []
     for section in SECTIONS:
         lines.append("[%s]" % section)
         for f in dataclasses.fields(SECTIONS[section]):
-            value = getattr(getattr(config, section), f.name)
-            lines.append("%s = %s" % (f.name, _show(section, f.name, value)))
+            lines.append("%s = %s" % (f.name, _show(f, getattr(getattr(config, section), f.name))))
     for spec in config.modules:
         lines.append("[module:%s]" % spec.name)
         for f in dataclasses.fields(ModuleSettings)[1:]:
-            lines.append("%s = %s" % (f.name, _show("module", f.name, getattr(spec, f.name))))
+            lines.append("%s = %s" % (f.name, _show(f, getattr(spec, f.name))))
     return lines
 
 
-def _show(section, key, value):
-    if isinstance(value, tuple) and key == "listen":
+def _show(f, value):
+    secret = f.metadata.get("secret")
+    if isinstance(value, tuple) and f.name == "listen":
         return "%s:%d" % value
     if isinstance(value, tuple):
         return ", ".join(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if section == "crm" and key == "url":
-        return _mask_url(value)
-    if section in ("ami", "webpush") and key == "secret":
-        return "***" if value else ""
+    if secret == "url":
+        return redact.mask_url(value)
+    if secret:
+        return redact.MASK if value else ""
     return str(value)
-
-
-def _mask_url(url):
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True) if url else ""
-    except Exception:
-        return "<unparsable url>"
 
 
 def reference():
@@ -355,7 +368,7 @@ def reference():
         for f in dataclasses.fields(cls):
             if f.name in ("name", "number") and ":" in section:
                 continue
-            rows.append((section, f.name, _show(section, f.name, f.default) if section != "crm" or f.name != "url" else "", f.metadata["help"]))
+            rows.append((section, f.name, _show(f, f.default), f.metadata["help"]))
     return rows
 
 

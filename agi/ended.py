@@ -1,7 +1,8 @@
 """Calls that ended while crmagi was down: kept by Asterisk in AstDB, collected later.
 
-When the ``hangup`` request cannot reach crmagi (restart, crash: AGISTATUS is not
-SUCCESS), the dialplan include stores what that request would have read in one
+Unless the ``hangup`` request told the channel ``CRM_HANGUP=done`` (crmagi has made the
+end of the call durable; a crmagi down or killed during the request never says so), the
+dialplan include stores what that request would have read in one
 AstDB entry, ``crmagi_ended/<UNIQUEID>``.  The next ``hangup`` request that does
 reach crmagi, from any call, lists the family with ``DB_KEYS``, spools each entry
 as the finish of its call, and deletes it.  Without this, a call hung up during a
@@ -17,6 +18,7 @@ from typing import Dict, List, Optional
 from urllib.parse import unquote
 
 FAMILY = "crmagi_ended"
+DONE_VARIABLE = "CRM_HANGUP"    # "done": crmagi holds the end of the call durably
 VERSION = "v1"
 # (name in the parsed dict, dialplan expression): the hangup request's variables and
 # what a rebuild needs when the start request never reached crmagi either.

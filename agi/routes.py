@@ -179,25 +179,32 @@ HANGUP_VARS = ("CRM_CALL", "DIALSTATUS", "ANSWEREDTIME", "DIALEDTIME",
 
 
 def hangup(session, flow: CallFlow, accepted_at: float):
-    """Runs from a hangup handler on a dead channel: only GET VARIABLE works there."""
+    """Runs from a hangup handler on a dead channel (GET/SET VARIABLE and DATABASE work there).
+
+    The end of the call is made durable (written ahead) before ``CRM_HANGUP=done`` tells
+    the include not to keep it in AstDB: a crmagi killed at any point of this request
+    loses nothing -- at worst the end is applied twice, which changes nothing."""
     values = {name: session.get_variable(name) for name in HANGUP_VARS}
     record = callstate.unpack(values["CRM_CALL"])
     rebuilt = record is None
     if rebuilt:
         record = _rebuild_from_channel(session, flow)
     _collect_ended(session, flow)
+    ticket = None
+    if record is not None:
+        _apply_hangup(record, values)
+        if rebuilt:
+            _started_from_durations(record)
+        ticket = flow.writer.begin("finish", record)
+    if ticket is None or ticket.durable:
+        session.set_variable(ended.DONE_VARIABLE, "done")
     session.close()
     if record is None:
         log.warning("hangup for %s: no CRM_CALL and no CRM_DIRECTION on the channel; not a crmagi call",
                     session.env.get("uniqueid"))
         return
-    _apply_hangup(record, values)
-    if rebuilt:
-        _started_from_durations(record)
-    # The socket is closed: from here only this process holds the end of the call, so
-    # nothing may come before the writer's durable write-ahead (a kill -9 would lose it).
     gevent.spawn(flow.notify, "ended", record, None)
-    flow.writer.submit("finish", record)
+    flow.writer.complete(ticket)
 
 
 def _rebuild_from_channel(session, flow):

@@ -204,7 +204,7 @@ class SimulatedCall:
         chan.cause, chan.dead = cause, True
         args = [chan.expand(arg) for arg in hangup_args]
         result = self._session("hangup", "crmagi-hangup", 1, args, None, timeout)
-        if result.agistatus != "SUCCESS":   # the include's fallback: keep the facts in AstDB
+        if chan.vars.get(ended.DONE_VARIABLE) != "done":   # the include's fallback: keep them in AstDB
             self.astdb[(ended.FAMILY, self.uniqueid)] = chan.expand(ended.dialplan_value())
         return result
 

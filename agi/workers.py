@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+from . import systemd
+
 log = logging.getLogger("crmagi.workers")
 RESTART_DELAY = 1.0
 
@@ -46,6 +48,8 @@ def run_workers(config_path, count, listen=None, metrics_listen=None):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     log.info("started %d FastAGI workers: %s", count, ", ".join(str(p.pid) for p in procs.values()))
+    # Ready once started: the workers bind at once, and a worker that cannot is restarted below.
+    systemd.notify("READY=1\nSTATUS=%d FastAGI workers" % count)
     while not stopping:
         for index, proc in list(procs.items()):
             if proc.poll() is not None:
@@ -54,6 +58,7 @@ def run_workers(config_path, count, listen=None, metrics_listen=None):
                 time.sleep(RESTART_DELAY)
                 procs[index] = subprocess.Popen(worker_command(config_path, index, listen), env=env)
         time.sleep(0.2)
+    systemd.notify("STOPPING=1\nSTATUS=draining")
     for proc in procs.values():
         proc.send_signal(signal.SIGTERM)
     for proc in procs.values():

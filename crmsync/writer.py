@@ -14,6 +14,9 @@ import logging
 import threading
 import time
 
+from dataclasses import dataclass
+from typing import Optional
+
 import gevent
 from gevent.event import Event
 
@@ -33,6 +36,19 @@ def _decode(op):
         return (LiveUpdate if op.kind == "live" else CallRecord).from_json(json.loads(op.payload))
     except (TypeError, KeyError, AttributeError) as exc:
         raise ValueError("undecodable %s op: %s" % (op.kind, exc)) from None
+
+
+@dataclass
+class Ticket:
+    """An op between ``begin`` (durable) and ``complete`` (tried on the CRM)."""
+    kind: str
+    rec: object
+    op_id: Optional[int] = None     # its write-ahead entry
+    queued: bool = False            # behind its call's spooled ops: the flusher applies it
+
+    @property
+    def durable(self):
+        return self.queued or self.op_id is not None
 
 
 class CallWriter:
@@ -72,17 +88,33 @@ class CallWriter:
 
     def submit(self, kind, rec):
         """Write now if the CRM answers within ``timeout``; otherwise spool.  True = written."""
+        return self.complete(self.begin(kind, rec))
+
+    def begin(self, kind, rec):
+        """Make the op durable before anything else happens to it: written ahead, or queued
+        behind its call's spooled ops.  ``ticket.durable`` is False only when the spool itself
+        failed (logged); ``complete`` then still tries the CRM.  Never raises."""
         try:
             if kind not in KINDS:
                 raise ValueError("unknown call op %r" % (kind,))
             if self.spool.has_call(rec.call_id):
                 # Ops of one call apply in order: this one waits behind the spooled ones.
                 self._spool(kind, rec)
-                return False
-            # Written ahead: a kill -9 while the CRM is slow must not lose the op that
-            # only this process held (the AGI socket is closed already; Asterisk will
-            # not ask again).
-            op_id = self.spool.push_ahead(kind, rec.to_json(), hold=self.timeout + AHEAD_MARGIN)
+                return Ticket(kind, rec, queued=True)
+            # Written ahead: a kill -9 while the CRM is slow must not lose an op that
+            # only this process held (Asterisk does not ask again).
+            return Ticket(kind, rec, op_id=self.spool.push_ahead(kind, rec.to_json(),
+                                                                 hold=self.timeout + AHEAD_MARGIN))
+        except Exception:   # noqa: BLE001 - a call must go on whatever happens here
+            self.log.exception("could not spool %s of call %s", kind, getattr(rec, "call_id", "?"))
+            return Ticket(kind, rec)
+
+    def complete(self, ticket):
+        """Try a begun op on the CRM within ``timeout``; True = written.  Never raises."""
+        kind, rec = ticket.kind, ticket.rec
+        if ticket.queued or kind not in KINDS:
+            return False
+        try:
             # The write runs in its own greenlet so a hung database costs the caller at
             # most ``timeout``.  Left running, it may still finish later: harmless, since
             # the spooled copy then replays as a no-op.
@@ -91,14 +123,18 @@ class CallWriter:
             error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
             self.on_write("direct", error is None)
             if error is None:
-                self.spool.forget(op_id)
+                if ticket.op_id is not None:
+                    self.spool.forget(ticket.op_id)
                 self._up()
                 if self.spool.has_call(rec.call_id):   # ops of this call queued meanwhile
                     gevent.spawn(self.flush)
                 return True
             self._failed("%s %s" % (kind, rec.call_id), error)
-            self.spool.keep(op_id, error)
-            self._warn_if_full()
+            if ticket.op_id is not None:
+                self.spool.keep(ticket.op_id, error)
+                self._warn_if_full()
+            else:
+                self._spool(kind, rec)
             self.log.debug("spooled %s of call %s: %s", kind, rec.call_id, error)
         except Exception:   # noqa: BLE001 - a call must go on whatever happens here
             self.log.exception("could not record %s of call %s: %r", kind,
@@ -214,6 +250,10 @@ class CallWriter:
             self._flusher.join(timeout)
             self._flusher.kill()
             self._flusher = None
+        # A flush that a submit spawned may be running: flush() would return at once and
+        # the process exit under it, leaving its ops for the next start.  Wait for it.
+        if self._flushing.acquire(timeout=timeout):
+            self._flushing.release()
         self.flush()
 
     def _run(self):

@@ -86,6 +86,26 @@ def test_a_hangup_while_crmagi_was_down_is_finished_by_the_next_one(db, crm_url,
         second.stop(timeout=1)
 
 
+def test_a_hangup_crmagi_could_not_make_durable_stays_in_astdb(db, crm_url, tmp_path):
+    """CRM_HANGUP=done only once the end is durable: a spool that fails (or a crmagi killed
+    before that point) leaves the include's AstDB copy in place."""
+    app = start_app(crm_url, tmp_path)
+    astdb = {}
+    try:
+        broken = SimulatedCall(app.agi.address, number="4930123400", callerid="+4930111111", astdb=astdb)
+        call(db, broken.start().variables["CRM_CALL_ID"], status="Planned")
+        wait_for(lambda: app.writer.pending() == 0)          # nothing of this call waits in the spool
+        app.writer.spool.push_ahead = lambda *a, **k: 1 / 0
+        assert broken.finish(ANSWERED).agistatus == "SUCCESS"
+        assert "CRM_HANGUP" not in broken.channel.vars and list(astdb) == [(ended.FAMILY, broken.uniqueid)]
+        fine = SimulatedCall(app.agi.address, number="4930123400", callerid="+4930111111", astdb={})
+        del app.writer.spool.push_ahead
+        fine.run(ANSWERED)
+        assert fine.channel.vars["CRM_HANGUP"] == "done" and fine.astdb == {}
+    finally:
+        app.stop(timeout=1)
+
+
 def test_concurrent_hangups_share_the_collection_out(db, crm_url, tmp_path):
     astdb, address = {}, ("127.0.0.1", free_port())          # nothing listens: crmagi is down
     missed = [SimulatedCall(address, number="4930123400", callerid="+4930111111", astdb=astdb)

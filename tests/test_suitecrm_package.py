@@ -10,11 +10,13 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from gevent.monkey import get_original
 
 from conftest import UNDER_CI
 from webpush import auth, snippet, installer
@@ -106,7 +108,8 @@ def test_install_writes_files_and_manifest(crm, static):
     before = snapshot(crm)
     report = do_install(crm, static)
     for path in installer.TARGETS:
-        assert stat.S_IMODE((crm / path).stat().st_mode) == 0o644, path
+        mode = 0o640 if path == installer.CONFIG_FILE else 0o644
+        assert stat.S_IMODE((crm / path).stat().st_mode) == mode, path
     assert (crm / installer.ASSET_DIR / "popup.js").read_bytes() == (static / "popup.js").read_bytes()
     listed = manifest(crm)
     assert set(listed["files"]) == set(installer.TARGETS) == set(report.written)
@@ -123,6 +126,66 @@ def test_install_writes_files_and_manifest(crm, static):
     assert not [name for name in os.listdir(crm / installer.ASSET_DIR) if name.startswith(".")]
     assert "Quick Repair and Rebuild" in report.lines()[-1]
     assert "index.php?module=Administration&action=repair" in report.lines()[-1]
+
+
+WWW_DATA = 33         # Debian's web server user and group
+
+
+def test_secret_file_belongs_to_the_folders_owner_and_group_as_root(crm, static):
+    assert os.geteuid() == 0, "the tests run as root (CI does)"
+    (crm / installer.CONFIG_FILE).parent.mkdir(parents=True)
+    (crm / installer.CONFIG_FILE).write_text("<?php // stale, world-readable\n")
+    (crm / installer.CONFIG_FILE).chmod(0o644)
+    (crm / installer.MANIFEST).write_text(json.dumps({"files": {installer.CONFIG_FILE: None}, "dirs": []}))
+    os.chown(crm, WWW_DATA, WWW_DATA)
+    report = do_install(crm, static)
+    secret = (crm / installer.CONFIG_FILE).stat()
+    assert (secret.st_uid, secret.st_gid, stat.S_IMODE(secret.st_mode)) == (WWW_DATA, WWW_DATA, 0o640)
+    assert SECRET in (crm / installer.CONFIG_FILE).read_text()
+    for path in installer.TARGETS:
+        if path != installer.CONFIG_FILE:       # the others keep their modes and our ownership
+            other = (crm / path).stat()
+            assert (other.st_uid, stat.S_IMODE(other.st_mode)) == (0, 0o644), path
+    assert not report.warnings
+
+
+@pytest.mark.parametrize("groups, want_gid, warned", [((), 65534, True), ((WWW_DATA,), WWW_DATA, False)])
+def test_secret_file_installed_by_a_user_who_is_not_root(static, groups, want_gid, warned):
+    """As nobody: 0640 still; the folder's group when nobody belongs to it, else a warning."""
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        crm, assets = base / "suitecrm", base / "static"
+        shutil.copytree(str(static), str(assets))
+        (crm / "include").mkdir(parents=True)
+        (crm / "include/entryPoint.php").write_text("<?php\n")
+        for path in (crm, crm / "include"):
+            os.chown(path, 65534, WWW_DATA)
+        crm.chmod(0o775)
+        out = crm / "warnings.json"       # nobody may write there: it owns the folder
+        pid = get_original("os", "fork")()     # plain fork: gevent's fork runs hooks we do not need here
+        if pid == 0:       # the child becomes nobody, installs, reports its warnings
+            code = 1
+            try:
+                os.setgroups(list(groups))
+                os.setgid(65534)
+                os.setuid(65534)
+                out.write_text(json.dumps(do_install(crm, assets).warnings))
+                code = 0
+            finally:
+                os._exit(code)
+        assert get_original("os", "waitpid")(pid, 0)[1] == 0
+        warnings = json.loads(out.read_text())
+        secret = (crm / installer.CONFIG_FILE).stat()
+        assert (secret.st_uid, secret.st_gid, stat.S_IMODE(secret.st_mode)) == (65534, want_gid, 0o640)
+        group_warnings = [w for w in warnings if installer.CONFIG_FILE in w]
+        assert bool(group_warnings) == warned, warnings
+        if warned:
+            assert "group nogroup, not www-data like the SuiteCRM folder" in group_warnings[0]
+        popup = (crm / installer.ASSET_DIR / "popup.js").stat()
+        assert stat.S_IMODE(popup.st_mode) == 0o644
+    finally:
+        shutil.rmtree(str(base))
 
 
 def test_reinstall_is_idempotent_and_uninstall_restores_the_tree(crm, static):

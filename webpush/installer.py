@@ -6,6 +6,7 @@ is never edited by hand), the hook class, its config and the static assets.
 Every file and directory install creates is listed in a manifest, so uninstall
 removes exactly those and nothing the admin or SuiteCRM put there.
 """
+import grp
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ TARGETS = tuple(RENDERED) + tuple(STATIC)
 # anyone fetch it and try secrets offline, so that file is listed without one.
 UNHASHED = {CONFIG_FILE}
 MARKERS = ("include/entryPoint.php", "sugar_version.php")
+SECRET_MODE = 0o640      # config.php: the owner writes, the web server's group reads, nobody else
 SHORT_SECRET = 16
 
 REPAIR = ("next: as a SuiteCRM admin run Admin -> Repair -> Quick Repair and Rebuild "
@@ -125,6 +127,13 @@ def _validate(secret, ws_url, token_seconds):
     return []
 
 
+def _group(gid) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -140,13 +149,16 @@ def _read_manifest(root: Path):
         raise InstallError("%s: unreadable crmagi manifest (%s); move it away to continue" % (path, exc)) from None
 
 
-def _write_atomic(path: Path, data: bytes):
-    """Readers (PHP on a live CRM) see the old file or the new one, never half of one."""
+def _write_atomic(path: Path, data: bytes, mode=0o644, owner=None):
+    """Readers (PHP on a live CRM) see the old file or the new one, never half of one.
+    ``owner``: (uid, gid) given to the file before it appears; -1 keeps one of them."""
     handle, tmp = tempfile.mkstemp(dir=str(path.parent), prefix="." + path.name + ".")
     try:
         with os.fdopen(handle, "wb") as out:
             out.write(data)
-        os.chmod(tmp, 0o644)
+        if owner is not None:
+            os.chown(tmp, *owner)        # before chmod: chown may clear mode bits
+        os.chmod(tmp, mode)
         os.replace(tmp, str(path))
     except BaseException:
         os.unlink(tmp)
@@ -197,9 +209,31 @@ def install(crm_root, *, secret, ws_url, token_seconds, version, static_dir=None
     _write_atomic(root / MANIFEST, (json.dumps({"crmagi": version, "files": listing, "dirs": dirs},
                                                indent=1) + "\n").encode("utf-8"))
     for path, data in files.items():
-        _write_atomic(root / path, data)
+        if path == CONFIG_FILE:
+            _write_secret(root, path, data, report)
+        else:
+            _write_atomic(root / path, data)
         report.written.append(path)
     return report
+
+
+def _write_secret(root: Path, path, data, report):
+    """config.php holds the token secret: readable by the web server's group only.
+
+    Owner and group are those of the SuiteCRM folder (the web server's, on a usual
+    install).  Only root may give a file away; another user can still hand it to
+    the folder's group if it belongs to it, and is warned when it does not."""
+    folder = root.stat()
+    want_uid = folder.st_uid if os.geteuid() == 0 else -1
+    try:
+        _write_atomic(root / path, data, mode=SECRET_MODE, owner=(want_uid, folder.st_gid))
+    except PermissionError:
+        _write_atomic(root / path, data, mode=SECRET_MODE)
+        written = (root / path).stat()
+        report.warnings.append(
+            "%s: group %s, not %s like the SuiteCRM folder, and mode 0640: the web server may not read "
+            "it; run `chgrp %s %s` as root" % (path, _group(written.st_gid), _group(folder.st_gid),
+                                               _group(folder.st_gid), root / path))
 
 
 def _known_dirs():
