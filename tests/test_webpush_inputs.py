@@ -27,3 +27,22 @@ def signed(payload_json):
 def test_tokens_that_are_not_ascii_or_carry_infinite_times_are_refused(token):
     with pytest.raises(auth.TokenError):
         auth.verify(SECRET, token, 1795699200)
+
+
+def test_a_close_frame_without_a_status_code_closes_quietly():
+    """Found by bench/fuzz.py: an empty close frame (what a browser's ws.close() sends) made the
+    server's close() slice None: a TypeError instead of a closed socket."""
+    from webpush.server import _BoundedWebSocket
+
+    class Stream:
+        written = []
+
+        def read(self, size, data=[b"\x88\x80\x00\x00\x00\x00"]):     # FIN + close, masked, no payload
+            chunk, data[0] = data[0][:size], data[0][size:]
+            return chunk
+
+        def write(self, data):
+            self.written.append(data)
+
+    ws = _BoundedWebSocket({}, Stream(), None)
+    assert ws.receive() is None and ws.closed
