@@ -75,7 +75,8 @@ class _BoundedWebSocket(WebSocket):
         if self.closed:
             return
         try:
-            self.send_frame(struct.pack("!H", code) + message[:120], self.OPCODE_CLOSE)
+            # gevent-websocket answers an empty close frame (a browser's ws.close()) with message=None
+            self.send_frame(struct.pack("!H", code) + (message or b"")[:120], self.OPCODE_CLOSE)
         except WebSocketError:
             pass
         finally:
