@@ -99,5 +99,7 @@ def check_hook(given):
     assert not set(text) & set("<>&'"), text
     page = json.loads(text)
     assert page["user"] == given["user_id"] and page["userName"] == given["user_name"]
+    if given["user_id"] in ("", "0"):      # empty() in PHP: afterUiFrame never renders for them
+        return
     claims = auth.verify(given["config"]["secret"], page["token"], given["now"])
     assert claims.user_id == given["user_id"] and claims.expires_at == page["tokenExpires"]

@@ -29,6 +29,7 @@ from webpush import auth, messages
 from webpush.hub import Tab
 
 _ENV_KEY = re.compile(r"^[a-z0-9_]+$")
+_KEY = re.compile(r"\A[A-Za-z][A-Za-z0-9_-]{0,15}\Z")
 
 
 class FakeSock:
@@ -155,6 +156,8 @@ def check_ami_stream(given):
 def check_ami_action(given):
     """format_action -> split_frames -> parse_frame gives the headers back, or ValueError for line breaks."""
     action, action_id, headers = given
+    if not all(_KEY.match(str(k)) for k in [action] + [h[0] for h in headers]):
+        return       # a mutated key: header names are crmagi's own constants, never data
     try:
         data = amiproto.format_action(action, action_id, headers)
     except ValueError:
@@ -167,7 +170,7 @@ def check_ami_action(given):
 
 
 def ami_actions():
-    key = st.from_regex(r"\A[A-Za-z][A-Za-z0-9_-]{0,15}\Z")
+    key = st.from_regex(_KEY)
     return st.tuples(key, ts.TEXT, st.lists(st.tuples(key, st.one_of(ts.TEXT, st.none(), st.integers())),
                                             max_size=5))
 
@@ -329,17 +332,24 @@ def phone_inputs():
 
 
 def check_crm_call(text):
-    """unpack: a CallRecord or None, and a record it returns packs back to itself."""
+    """unpack: a CallRecord or None; once packed (start time to the millisecond), a fixed point."""
     record = callstate.unpack(text)
     if record is not None:
-        assert callstate.unpack(callstate.pack(record)) == record
+        once = callstate.unpack(callstate.pack(record))
+        assert once is not None and callstate.unpack(callstate.pack(once)) == once
 
 
 def check_crm_call_round_trip(record):
+    """pack -> unpack gives the record back, up to what CRM_CALL does not keep: '' and None are both
+    empty, the name is cut at MAX_NAME; a record without call id or direction is not ours."""
     back = callstate.unpack(callstate.pack(record))
-    name = (record.parent_name or "")[:callstate.MAX_NAME] or None
-    expected = record.__class__(**dict(vars(record), parent_name=name))
-    assert back == expected, (back, expected)
+    if not record.call_id or record.direction not in ("Inbound", "Outbound"):
+        assert back is None
+        return
+    fields = {k: (getattr(record, k) or ("" if k in ("link_table", "link_column", "lookup_status") else None))
+              for k in callstate.FIELDS}      # the rest of a CallRecord (status, outcome...) is not carried
+    fields["parent_name"] = (record.parent_name or "")[:callstate.MAX_NAME] or None
+    assert back == record.__class__(**fields), back
 
 
 class Target(NamedTuple):
