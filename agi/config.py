@@ -266,6 +266,8 @@ def _read_ini(path):
             parser.read_file(handle)
     except OSError as exc:
         raise ConfigError("config %s: cannot read (%s)" % (path, exc.strerror)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config %s: not UTF-8 (byte %d)" % (path, exc.start)) from None
     except configparser.Error as exc:
         raise ConfigError("config %s: %s" % (path, exc.message.splitlines()[0])) from None
     return {name: dict(parser.items(name)) for name in parser.sections()}
