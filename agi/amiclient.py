@@ -18,7 +18,7 @@ from gevent import socket
 from gevent.event import AsyncResult, Event
 
 from . import amiproto
-from .errors import AmiActionFailed, AmiDisconnected, AmiError
+from .errors import AmiActionFailed, AmiDisconnected, AmiError, AmiProtocolError
 
 log = logging.getLogger("crmagi.ami")
 
@@ -56,7 +56,7 @@ class AmiClient:
         self.backoff = backoff or Backoff()
         self.name = name
         self.connected = Event()
-        self.stats = {"connects": 0, "disconnects": 0, "events": 0}
+        self.stats = {"connects": 0, "disconnects": 0, "events": 0, "junk": 0}
         self._ids = itertools.count(1)
         self._pending = {}
         self._sock = None
@@ -148,9 +148,17 @@ class AmiClient:
 
     def _read_loop(self, sock, buf):
         while True:
-            frames, buf = amiproto.split_frames(buf)
+            frames, buf = amiproto.split_frames(buf)     # a frame over the size limit ends the link
             for frame in frames:
-                self._dispatch(amiproto.unescape(amiproto.parse_frame(frame)))
+                try:
+                    message = amiproto.parse_frame(frame)
+                except AmiProtocolError as exc:
+                    # The frames around it are whole (the terminator delimits them): skip one bad
+                    # frame rather than drop the link and resync every call for it.
+                    self.stats["junk"] += 1
+                    log.warning("%s: skipped a frame that is not AMI: %s", self.name, exc)
+                    continue
+                self._dispatch(amiproto.unescape(message))
             data = sock.recv(65536)
             if not data:
                 raise AmiDisconnected("Asterisk closed the connection")

@@ -79,11 +79,12 @@ def split_frames(buf: bytes) -> Tuple[List[bytes], bytes]:
     start = 0
     while True:
         end = buf.find(_EOM, start)
+        # The same limit for a frame that came whole and one still arriving (its rest may end
+        # in 3 bytes of the terminator): what is refused must not depend on recv() boundaries.
+        if (end if end >= 0 else len(buf) - len(_EOM) + 1) - start > MAX_FRAME:
+            raise AmiProtocolError("AMI message longer than %d bytes" % MAX_FRAME)
         if end < 0:
-            rest = buf[start:]
-            if len(rest) > MAX_FRAME:
-                raise AmiProtocolError("AMI message longer than %d bytes" % MAX_FRAME)
-            return frames, rest
+            return frames, buf[start:]
         if end > start:            # stray empty lines between messages are skipped
             frames.append(buf[start:end])
         start = end + len(_EOM)

@@ -10,7 +10,7 @@ import sqlite3
 import gevent
 
 from crmsync.calls import CallStore
-from crmsync.db import make_engine
+from crmsync.db import make_engine, make_probe_engine, ping, watch_errors
 from crmsync.directory import Directory
 from crmsync.linking import Linker
 from crmsync.livecalls import LiveCalls
@@ -18,9 +18,12 @@ from crmsync.models import LookupRules, ModuleSpec
 from crmsync.spool import Spool
 from crmsync.writer import CallWriter
 
+from . import metrics as metrics_mod
 from . import routes
 from .config import require_url
 from .errors import ConfigError
+from .health import Health
+from .monitor import LocalView, MonitorServer
 from .server import FastAgiServer, Router
 
 log = logging.getLogger("crmagi")
@@ -58,13 +61,20 @@ def open_spool(config, path=None):
 
 
 class App:
-    def __init__(self, config, engine=None, popup_server=True):
+    def __init__(self, config, engine=None, popup_server=True, worker_metrics=False):
         """``popup_server`` False: a FastAGI worker that only publishes popup events (over
-        Redis) for worker 0, which holds the browsers' sockets and follows AMI."""
+        Redis) for worker 0, which holds the browsers' sockets and follows AMI.
+        ``worker_metrics``: one worker of several; its metrics go to PROMETHEUS_MULTIPROC_DIR
+        and the parent (agi/workers.py) serves them all on [metrics] listen."""
         self.config = config
+        self.metrics = metrics_mod.Metrics(multiprocess=worker_metrics)
         self.engine = engine or build_engine(config)
         # Lookups get their own autocommit pool: one round trip less each (crmsync/db.py).
         self.read_engine = build_engine(config, read_only=True) if engine is None else engine
+        # The health probe's own connections: a pool drained by a burst of calls is not an outage.
+        self.probe_engine = make_probe_engine(require_url(config)) if engine is None else engine
+        for watched in {self.engine, self.read_engine}:
+            watch_errors(watched, self.metrics.db_error)
         self.directory = Directory(self.read_engine, lookup_rules(config))
         self.store = CallStore(self.engine, system_user=config.crm.system_user)
         self.spool = open_spool(config)
@@ -72,9 +82,11 @@ class App:
                         anonymous_account=config.lookup.anonymous_account)
         self.writer = CallWriter(self.store, self.spool, timeout=config.crm.query_timeout,
                                  flush_interval=config.agi.flush_interval, live=LiveCalls(self.store),
-                                 resolve=linker.resolve, max_attempts=config.agi.spool_max_attempts)
+                                 resolve=linker.resolve, max_attempts=config.agi.spool_max_attempts,
+                                 on_write=self.metrics.call_write)
         self.flow = routes.CallFlow(
-            directory=self.directory, writer=self.writer, call_id_for=CallStore.call_id_for, linker=linker,
+            directory=self.metrics.timed(self.directory), writer=self.writer, call_id_for=CallStore.call_id_for,
+            linker=linker,
             timeout=config.agi.timeout, set_callerid_name=config.agi.set_callerid_name,
             log_internal=config.agi.log_internal,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
@@ -89,7 +101,22 @@ class App:
                                  env_timeout=config.agi.reply_timeout,
                                  reply_timeout=config.agi.reply_timeout,
                                  max_sessions=config.agi.max_sessions,
-                                 reuse_port=config.agi.workers > 1)
+                                 reuse_port=config.agi.workers > 1, observe=self.metrics.agi_answered)
+        self._instrument(worker_metrics)
+
+    def _instrument(self, worker_metrics):
+        """Readings for /metrics, the health probe, and where they are served."""
+        self.health = Health(lambda: ping(self.probe_engine), self.spool, self.ami,
+                             interval=self.config.metrics.probe_interval)
+        self.metrics.read(metrics_mod.spool_reading(self.spool))
+        self.metrics.read(metrics_mod.crm_reading(self.health))
+        if self.ami is not None:
+            self.metrics.read(metrics_mod.ami_reading(self.ami))
+        if self.popups is not None:
+            self.metrics.read(metrics_mod.popups_reading(self.popups.hub, self.popups.book))
+        self.sampler = self.metrics.sampler() if worker_metrics else None
+        self.monitor = None if worker_metrics else MonitorServer(self.config.metrics.listen,
+                                                                  LocalView(self.metrics, self.health))
 
     def _build_popups(self, serve):
         from . import push
@@ -107,11 +134,16 @@ class App:
             self.live.notify = self.popups.service.on_ami
 
     def start(self):
+        if self.monitor is not None:
+            self.monitor.start()      # first: a port in use fails the start before anything runs
         try:
             self.store.ensure_tables()
         except Exception as exc:   # the CRM may be down at boot: calls are spooled meanwhile
             log.warning("cannot prepare crmagi tables yet (%s); will write calls when the CRM is back", exc)
         self.writer.start()
+        self.health.start()
+        if self.sampler is not None:
+            self.sampler.start()
         if self.popups is not None:
             self.popups.start()
         self.agi.start()
@@ -140,9 +172,12 @@ class App:
         if self.popups is not None:
             self.popups.stop()
         self.writer.stop()
-        self.engine.dispose()
-        if self.read_engine is not self.engine:
-            self.read_engine.dispose()
+        self.health.stop()
+        for part in (self.sampler, self.monitor):
+            if part is not None:
+                part.stop()
+        for engine in {self.engine, self.read_engine, self.probe_engine}:
+            engine.dispose()
 
     def serve_forever(self, stopping=None):
         """Until SIGTERM/SIGINT, then drain; ``stopping()`` is called first (sd_notify)."""

@@ -40,7 +40,7 @@ def unpack(text: str):
     data = {name: unquote(value) or None for name, value in zip(FIELDS, parts[1:])}
     try:
         data["started_at"] = datetime.fromtimestamp(float(data["started_at"]), timezone.utc)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, OSError):    # out of time_t's range: not ours
         return None
     for name in ("link_table", "link_column", "lookup_status"):
         data[name] = data[name] or ""

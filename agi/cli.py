@@ -63,11 +63,11 @@ def serve(config_path, listen, worker, verbose):
             raise ConfigError("config [webpush] redis_url: required with [agi] workers > 1 (the workers "
                               "publish popups to worker 0 through Redis)")
         if worker is None and cfg.agi.workers > 1:
-            sys.exit(run_workers(config_path, cfg.agi.workers, listen))
+            sys.exit(run_workers(config_path, cfg.agi.workers, listen, metrics_listen=cfg.metrics.listen))
         if worker is not None:
             agi = dataclasses.replace(cfg.agi, spool=worker_spool(cfg.agi.spool, worker))
             cfg = dataclasses.replace(cfg, agi=agi)
-        app = App(cfg, popup_server=worker in (None, 0)).start()
+        app = App(cfg, popup_server=worker in (None, 0), worker_metrics=worker is not None).start()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if worker is not None:     # systemd hears only from the main process (NotifyAccess=main)

@@ -175,6 +175,13 @@ class WebpushSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    listen: Tuple[str, int] = setting(("127.0.0.1", 9108), _hostport, "address of /metrics (Prometheus) and /healthz, "
+                                      "host:port; with [agi] workers > 1 the parent serves all workers")
+    probe_interval: float = setting(2.0, _float, "seconds between the background SELECT 1 that /healthz reports")
+
+
+@dataclass(frozen=True)
 class ModuleSettings:
     name: str = setting("", _str, "module name as SuiteCRM spells it (section suffix)")
     table: str = setting("", _str, "table of the module (known for Contacts, Accounts, Leads, Prospects)")
@@ -193,6 +200,7 @@ class Config:
     dialplan: DialplanSettings = DialplanSettings()
     ami: AmiSettings = AmiSettings()
     webpush: WebpushSettings = WebpushSettings()
+    metrics: MetricsSettings = MetricsSettings()
     modules: Tuple[ModuleSettings, ...] = ()
     dids: Tuple[DidSettings, ...] = ()
     source: Optional[str] = None
@@ -206,7 +214,7 @@ class Config:
 
 SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
             "dialplan": DialplanSettings, "ami": AmiSettings,
-            "webpush": WebpushSettings}
+            "webpush": WebpushSettings, "metrics": MetricsSettings}
 
 
 def _build(section, cls, values, base=None):
@@ -258,6 +266,8 @@ def _read_ini(path):
             parser.read_file(handle)
     except OSError as exc:
         raise ConfigError("config %s: cannot read (%s)" % (path, exc.strerror)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config %s: not UTF-8 (byte %d)" % (path, exc.start)) from None
     except configparser.Error as exc:
         raise ConfigError("config %s: %s" % (path, exc.message.splitlines()[0])) from None
     return {name: dict(parser.items(name)) for name in parser.sections()}

@@ -29,6 +29,8 @@ listen = {ws}
 secret = {secret}
 allowed_origins = http://{web}
 fallback_extensions = 104
+[metrics]
+listen = {metrics}
 """
 
 ANSWERED = {"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "42", "DIALEDTIME": "50", "HANGUPCAUSE": "16"}
@@ -52,8 +54,10 @@ def run_demo(directory, listen, once, echo=print, web="127.0.0.1:8088"):
     ini = os.path.join(directory, "crmagi.ini")
     host, port = web.rsplit(":", 1)
     ws = "%s:%d" % (host, int(port) + 1) if not once else "127.0.0.1:0"
+    metrics = "127.0.0.1:9108" if not once else "127.0.0.1:0"
     with open(ini, "w", encoding="utf-8") as handle:
-        handle.write(CONFIG.format(url=url, listen=listen, ws=ws, web=web, secret=secrets.token_hex(32)))
+        handle.write(CONFIG.format(url=url, listen=listen, ws=ws, web=web, secret=secrets.token_hex(32),
+                                    metrics=metrics))
     app = App(load(ini)).start()
     echo("crmagi demo: FastAGI on %s:%d, demo CRM %s" % (app.agi.address[0], app.agi.address[1], url))
     site = None

@@ -50,8 +50,10 @@ def make_listener(address, backlog=1024):
 
 class FastAgiServer:
     def __init__(self, listen, router, flow, env_timeout=2.0, reply_timeout=2.0, max_sessions=500,
-                 reuse_port=False):
+                 reuse_port=False, observe=None):
         self.router = router
+        # observe(route, CRM_STATUS or None, seconds from accept to close): the metrics hook
+        self.observe = observe or (lambda route, status, seconds: None)
         self.flow = flow
         self.env_timeout = env_timeout
         self.reply_timeout = reply_timeout
@@ -77,6 +79,7 @@ class FastAgiServer:
         accepted_at = time.monotonic()
         session = AgiSession(sock, address, reply_timeout=self.reply_timeout)
         self.stats["sessions"] += 1
+        route = None
         try:
             env = session.read_env(self.env_timeout)
             handler = self.router.get(env.script)
@@ -86,6 +89,7 @@ class FastAgiServer:
                           env.script, ", ".join(self.router.names()))
                 self.stats["errors"] += 1
                 return
+            route = env.script
             handler(session, self.flow, accepted_at)
         except AgiHangup:
             log.info("FastAGI %s from %s: caller hung up", self._what(session), address[0])
@@ -97,6 +101,8 @@ class FastAgiServer:
             log.exception("FastAGI %s from %s:%s failed", self._what(session), address[0], address[1])
         finally:
             session.close()
+            if route is not None:
+                self.observe(route, session.variables.get("CRM_STATUS"), session.closed_at - accepted_at)
 
     @staticmethod
     def _what(session):

@@ -7,6 +7,7 @@ unsolicited ``HANGUP`` line is recorded and skipped wherever it arrives.
 """
 import logging
 import socket
+import time
 
 import gevent
 
@@ -25,6 +26,8 @@ class AgiSession:
         self.env = None
         self.hungup = False
         self.commands = 0
+        self.variables = {}         # what this session set (CRM_STATUS for the metrics)
+        self.closed_at = None       # time.monotonic() of the close: when Asterisk moved on
         self._buf = b""
 
     # -- reading -------------------------------------------------------
@@ -80,6 +83,7 @@ class AgiSession:
 
     def set_variable(self, name, value):
         self.command(protocol.set_variable(name, "" if value is None else value))
+        self.variables[name] = value
 
     def database_get(self, family, key):
         return self.command(protocol.database_get(family, key)).value
@@ -97,6 +101,8 @@ class AgiSession:
     # -- closing -------------------------------------------------------
     def close(self):
         """Close now: Asterisk continues the dialplan as soon as the socket closes."""
+        if self.closed_at is None:
+            self.closed_at = time.monotonic()
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -35,6 +35,8 @@ def write_config(url, path, port=4573, region="DE", extra="", agi="", crm=""):
 
     ``agi``/``crm``: more ``key = value`` lines for those sections; ``extra``: more sections."""
     path = Path(path)
+    if "[metrics]" not in extra:      # /metrics on a free port: several servers may run at once
+        extra += "[metrics]\nlisten = 127.0.0.1:0\n"
     path.write_text("[crm]\nurl = %s\n%s[agi]\nlisten = 127.0.0.1:%d\nspool = spool.sqlite\n%s"
                     "[lookup]\ndefault_region = %s\n%s" % (url, crm, port, agi, region, extra))
     return path

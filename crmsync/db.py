@@ -7,10 +7,10 @@ the configured tables are reflected once and checked column by column.
 import threading
 import time
 
-from sqlalchemy import MetaData, create_engine, event, inspect
+from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 
 class SchemaError(Exception):
@@ -33,6 +33,7 @@ CALL_COLUMNS = {
 }
 
 
+_MYSQL_DUPLICATE_KEY = 1062
 IDLE_PING = 30.0     # seconds a pooled connection may sit unused before it is pinged on checkout
 
 
@@ -81,6 +82,39 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_
         event.listen(engine, "checkin", _checked_in)
         event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+def watch_errors(engine, callback):
+    """``callback(exception class name)`` for every error the database driver raises on
+    ``engine``, failed connects included: metrics without SQLAlchemy outside crmsync.
+    Two answers are not errors: SQLAlchemy's MySQL ``has_table`` asks ``DESCRIBE`` and
+    expects error 1146 for a table that does not exist yet, and a duplicate key is how
+    CallStore's idempotent writes learn that a replayed or racing write already landed."""
+    def seen(context):
+        exc = context.original_exception
+        if (context.statement or "").lstrip().upper().startswith("DESCRIBE "):
+            return
+        if getattr(exc, "args", None) and exc.args[0] == _MYSQL_DUPLICATE_KEY or "UNIQUE constraint" in str(exc):
+            return
+        callback(type(exc).__name__)
+    event.listen(engine, "handle_error", seen)
+
+
+def make_probe_engine(url, timeout=1.0):
+    """An engine opening a new connection each time (NullPool), for the health probe: it then
+    sees what the next pooled connection would (a refused login, a dropped database), not a
+    connection opened before the outage."""
+    if make_url(url).get_backend_name() not in ("mysql", "mariadb"):
+        return make_engine(url, query_timeout=timeout)
+    seconds = max(1, int(round(timeout)))
+    return create_engine(url, poolclass=NullPool, connect_args={
+        "connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds, "charset": "utf8mb4"})
+
+
+def ping(engine):
+    """One ``SELECT 1``; raises when the database does not answer (the health probe)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
 
 def _checked_in(_dbapi_connection, record):

@@ -30,6 +30,7 @@ _SCHEMA = (
 _ADDED = (("ops", "call_id", "TEXT"), ("ops", "retry_at", "REAL NOT NULL DEFAULT 0"))
 _INDEX = "CREATE INDEX IF NOT EXISTS ops_call ON ops (call_id, id)"
 _FIELDS = "id, kind, payload, call_id, attempts, last_error, created"
+_IN_FLIGHT = "(last_error IS NULL AND retry_at > ?)"     # a write-ahead entry within its hold
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class SpoolStats:
     oldest_age: Optional[float]     # seconds the oldest pending op has waited
     size_bytes: int
     full: bool                      # past the configured bound: alarm, never a drop
+    in_flight: int = 0              # written ahead, being tried right now
 
 
 def _call_id(payload):
@@ -188,12 +190,17 @@ class Spool:
         return None
 
     def stats(self):
+        """Counts for operators; a write-ahead entry still within its hold is a write in
+        flight, not a write waiting (it is counted apart)."""
+        now = time.time()
         with self._lock:
-            pending, oldest = self._db.execute("SELECT COUNT(*), MIN(created) FROM ops").fetchone()
+            pending, oldest = self._db.execute(
+                "SELECT COUNT(*), MIN(created) FROM ops WHERE NOT %s" % _IN_FLIGHT, (now,)).fetchone()
+            in_flight = self._db.execute("SELECT COUNT(*) FROM ops WHERE %s" % _IN_FLIGHT, (now,)).fetchone()[0]
             dead = self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
         size = self.size_bytes()
-        return SpoolStats(pending, dead, None if oldest is None else max(0.0, time.time() - oldest), size,
-                          bool(self.max_bytes) and size > self.max_bytes)
+        return SpoolStats(pending, dead, None if oldest is None else max(0.0, now - oldest), size,
+                          bool(self.max_bytes) and size > self.max_bytes, in_flight)
 
     def size_bytes(self):
         total = 0

@@ -55,8 +55,11 @@ class CallWriter:
     """Writes CallRecords through a CallStore, falling back to the Spool; never raises."""
 
     def __init__(self, store, spool, timeout=0.5, flush_interval=5.0,
-                 log=logging.getLogger("crmsync.writer"), live=None, resolve=None, max_attempts=8):
+                 log=logging.getLogger("crmsync.writer"), live=None, resolve=None, max_attempts=8,
+                 on_write=None):
         self.store = store
+        # on_write(via, ok): metrics of each write tried, via "direct" (submit) or "spool" (replay)
+        self.on_write = on_write or (lambda via, ok: None)
         self.live = live        # crmsync.livecalls.LiveCalls, for "live" ops
         # crmsync.linking.Linker.resolve: fills in, at write time, what the CRM could not
         # tell when the call began (a pending lookup); raises while it still cannot.
@@ -118,6 +121,7 @@ class CallWriter:
             worker = gevent.spawn(self._attempt, kind, rec)
             worker.join(self.timeout)
             error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
+            self.on_write("direct", error is None)
             if error is None:
                 if ticket.op_id is not None:
                     self.spool.forget(ticket.op_id)
@@ -190,6 +194,7 @@ class CallWriter:
                 self._bury(op, exc)
                 continue
             error = self._attempt(op.kind, rec)
+            self.on_write("spool", error is None)
             if error is None:
                 self.spool.delete(op.id)
                 applied += 1

@@ -118,3 +118,18 @@ def test_backoff_is_capped_and_jittered():
     assert delays[0] == 0.05 and max(delays) == 2.0
     backoff.reset()
     assert Backoff(first=0.05, cap=2.0, rng=lambda: 0.0).next() == 0.025
+
+
+def test_a_junk_frame_is_skipped_and_the_link_stays_up(fake):
+    """Found by the live junk run (tests/test_junk_traffic.py): a frame that does not start with
+    a header raised out of the read loop, so the client reconnected and resynced for one bad frame."""
+    expected = len(fake.events)
+    fake.events = fake.events[:5] + [b"garbage without a header", b": no key"] + fake.events[5:]
+    rec = Recorder()
+    client = client_for(fake, rec)
+    try:
+        wait(lambda: len(rec.events) == expected)
+        gevent.sleep(0.1)
+        assert fake.connections == 1 and client.stats["disconnects"] == 0 and client.stats["junk"] == 2
+    finally:
+        client.stop()

@@ -88,3 +88,13 @@ def test_oversized_message_is_refused():
 def test_frame_without_header_is_refused():
     with pytest.raises(AmiProtocolError):
         amiproto.parse_frame(b"just some text")
+
+
+def test_a_frame_over_the_limit_is_refused_however_it_arrives():
+    """Found by bench/fuzz.py: a complete frame over MAX_FRAME was accepted when it came in one
+    piece, refused when it came in two; the limit must not depend on recv() boundaries."""
+    frame = b"Event: X\r\nData: " + b"a" * amiproto.MAX_FRAME + b"\r\n\r\n"
+    with pytest.raises(AmiProtocolError):
+        amiproto.split_frames(frame)
+    with pytest.raises(AmiProtocolError):
+        amiproto.split_frames(frame[:amiproto.MAX_FRAME + 100])

@@ -51,3 +51,10 @@ def test_extension_from_peer(peer, ext):
                                           ("Unknown", "Unknown"), ("anonymous", "anonymous")])
 def test_clean_only_drops_asterisk_placeholders(value, clean):
     assert callstate.clean(value) == clean
+
+
+@pytest.mark.parametrize("started_at", ["1e30", "-1e30", "inf", "nan", "99999999999999999999"])
+def test_a_start_time_out_of_range_is_not_ours(started_at):
+    """Found by bench/fuzz.py: OverflowError ("timestamp out of range for platform time_t") escaped."""
+    text = "|".join(["v1", "c-1", "", "", "Inbound"] + [""] * 10 + [started_at])
+    assert callstate.unpack(text) is None

@@ -76,3 +76,11 @@ def test_describe_masks_the_password(tmp_path):
 def test_readme_config_reference_is_current():
     readme = (REPO / "README.rst").read_text()
     assert config.reference_rst() in readme, "regenerate with: python -m agi.config"
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    """Found by bench/fuzz.py: UnicodeDecodeError escaped load()."""
+    path = tmp_path / "crmagi.ini"
+    path.write_bytes(b"[agi]\ntimeout = 0.5 \xb2\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load(str(path), environ={})

@@ -70,7 +70,7 @@ def app_config(url, tmp_path, ami_port=None, **sections):
     adds or replaces keys of a section, e.g. ``webpush={"secret": ...}``."""
     overrides = {"crm": {"url": url, "query_timeout": "2"},
                  "agi": {"listen": "127.0.0.1:0", "spool": str(tmp_path / "spool.sqlite"), "flush_interval": "0.2"},
-                 "lookup": {"default_region": "DE"}}
+                 "lookup": {"default_region": "DE"}, "metrics": {"listen": "127.0.0.1:0"}}
     if ami_port is not None:
         overrides["ami"] = {"host": "127.0.0.1", "port": str(ami_port), "username": "crm", "secret": "crmsecret",
                             "inbound_contexts": INBOUND, "timeout": "2"}

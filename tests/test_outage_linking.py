@@ -143,7 +143,8 @@ def test_calls_during_a_refused_login_land_on_their_records(db, login, tmp_path)
 
 def _ini(path, url, spool, port):
     path.write_text("[crm]\nurl = %s\nquery_timeout = 1\n[agi]\nlisten = 127.0.0.1:%d\ntimeout = 0.5\n"
-                    "spool = %s\nflush_interval = 0.2\n[lookup]\ndefault_region = DE\n" % (url, port, spool))
+                    "spool = %s\nflush_interval = 0.2\n[lookup]\ndefault_region = DE\n[metrics]\nlisten = 127.0.0.1:0\n"
+                    % (url, port, spool))
     return path
 
 

@@ -207,3 +207,20 @@ def test_classify(raw, expected):
 def test_classify_respects_internal_max_digits():
     assert classify("1234", 3) == "number"
     assert classify("123456", 6) == "internal"
+
+
+def test_a_long_run_of_spaces_is_parsed_in_linear_time():
+    """Found by bench/fuzz.py: the extension pattern tried every start in a run of spaces
+    (8,000 spaces took 2.7 s of the event loop; this input would take minutes)."""
+    import signal
+
+    def hang(*_):
+        raise TimeoutError("phone.parse hung")
+
+    signal.signal(signal.SIGALRM, hang)
+    signal.alarm(20)        # linear: milliseconds; quadratic: minutes
+    try:
+        key = parse("1" + " " * 50000 + "#", "DE")
+    finally:
+        signal.alarm(0)
+    assert key.digits == "1"

@@ -313,3 +313,52 @@ def test_a_user_deactivated_while_connected_is_refused_at_the_next_renewal(push,
     monkeypatch.delitem(USERS, "u-ann")
     ws.send(json.dumps({"type": "ping"}))
     assert receive(ws, "refused")["reason"] == "user u-ann is not an active CRM user"
+
+
+def raw_request(server, data):
+    with socket.create_connection(server.address[:2], timeout=5) as raw:
+        raw.sendall(data)
+        answer = b""
+        raw.settimeout(2)
+        try:
+            while True:             # until the server closes, or keeps the connection for more
+                chunk = raw.recv(4096)
+                if not chunk:
+                    return answer
+                answer += chunk
+        except socket.timeout:
+            return answer
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    # found by the live junk run (tests/test_junk_traffic.py): gevent-websocket answers a bad
+    # handshake with a str body that pywsgi cannot send (TypeError, a traceback per request)
+    (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", b"426"),
+])
+def test_a_junk_handshake_gets_an_http_error_not_a_traceback(push, capfd, request_bytes, status):
+    server, _ = push
+    answer = raw_request(server, request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == status, answer
+    length = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    assert length and int(length[0].split(b":")[1]) == len(body), answer      # the whole answer came
+    assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("request_bytes", [
+    # found by bench/junk_traffic.py: a Sec-WebSocket-Key that is not base64 raised binascii.Error
+    # out of gevent-websocket (a 500 and a traceback per request)
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: abcde\r\n\r\n",
+    # ... and a one-number HTTP version, an IndexError in pywsgi's version check (a traceback)
+    b"GET /ws HTTP/1\r\nHost: x\r\n\r\n",
+])
+def test_junk_in_the_request_line_or_key_is_a_400_without_a_traceback(push, monkeypatch, request_bytes):
+    from gevent import pywsgi
+
+    printed = []
+    monkeypatch.setattr(pywsgi.traceback, "print_exc", lambda *args, **kwargs: printed.append(args))
+    server, _ = push
+    answer = raw_request(server, request_bytes)
+    assert answer.split(b" ")[1] == b"400", answer
+    assert printed == []

@@ -343,6 +343,8 @@ def test_a_write_in_flight_is_already_durable(tmp_path):
     other_process = Spool(path)           # what a restarted crmagi would find
     try:
         assert [op.call_id for op in other_process.pending()] == [rec.call_id]
+        stats = other_process.stats()
+        assert (stats.pending, stats.in_flight) == (0, 1)        # in flight, not waiting
         assert writer.flush() == 0 and store.calls == [rec.call_id]     # a replay leaves it alone
     finally:
         store.release.set()

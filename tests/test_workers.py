@@ -1,12 +1,20 @@
-"""Tier c: `crmagi serve` with [agi] workers = 2: two processes on one port, both answering."""
+"""Tier c: `crmagi serve` with [agi] workers = 2: two processes on one port, both answering,
+and one /metrics and /healthz for both, served by the parent."""
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
+
 from agi.simulator import SimulatedCall
 from agi.workers import worker_spool
+from scrape import health, metrics, value
+from test_end_to_end import wait_for
 
 
 def free_port():
@@ -23,7 +31,7 @@ def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
     port = free_port()
     ini = tmp_path / "crmagi.ini"
     ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
-                   % (crm_url, port))
+                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)],
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -43,6 +51,75 @@ def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
         assert len(children) == 2
         spools = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("crmagi-spool"))
         assert any(".w0." in name for name in spools) and any(".w1." in name for name in spools)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    assert proc.returncode == 0
+
+
+def place_calls(port, count):
+    """``count`` inbound calls (incoming + hangup) through the workers; retried until they listen."""
+    placed, deadline = 0, time.monotonic() + 30
+    while placed < count and time.monotonic() < deadline:
+        first, last = SimulatedCall(("127.0.0.1", port), "incoming", number="4930123400",
+                                    callerid="+4930999999").run(dial={"DIALSTATUS": "NOANSWER"})
+        if first.agistatus == "SUCCESS":
+            assert last.agistatus == "SUCCESS"
+            placed += 1
+        else:
+            time.sleep(0.2)
+    return placed
+
+
+def calls_of_one_worker(metrics_dir, pid, tmp_path):
+    """What one worker counted: its own mmap'd file read alone."""
+    alone = tmp_path / ("alone-%d" % pid)
+    alone.mkdir()
+    shutil.copy(metrics_dir / ("counter_%d.db" % pid), alone)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(alone))
+    return sum(s.value for f in registry.collect() for s in f.samples
+               if s.name == "crmagi_calls_total" and s.labels["route"] == "hangup")
+
+
+def test_two_workers_give_one_metrics_view(crm_url, tmp_path):
+    port, mport = free_port(), free_port()
+    address = ("127.0.0.1", mport)
+    metrics_dir = tmp_path / "prometheus"
+    metrics_dir.mkdir()
+    (metrics_dir / "counter_1.db").write_bytes(b"left by an earlier run")   # emptied at start
+    ini = tmp_path / "crmagi.ini"
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   "timeout = 3\n[lookup]\ndefault_region = DE\n"
+                   "[metrics]\nlisten = 127.0.0.1:%d\nprobe_interval = 0.2\n" % (crm_url, port, mport))
+    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)))
+    try:
+        assert place_calls(port, 40) == 40
+        wait_for(lambda: value(metrics(address), "crmagi_calls_total", route="hangup", crm_status="none") == 40,
+                 timeout=10)
+        text = metrics(address)
+        assert value(text, "crmagi_calls_total", route="incoming", crm_status="unknown") == 40
+        assert value(text, "crmagi_agi_answer_seconds_count", route="incoming") == 40
+        assert value(text, "crmagi_lookup_seconds_count") == 40
+        workers = sorted(int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                            text=True).stdout.split())
+        assert len(workers) == 2
+        assert sorted(int(p.name[8:-3]) for p in metrics_dir.glob("counter_*.db")) == workers
+        per_worker = [calls_of_one_worker(metrics_dir, pid, tmp_path) for pid in workers]
+        assert sum(per_worker) == 40 and min(per_worker) > 0      # both took calls; the view sums them
+        status, body = wait_for(lambda: (lambda h: h if h[1]["crm"] == "up" else None)(health(address)))
+        assert status == 200 and body["workers"] == "2/2" and body["reasons"] == []
+        # livesum of both spools (a write in flight is in its spool for a moment)
+        wait_for(lambda: value(metrics(address), "crmagi_spool_pending") == 0, timeout=10)
+
+        os.kill(workers[0], signal.SIGKILL)                          # a worker dies: restarted
+        wait_for(lambda: not (metrics_dir / ("gauge_livesum_%d.db" % workers[0])).exists(), timeout=10)
+        assert value(metrics(address), "crmagi_calls_total", route="hangup", crm_status="none") == 40
+        assert place_calls(port, 10) == 10
+        wait_for(lambda: value(metrics(address), "crmagi_calls_total", route="hangup", crm_status="none") == 50,
+                 timeout=10)
+        wait_for(lambda: health(address)[1]["workers"] == "2/2", timeout=10)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)

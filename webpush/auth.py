@@ -61,8 +61,8 @@ def verify(secret: str, token, now: float) -> Claims:
     """The claims of a valid token, else TokenError saying why."""
     if not isinstance(token, str) or not token:
         raise TokenError("no token")
-    if len(token) > MAX_TOKEN or token.count(".") != 1:
-        raise TokenError("malformed token")
+    if len(token) > MAX_TOKEN or token.count(".") != 1 or not token.isascii():
+        raise TokenError("malformed token")     # HMAC and compare_digest take ASCII only
     payload, signature = token.split(".")
     if not hmac.compare_digest(_sign(secret, payload), signature.lower()):
         raise TokenError("bad signature")
@@ -70,8 +70,8 @@ def verify(secret: str, token, now: float) -> Claims:
         claims = json.loads(_unb64(payload))
         user_id, issued, expires = claims["uid"], int(claims["iat"]), int(claims["exp"])
         session = int(claims.get("ses", issued))
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise TokenError("malformed token") from None
+    except (ValueError, KeyError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise TokenError("malformed token") from None     # OverflowError: int(Infinity), JSON allows it
     if claims.get("v") != VERSION or not isinstance(user_id, str) or not user_id:
         raise TokenError("malformed token")
     if expires < now:

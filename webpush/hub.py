@@ -128,3 +128,7 @@ class Hub:
 
     def count(self):
         return len({tab for tabs in self.rooms.values() for tab in tabs})
+
+    def users(self):
+        """Users with at least one tab in the hub."""
+        return sum(1 for room in self.rooms if room.startswith("user:"))

@@ -50,6 +50,8 @@ def decode(text) -> dict:
         raise BadMessage("message too large")
     try:
         message = json.loads(text)
+    except RecursionError:      # "[[[[..." nests deeper than the decoder's stack, within MAX_MESSAGE
+        raise BadMessage("JSON nested too deep") from None
     except ValueError:
         raise BadMessage("not JSON") from None
     if not isinstance(message, dict) or message.get("type") not in CLIENT_TYPES:

@@ -6,6 +6,7 @@ room and hears nothing.  A refused socket is told why, then closed with 4401
 (token) or 4403 (origin), so the browser's console says what to fix.
 ``/health`` answers JSON counters for monitoring.
 """
+import binascii
 import json
 import logging
 import struct
@@ -74,7 +75,8 @@ class _BoundedWebSocket(WebSocket):
         if self.closed:
             return
         try:
-            self.send_frame(struct.pack("!H", code) + message[:120], self.OPCODE_CLOSE)
+            # gevent-websocket answers an empty close frame (a browser's ws.close()) with message=None
+            self.send_frame(struct.pack("!H", code) + (message or b"")[:120], self.OPCODE_CLOSE)
         except WebSocketError:
             pass
         finally:
@@ -91,8 +93,28 @@ class _Handler(WebSocketHandler):
         sock.settimeout(HANDSHAKE_TIMEOUT)      # a half-sent request is not kept for ever
         super().__init__(sock, address, server, rfile=rfile or sock.makefile("rb", self.READ_BUFFER))
 
+    def upgrade_websocket(self):
+        # gevent-websocket 0.10.1 answers a bad handshake with str bodies, which pywsgi cannot
+        # send: the status went out, then a TypeError traceback instead of the body (junk run).
+        result = super().upgrade_websocket()
+        if isinstance(result, list):
+            return [item.encode("utf-8") if isinstance(item, str) else item for item in result]
+        return result
+
+    def read_request(self, raw_requestline):
+        # pywsgi indexes the version's second number: "HTTP/1" raised IndexError, which it
+        # prints as a traceback; ValueError is its quiet "400 Bad Request".
+        try:
+            return super().read_request(raw_requestline)
+        except IndexError:
+            raise ValueError("bad HTTP version in %r" % raw_requestline[:80]) from None
+
     def upgrade_connection(self):
-        result = super().upgrade_connection()
+        try:
+            result = super().upgrade_connection()
+        except binascii.Error:      # gevent-websocket base64-decodes Sec-WebSocket-Key unguarded
+            self.start_response("400 Bad Request", [])
+            return [b"Sec-WebSocket-Key is not base64"]
         if getattr(self, "websocket", None) is not None:
             self.websocket.__class__ = _BoundedWebSocket
             self.socket.settimeout(None)        # from here the read loop keeps its own timeouts
