@@ -254,7 +254,8 @@ class LeanEngine:
         if call.eof:
             self._session_done(call)
 
-    def _session_done(self, call):
+    def _end_session(self, call):
+        """The server closed: Asterisk's final HANGUP, then the socket closes; the elapsed time."""
         elapsed = time.perf_counter() - call.t0
         if call.chan.vars.get("AGISIGHUP", "").lower() not in FALSE:
             try:
@@ -263,6 +264,10 @@ class LeanEngine:
                 pass
         self._close(call)
         call.chan.vars["AGISTATUS"] = "SUCCESS"
+        return elapsed
+
+    def _session_done(self, call):
+        elapsed = self._end_session(call)
         if call.phase == "incoming":
             call.first = elapsed
             call.status = call.assigned.get("CRM_STATUS", "")
@@ -300,6 +305,24 @@ class LeanEngine:
         for call in [c for c in self.calls.values() if c.deadline < now_perf]:
             self._fail(call, "timeout", "%s session: server did not close within %.1fs" % (call.phase, self.timeout))
 
+    def tick(self, next_start, next_expire):
+        """Due hangups, expired sessions, then one epoll wait (no later than ``next_start``,
+        the monotonic time of the next call to start, if any); returns the next expiry check."""
+        while self.holds and self.holds[0][0] <= time.monotonic():
+            self._hangup(heapq.heappop(self.holds)[2])
+        perf = time.perf_counter()
+        if perf >= next_expire:
+            self.expire(perf)
+            next_expire = perf + 0.05
+        wait = 0.05
+        if next_start is not None:
+            wait = min(wait, max(0.0, next_start - time.monotonic()))
+        if self.holds:
+            wait = min(wait, max(0.0, self.holds[0][0] - time.monotonic()))
+        for fd, events in self.ep.poll(wait):
+            self.on_event(fd, events)
+        return next_expire
+
     def run(self, total, mono0, interval, addresses, epoch, index):
         cfg, res = self.cfg, self.res
         limit = max(1, cfg["concurrency"] // cfg["procs"])
@@ -323,21 +346,10 @@ class LeanEngine:
             if i < total and self.active >= limit and now >= mono0 + i * interval:
                 res["late"] += 1 if res.get("_late_i") != i else 0
                 res["_late_i"] = i
-            while self.holds and self.holds[0][0] <= now:
-                self._hangup(heapq.heappop(self.holds)[2])
             if i >= total and not self.active:
                 break
-            perf = time.perf_counter()
-            if perf >= next_expire:
-                self.expire(perf)
-                next_expire = perf + 0.05
-            wait = 0.05
-            if i < total and self.active < limit:
-                wait = min(wait, max(0.0, mono0 + i * interval - time.monotonic()))
-            if self.holds:
-                wait = min(wait, max(0.0, self.holds[0][0] - time.monotonic()))
-            for fd, events in self.ep.poll(wait):
-                self.on_event(fd, events)
+            next_start = mono0 + i * interval if i < total and self.active < limit else None
+            next_expire = self.tick(next_start, next_expire)
         res.pop("_late_i", None)
         self.ep.close()
 

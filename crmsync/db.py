@@ -56,13 +56,21 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_
         if parsed.database in (None, "", ":memory:"):
             kwargs["poolclass"] = StaticPool
     elif parsed.get_backend_name() in ("mysql", "mariadb"):
+        connect_args = {"connect_timeout": max(1, int(round(connect_timeout))),
+                        "read_timeout": max(1, int(round(query_timeout))),
+                        "write_timeout": max(1, int(round(query_timeout))),
+                        "charset": "utf8mb4"}
+        if not any(key.startswith("ssl") for key in parsed.query):
+            # Without ssl_* options, PyMySQL >= 1.2 tries TLS opportunistically (unverified)
+            # and builds an SSLContext on every connect: ~30 ms of CPU loading the CA store,
+            # which blocks the gevent loop.  While the CRM is down every lookup and write
+            # reconnects, and AGI answers then took seconds.  TLS stays available through
+            # the URL (?ssl_ca=...), as with PyMySQL 1.1.
+            connect_args["ssl_disabled"] = True
         kwargs.update(
             pool_size=pool_size, max_overflow=pool_size, pool_timeout=connect_timeout,
             pool_recycle=3600,
-            connect_args={"connect_timeout": max(1, int(round(connect_timeout))),
-                          "read_timeout": max(1, int(round(query_timeout))),
-                          "write_timeout": max(1, int(round(query_timeout))),
-                          "charset": "utf8mb4"},
+            connect_args=connect_args,
         )
         if read_only:
             kwargs.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None,

@@ -40,3 +40,18 @@ def test_read_only_engine_autocommits_and_skips_the_rollback(crm_url_module):
         autocommit = conn.execute(text("SELECT @@autocommit")).scalar()
     assert autocommit == 1 and rollbacks == "0"
     engine.dispose()
+
+
+def test_connections_do_not_build_a_tls_context_unless_the_url_asks(crm_url_module, monkeypatch):
+    """PyMySQL >= 1.2 builds an ssl.SSLContext (~30 ms of CPU, blocking gevent) on every
+    connect unless TLS is disabled; crmagi reconnects a lot while the CRM is down."""
+    import ssl
+
+    built = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: built.append(1) or real(*a, **k))
+    engine = db.make_engine(crm_url_module, pool_size=1)
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    engine.dispose()
+    assert built == []
