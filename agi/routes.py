@@ -41,6 +41,7 @@ class CallFlow:
     late_lookup_wait: float = 5.0
     lookups: Pool = field(default_factory=lambda: Pool(200))
     collecting: set = field(default_factory=set)     # AstDB keys being collected (agi/ended.py)
+    lookups_failing: bool = False                    # inside a streak of failed lookups
     clock: Callable[[], float] = time.monotonic
     notify: Callable[[str, CallRecord, Optional[LookupResult]], None] = lambda *a: None
 
@@ -50,17 +51,44 @@ class CallFlow:
         if self.lookups.full():
             log.warning("lookup pool full (%d): answering without the CRM", self.lookups.size)
             return None
-        return self.lookups.spawn(func, *args)
+        return self.lookups.spawn(_quietly, func, *args)
 
     def wait_lookup(self, job, deadline):
         if job is None:
             return None
         job.join(timeout=max(0.0, deadline - self.clock()))
-        if job.ready() and job.successful():
-            return job.value
-        if job.ready():
-            log.warning("CRM lookup failed: %s", job.exception)
-        return None
+        return self.value_of(job)
+
+    def value_of(self, job):
+        """The lookup's answer if it has one by now, else None; failures logged once per outage."""
+        if not job.ready():
+            return None
+        value = job.value
+        if isinstance(value, _Failed):
+            if not self.lookups_failing:
+                self.lookups_failing = True
+                log.warning("CRM lookup failed: %s; answering CRM_STATUS=error until lookups work", value.error)
+            return None
+        if self.lookups_failing:
+            self.lookups_failing = False
+            log.info("CRM lookups work again")
+        return value
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error):
+        self.error = error
+
+
+def _quietly(func, *args):
+    """A greenlet that raises makes gevent print a traceback: during a CRM outage that is one
+    per call (600,000 log lines in a 10-minute fault campaign).  Return the failure instead."""
+    try:
+        return func(*args)
+    except Exception as exc:    # noqa: BLE001 - reported by value_of
+        return _Failed(exc)
 
 
 def _now():
@@ -128,10 +156,11 @@ def _reply_then_write(session, flow, job, record, result):
         # A late answer is used at once; without one the writer looks the number up
         # again when the CRM is back (crmsync/linking.py), never the virtual account.
         job.join(timeout=flow.late_lookup_wait)
-        if job.ready() and job.successful():
-            flow.linker.link(record, job.value)
+        late = flow.value_of(job)
+        if late is not None:
+            flow.linker.link(record, late)
             if record.direction == "Outbound":
-                flow.linker.assign_outbound(record, None, job.value)
+                flow.linker.assign_outbound(record, None, late)
     flow.writer.submit("start", record)
 
 

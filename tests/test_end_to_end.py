@@ -326,3 +326,15 @@ def test_the_network_caller_name_travels_to_the_popup_as_data(app, db):
     replay(app, "01-inbound-answered")
     assert ("ringing", "Robert'); DROP TABLE calls;-- \"Bobby\"") in seen
     assert ("ringing", None) in seen          # Asterisk's "unknown" is no name
+
+
+def test_a_crm_outage_is_logged_once_not_once_per_call(db, crm_url, tmp_path, caplog, capfd):
+    down = make_app("mysql+pymysql://root@127.0.0.1:1/suitecrm", tmp_path, timeout="0.3")
+    try:
+        for _ in range(3):
+            assert replay(down, "01-inbound-answered")[0].variables["CRM_STATUS"] == "error"
+    finally:
+        down.stop(timeout=1)
+    failures = [r for r in caplog.records if r.getMessage().startswith("CRM lookup failed")]
+    assert len(failures) == 1
+    assert "Traceback" not in capfd.readouterr().err      # no greenlet traceback per call
