@@ -157,10 +157,15 @@ def _listening(address):
 
 
 def _serve(ini, address):
-    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], cwd=str(REPO),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(ini.with_suffix(".log"), "ab") as log:      # shown when the test fails
+        proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], cwd=str(REPO),
+                                stdout=log, stderr=subprocess.STDOUT)
     wait_for(lambda: _listening(address), timeout=20)
     return proc
+
+
+def _log_tail(ini):
+    return ini.with_suffix(".log").read_text(errors="replace")[-3000:]
 
 
 def _spooled(spool):
@@ -174,12 +179,17 @@ def test_calls_spooled_by_a_killed_crmagi_land_on_their_records(db, login, tmp_p
     ini = _ini(tmp_path / "crmagi.ini", login.url, spool, address[1])
     proc = _serve(ini, address)
     try:
-        gevent.sleep(1)         # warmed up (users loaded): what the outage then hits is the calls
+        # Answering AGI (a hangup of no crmagi call writes nothing), then warmed up (users
+        # loaded): what the outage hits is the calls.
+        probe = SimulatedCall(address, number="1", callerid="1", variables={"CRM_DIRECTION": ""})
+        wait_for(lambda: probe.finish().agistatus == "SUCCESS", timeout=20)
+        gevent.sleep(1)
         login.refuse()
         placed = []
         for direction, number, callerid, parent, history, owner in CALLS:
             call, first = place(address, direction, number, callerid, MISSED)
             call.finish(MISSED)
+            assert "CRM_CALL_ID" in first.variables, (first.agistatus, _log_tail(ini))
             placed.append((first.variables["CRM_CALL_ID"], parent, history, owner))
         wait_for(lambda: _spooled(spool) >= 2 * len(CALLS), timeout=15)
     finally:
