@@ -49,8 +49,15 @@ def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
         assert statuses == ["anonymous"] * 20
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 2
-        spools = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("crmagi-spool"))
-        assert any(".w0." in name for name in spools) and any(".w1." in name for name in spools)
+        # Each worker opens its own spool file when it starts; the second may still be starting
+        # while the first took the 20 calls (SO_REUSEPORT only spreads over bound sockets).
+        def both_spools():
+            names = [p.name for p in tmp_path.iterdir() if p.name.startswith("crmagi-spool")]
+            return any(".w0." in n for n in names) and any(".w1." in n for n in names)
+        deadline = time.monotonic() + 20
+        while not both_spools() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert both_spools()
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
