@@ -214,17 +214,9 @@ def hangup(session, flow: CallFlow, accepted_at: float):
     the include not to keep it in AstDB: a crmagi killed at any point of this request
     loses nothing -- at worst the end is applied twice, which changes nothing."""
     values = {name: session.get_variable(name) for name in HANGUP_VARS}
-    record = callstate.unpack(values["CRM_CALL"])
-    rebuilt = record is None
-    if rebuilt:
-        record = _rebuild_from_channel(session, flow)
+    record = _end_of_call(values, lambda: _rebuild_from_channel(session, flow))
     _collect_ended(session, flow)
-    ticket = None
-    if record is not None:
-        _apply_hangup(record, values)
-        if rebuilt:
-            _started_from_durations(record)
-        ticket = flow.writer.begin("finish", record)
+    ticket = None if record is None else flow.writer.begin("finish", record)
     if ticket is None or ticket.durable:
         session.set_variable(ended.DONE_VARIABLE, "done")
     session.close()
@@ -288,15 +280,22 @@ def _collect_ended(session, flow):
 
 def _ended_record(entry, flow):
     values = entry.values
+    target = values["CRM_DID"] if values["CRM_DIRECTION"] == "Inbound" else values["CRM_DIALED"]
+    return _end_of_call(values, lambda: _rebuild(flow, values["CRM_DIRECTION"], values["linkedid"],
+                                                 values["uniqueid"], values["callerid"], target),
+                        ended_at=entry.ended_at)
+
+
+def _end_of_call(values, rebuild, ended_at=None):
+    """The finished CallRecord from the hangup request's variables (read now, or kept in
+    AstDB): CRM_CALL's start, else ``rebuild()``'s; None when it is no crmagi call."""
     record = callstate.unpack(values["CRM_CALL"])
     rebuilt = record is None
     if rebuilt:
-        target = values["CRM_DID"] if values["CRM_DIRECTION"] == "Inbound" else values["CRM_DIALED"]
-        record = _rebuild(flow, values["CRM_DIRECTION"], values["linkedid"], values["uniqueid"],
-                          values["callerid"], target)
+        record = rebuild()
         if record is None:
             return None
-    _apply_hangup(record, values, ended_at=entry.ended_at)
+    _apply_hangup(record, values, ended_at=ended_at)
     if rebuilt:
         _started_from_durations(record)
     return record

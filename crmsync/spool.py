@@ -88,40 +88,34 @@ class Spool:
                          "WHERE call_id IS NULL AND json_valid(payload)")
         self._db.execute(_INDEX)
 
-    def _run(self, sql, args=()):
+    def _run(self, sql, args=(), fsync=True):
         with self._lock:
-            return self._db.execute(sql, args)
+            if fsync:
+                return self._db.execute(sql, args)
+            # WAL without fsync: survives a crash of this process (kill -9), not a power cut.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                return self._db.execute(sql, args)
+            finally:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     # -- the queue ---------------------------------------------------------------
 
-    def push(self, kind, payload):
+    def push(self, kind, payload, retry_at=0.0, fsync=True):
         text = json.dumps(payload, sort_keys=True)
-        return self._run("INSERT INTO ops (kind, payload, call_id, created) VALUES (?, ?, ?, ?)",
-                         (kind, text, _call_id(payload), time.time())).lastrowid
+        return self._run("INSERT INTO ops (kind, payload, call_id, created, retry_at) VALUES (?, ?, ?, ?, ?)",
+                         (kind, text, _call_id(payload), time.time(), retry_at), fsync).lastrowid
 
     def push_ahead(self, kind, payload, hold):
         """Write-ahead entry of a write about to be tried: durable against a crash of this
-        process (WAL, no fsync: cheap on the hot path), not picked by a replay for ``hold``
+        process (no fsync: cheap on the hot path), not picked by a replay for ``hold``
         seconds.  ``forget`` it when the write worked, ``keep`` it when it did not."""
-        text = json.dumps(payload, sort_keys=True)
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                return self._db.execute(
-                    "INSERT INTO ops (kind, payload, call_id, created, retry_at) VALUES (?, ?, ?, ?, ?)",
-                    (kind, text, _call_id(payload), time.time(), time.time() + hold)).lastrowid
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+        return self.push(kind, payload, retry_at=time.time() + hold, fsync=False)
 
     def forget(self, op_id):
         """Drop a write-ahead entry whose write landed (no fsync: losing this delete in a
         power cut only replays an idempotent write)."""
-        with self._lock:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
+        self._run("DELETE FROM ops WHERE id = ?", (op_id,), fsync=False)
 
     def keep(self, op_id, error):
         """The write failed: make the entry due for replay; this commit's fsync also makes
