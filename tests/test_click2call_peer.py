@@ -126,3 +126,20 @@ def test_a_record_that_does_not_carry_the_number_is_not_linked(app):
     assert states(seen)[-1] == ("ended", "hangup"), seen
     row = call(app.engine_for_test, CallStore.call_id_for("", seen[0]["call"]), status="Held")
     assert (row["parent_type"], row["parent_id"]) == ("Contacts", NEWER)
+
+
+def test_a_user_logged_in_as_an_agent_is_rung_through_agentrequest(app, peer):
+    """Sally's phone 101 logs in as app_agent_pool agent 1001 (it sits off-hook in AgentLogin):
+    her click reaches that phone through AgentRequest(1001), not by ringing 101 again."""
+    app.ami.action("Originate", [("Channel", "Local/1001@agent-login/n"), ("Application", "Wait"),
+                                 ("Data", "60"), ("CallerID", '"Sally Bronsen" <101>'), ("Async", "true")])
+    wait_for(lambda: app.live.model.agents.logged.get("1001", (0, 0))[1] == "101", timeout=10)
+    time.sleep(5.5)             # a freshly logged-in agent counts as busy for 5 s (fixture surprise 11)
+    try:
+        seen = dial(app, "seed_sally_id")
+        assert seen[0]["text"].startswith("calling your phone agent 1001"), seen
+        assert ("connected", "") in states(seen), seen
+        row = call(app.engine_for_test, CallStore.call_id_for("", seen[0]["call"]))
+        assert (row["parent_id"], row["assigned_user_id"]) == (CLICKED, "seed_sally_id")
+    finally:
+        app.ami.action("AgentLogoff", [("Agent", "1001")])
