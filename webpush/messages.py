@@ -11,6 +11,8 @@ Browser -> server
   {"type": "dismiss", "call": C}        the user closed the popup of call C.
   {"type": "transfer", "call": C, "exten": E}
       click-to-transfer from the popup (transfer button or phone book row).
+  {"type": "recordings", "calls": [C, ...]}
+      the Call ids shown on the page (at most MAX_CALLS): which have a recording to play.
   {"type": "ping"}
 
 Server -> browser
@@ -24,12 +26,17 @@ Server -> browser
       S: answered | answered_elsewhere | transferred | ended.
   {"type": "close", "call": C}          remove the popup of call C from this tab.
   {"type": "result", "call": C, "ok": bool, "text": S}   outcome of a transfer request.
+  {"type": "recordings", "items": [{"call": C, "url": P, "download": P, "expires": unix}
+                                    | {"call": C, "missing": "recording not available"}]}
+      P is a path on this server (webpush/recording_urls.py); Calls the user may not see, or
+      without a recording, are left out.
   {"type": "pong"}
 """
 import json
 
 MAX_MESSAGE = 4096        # browser messages are tiny; anything bigger is junk
-CLIENT_TYPES = ("hello", "state", "dismiss", "transfer", "ping")
+CLIENT_TYPES = ("hello", "state", "dismiss", "transfer", "ping", "recordings")
+MAX_CALLS = 100           # Call ids in one recordings request (a list view shows at most 100 rows)
 
 
 class BadMessage(ValueError):
@@ -59,10 +66,18 @@ def decode(text) -> dict:
     for key in ("token", "tab", "call", "exten", "user"):
         if key in message and not isinstance(message[key], str):
             raise BadMessage("%s must be a string" % key)
+    calls = message.get("calls")
+    if "calls" in message and not (isinstance(calls, list) and len(calls) <= MAX_CALLS
+                                   and all(isinstance(c, str) and 0 < len(c) <= 36 for c in calls)):
+        raise BadMessage("calls must be a list of at most %d Call ids" % MAX_CALLS)
     for key in ("visible", "focused"):
         if key in message and not isinstance(message[key], bool):
             raise BadMessage("%s must be true or false" % key)
     return message
+
+
+def recordings(items):
+    return {"type": "recordings", "items": items}
 
 
 def refused(reason):
