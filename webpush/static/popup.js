@@ -179,7 +179,8 @@
     // After a reconnect the server shows this tab what belongs here (it moved this tab's
     // popups to another tab when the socket dropped): what is on screen now is stale.
     welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000; removeAll();
-                            pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS); },
+                            pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
+                            document.dispatchEvent(new CustomEvent('crmagi:welcome')); },
     refused: function (m) { status.refused = m.reason; offline(m.reason);
                             if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
     token: function (m) { cfg.token = m.token; },
@@ -188,6 +189,10 @@
     result: function (m) { setState({ call: m.call, state: m.ok ? 'transfer_ok' : 'transfer_failed', text: m.text }); },
     close: function (m) { remove(m.call); }
   };
+
+  // For the page's other crmagi scripts (recordings.js): the socket and its message handlers.
+  status.send = send;
+  status.handlers = handlers;
 
   function onClick(event) {
     var target = event.target.closest ? event.target : null;
