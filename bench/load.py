@@ -31,7 +31,7 @@ Loopback only; every loop is bounded by --duration and --timeout; it stops by it
     python bench/load.py --database DB --samples FILE --workers 2 --rate 400 --duration 30 --count-sql
     # an already running server (pass its pid(s) for CPU/RSS; no AMI feed):
     python bench/load.py --address 127.0.0.1:4573 --server-pid 1234 --samples FILE --rate 50 --duration 10
-    # profile the server under load (cProfile; py-spy when installed: --profile pyspy):
+    # profile the server under load (sample: bench/stack_sampler.py; cprofile; pyspy when installed):
     python bench/load.py --database DB --samples FILE --rate 300 --duration 20 --profile cprofile
 """
 import argparse
@@ -144,6 +144,9 @@ def _start_servers(args, ami_port, sql_log):
         if args.profile == "cprofile":
             profiles.append(profile_dir / ("serve-%d.prof" % port))
             prefix = ("-m", "cProfile", "-o", str(profiles[-1]))
+        elif args.profile == "sample":
+            profiles.append(profile_dir / ("serve-%d.txt" % port))
+            prefix = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "stack_sampler.py"), str(profiles[-1]))
         proc, work = start_server(url, port, extra=extra, region=region or "DE", prefix=prefix,
                                   check=(k == 0), agi="workers = %d\n" % args.workers if args.workers > 1 else "")
         servers.append(proc)
@@ -255,12 +258,14 @@ def run(args):
     report["other_cpu_s"] = max(0.0, (busy1 - busy0) - (cpu1 - cpu0) - (db1 - db0) - report["generator_cpu_s"]
                                 - (own1 - own0))
     if profiles:
-        report["server_profile"] = "\n".join(_profile_text(p, args.profile_lines) for p in profiles if p.exists())
+        summary = _pyspy_summary if args.profile == "sample" else _profile_text
+        report["server_profile"] = "\n".join(summary(p, args.profile_lines) for p in profiles if p.exists())
     if pyspies:
         report["server_profile"] = "\n".join(_pyspy_summary(raw, args.profile_lines) for _, raw in pyspies
                                              if raw.exists())
     report.update(_log_warnings(workdirs))
-    for work in workdirs:
+    report["server_logs"] = [str(w / "serve.log") for w in workdirs] if args.keep_logs else []
+    for work in workdirs if not args.keep_logs else ():
         shutil.rmtree(work, ignore_errors=True)
     return report
 
@@ -316,7 +321,7 @@ def parser():
     p.add_argument("--present-share", type=float, default=0.75)
     p.add_argument("--anonymous-share", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--profile", choices=("cprofile", "pyspy"), help="profile the started server(s)")
+    p.add_argument("--profile", choices=("cprofile", "pyspy", "sample"), help="profile the started server(s)")
     p.add_argument("--profile-lines", type=int, default=25)
     p.add_argument("--profile-generator", action="store_true", help="cProfile generator process 0")
     p.add_argument("--ami", action=argparse.BooleanOptionalAction, default=True,
@@ -325,6 +330,7 @@ def parser():
     p.add_argument("--ami-delay", type=float, default=0.1, help="seconds after a call starts its events are sent")
     p.add_argument("--count-sql", action="store_true",
                    help="count round trips and statements per call (MariaDB's general log; a short run)")
+    p.add_argument("--keep-logs", action="store_true", help="keep the started servers' serve.log (paths printed)")
     p.add_argument("--rss-interval", type=float, default=1.0, help="seconds between RSS samples")
     p.add_argument("--json", help="write the report as JSON to this file")
     return p
@@ -336,6 +342,8 @@ def main(argv=None):
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     print_report(report)
+    for path in report["server_logs"]:
+        print("  server log kept: %s" % path)
     for key in ("server_profile", "generator_profile"):
         if report.get(key):
             print("\n--- %s ---\n%s" % (key, report[key]))

@@ -9,16 +9,22 @@ both:
     `` -().+/``, contain the caller's last ``suffix_digits`` digits (bound as
     ``:p``).  "Contain", not "end with": a stored ``… доб. 12`` or ``… x12`` must
     not hide the number in front of it.  Portable to SQLite and MariaDB; a scan.
-``by_id``
-    With the phone index: the live records (``deleted = 0``) among the
-    candidate ids the index gave (bound as ``:ids``), with their current phone
-    values.
+``by_index``
+    With the phone index: the index rows of the module whose ``digits_rev``
+    starts with the caller's reversed last digits (bound as ``:p``, a LIKE
+    prefix), joined to their live records (``deleted = 0``) with the current
+    phone values; the index row's ``field`` comes first.  Directory sends the
+    query of every module in one round trip.
 """
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, column, func, or_, select, table as table_clause
+
+from .phoneindex import MAX_CANDIDATES
+from .triggers import INDEX_TABLE
 
 MAX_SCAN_ROWS = 200
+_INDEX = table_clause(INDEX_TABLE, column("module"), column("record_id"), column("field"), column("digits_rev"))
 _SEPARATORS = (" ", "-", "(", ")", ".", "+", "/")
 
 
@@ -26,7 +32,7 @@ class ModuleQuery(NamedTuple):
     spec: object        # models.ModuleSpec
     names: tuple        # the name columns, in display order
     scan: object        # select, bound :p
-    by_id: object       # select, bound :ids (expanding)
+    by_index: object    # select, bound :p (the index's LIKE prefix)
 
 
 def name_fields(spec, table):
@@ -59,8 +65,11 @@ def module_query(spec, tables) -> ModuleQuery:
             .where(table.c.deleted == 0, or_(*(_digits_only(c).like(pattern) for c in phones)))
             .order_by(table.c.date_modified.desc(), table.c.id)
             .limit(MAX_SCAN_ROWS))
-    by_id = select(*columns).where(table.c.deleted == 0, table.c.id.in_(bindparam("ids", expanding=True)))
-    return ModuleQuery(spec, names, scan, by_id)
+    by_index = (select(_INDEX.c.field, *columns)
+                .select_from(_INDEX.join(table, table.c.id == _INDEX.c.record_id))
+                .where(_INDEX.c.digits_rev.like(bindparam("p")), _INDEX.c.module == spec.name, table.c.deleted == 0)
+                .limit(MAX_CANDIDATES))
+    return ModuleQuery(spec, names, scan, by_index)
 
 
 def _digits_only(column):
