@@ -44,8 +44,9 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_
     PyMySQL is pure Python, so under gevent's monkey-patching its reads yield
     to the hub; the read/write timeouts make a hung database fail instead of
     holding a pooled connection for ever.  ``read_only`` engines (lookups)
-    run in autocommit and skip the rollback on return: one round trip less
-    per lookup.  A connection is pinged on checkout only after it sat idle
+    run in autocommit.  No engine rolls back a connection going back to the
+    pool (one round trip per transaction; see pool_reset_on_return below).
+    A connection is pinged on checkout only after it sat idle
     for IDLE_PING seconds, not on every checkout (another round trip saved
     on the hot path; a database restart still costs no failed call after a
     quiet period).

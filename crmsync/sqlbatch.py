@@ -125,17 +125,3 @@ def transaction(engine):
         raise
     finally:
         raw.close()
-
-
-def read_packet(raw, queries):
-    """Result sets (lists of tuples) of several SELECTs in ONE round trip (MySQL, a connection
-    with CLIENT.MULTI_STATEMENTS: the lookups' autocommit engine)."""
-    cursor = raw.cursor()
-    try:
-        cursor.execute(";\n".join(cursor.mogrify(sql, params) for sql, params in queries))
-        out = [cursor.fetchall()]
-        while cursor.nextset():
-            out.append(cursor.fetchall())
-        return out
-    finally:
-        cursor.close()
