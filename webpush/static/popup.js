@@ -287,6 +287,7 @@
     if (!dial) { return; }
     dial.state = m.state; dial.reason = m.reason; dial.text = m.text; dial.call = m.call || dial.call;
     dial.states.push(m.state);
+    dial.after.push(Date.now() - dial.sent);       // ms since the click, per state
     showDial(m.ref, dial.number, m.state, m.text);
   }
 
@@ -300,7 +301,8 @@
     var number = decodeURIComponent(link.getAttribute('href').slice(4));
     var where = recordOf(link);
     var ref = 'd' + (++dialSeq) + '-' + tabId;
-    status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [] };
+    status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [],
+                          after: [], sent: Date.now() };
     send({ type: 'dial', number: number, module: where.module, record: where.record, ref: ref });
     showDial(ref, number, 'sent', 'asking crmagi to call\u2026');
   }
