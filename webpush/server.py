@@ -298,6 +298,8 @@ class PushServer:
             self.service.dismiss(tab, message["call"])
         elif kind == "transfer" and message.get("call") and message.get("exten"):
             self.service.transfer(tab, message["call"], message["exten"])
+        elif kind == "dial":
+            self.service.dial(tab, message)
         elif kind == "recordings" and self.recordings is not None:
             items = self.recordings.answer(tab.user_id, message.get("calls") or [])
             tab.send(messages.encode(messages.recordings(items)))
