@@ -27,6 +27,16 @@ MAX_WATCHES = 1000        # calls being followed at once; a lost Hangup cannot g
 WATCH_TTL = 4 * 3600.0
 
 
+def _hint(error, exten, context):
+    """What the admin can do about Asterisk's refusal of an Originate."""
+    lowered = error.lower()
+    if "denied" in lowered:
+        return " (manager.conf needs write = originate)"
+    if "extension does not exist" in lowered:
+        return " (%s has no route in context %s: [ami] originate_context)" % (exten, context)
+    return ""
+
+
 class _Followed:
     """A click-to-call being followed, and the tab that asked for it."""
 
@@ -89,8 +99,8 @@ class ClickToCall:
             self.client.action("Originate", headers, action_id=action_id)
         except AmiError as exc:
             self._forget(uniqueid)
-            hint = " (manager.conf needs write = originate)" if "denied" in str(exc).lower() else ""
-            raise originate.Refused("Asterisk refused the call: %s%s" % (exc, hint)) from None
+            raise originate.Refused("Asterisk refused the call: %s%s" % (exc, _hint(str(exc), exten, context))) \
+                from None
         self.stats["originated"] += 1
         log.info("click-to-call: user %s (%s) -> %s, record %s:%s, channel %s", user.user_name, target.phone,
                  number, module or "-", record_id or "-", uniqueid)

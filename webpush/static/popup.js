@@ -181,7 +181,8 @@
     // popups to another tab when the socket dropped): what is on screen now is stale.
     welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000; removeAll();
                             document.documentElement.classList.add('crmagi-c2c');
-                            pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS); },
+                            pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
+                            document.dispatchEvent(new CustomEvent('crmagi:welcome')); },
     refused: function (m) { status.refused = m.reason; offline(m.reason);
                             if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
     token: function (m) { cfg.token = m.token; },
@@ -191,6 +192,10 @@
     close: function (m) { remove(m.call); },
     dial_status: dialStatus
   };
+
+  // For the page's other crmagi scripts (recordings.js): the socket and its message handlers.
+  status.send = send;
+  status.handlers = handlers;
 
   // -- click-to-call ---------------------------------------------------------------
   // While the socket is open, every tel: link of the page (SuiteCRM renders phone fields as
