@@ -24,6 +24,13 @@ import functools
 from contextlib import contextmanager
 from datetime import datetime
 
+from .db import driver_error
+
+
+def _dbapi_error(engine):
+    dbapi = engine.dialect.dbapi
+    return dbapi.Error if dbapi is not None else ()
+
 
 def multi_statements(engine):
     return engine.dialect.name in ("mysql", "mariadb")
@@ -116,7 +123,9 @@ def transaction(engine):
     try:
         yield tx
         tx.end()
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, _dbapi_error(engine)):
+            driver_error(engine, exc)       # the metrics SQLAlchemy's handle_error would give
         try:
             tx.open = True
             tx.end()
