@@ -341,3 +341,15 @@ def test_a_transfer_to_a_logged_in_agent_id_goes_through_agentrequest():
         LiveModel.agents.logged = {}
     assert [(h["Context"], h["Exten"]) for _, h in client.actions] == [("agent-request", "1001"),
                                                                       ("from-internal", "104")]
+
+
+def test_a_crm_that_cannot_answer_costs_the_link_not_the_call():
+    svc = service()
+
+    def down(*args):
+        raise OSError("CRM database unavailable")
+    svc.directory.record_with_number = svc.directory.lookup = down
+    assert click(svc, module="Contacts", record="c-1")[0]["state"] == "accepted"
+    headers = svc.client.actions[0][1]
+    mark = clickmark.verify("k" * 32, headers["Variable"].split("=", 1)[1], 1000)
+    assert (mark.module, mark.record_id) == ("", "") and headers["CallerID"] == '"004930987654" <101>'
