@@ -134,6 +134,16 @@ def click_play(chrome, page, selector):
              what="the player started by its play button")
 
 
+def plays(chrome, page, selector, where):
+    """A player appears at ``selector``, and its play button plays the recording."""
+    wait_for(lambda: chrome.run(page, "return !!document.querySelector(arguments[0])", selector), timeout=20,
+             what="the player in %s" % where)
+    click_play(chrome, page, selector)
+    wait_for(lambda: chrome.run(page, "var a = document.querySelector(arguments[0]);"
+                                      " return a.readyState >= 2 && a.currentTime > 0.5;", selector),
+             timeout=15, what="the player in %s playing" % where)
+
+
 def play_and_seek(chrome, page, served):
     """The player plays (readyState >= 2, currentTime advances) and a seek is served with 206."""
     chrome.wait(page, lambda s: chrome.run(page, "return !!document.querySelector(%r)" % PLAYER),
@@ -234,13 +244,8 @@ def test_the_history_subpanel_of_the_contact_has_the_player(peers, recorded, chr
     page = chrome.open(crm.url + "/index.php?module=Contacts&action=DetailView&record=" + contact)
     # What the user does: open the History subpanel by its title (SuiteCRM loads it by Ajax).
     chrome.on(page).find_element("css selector", "#subpanel_title_history").click()
-    selector = '#list_subpanel_history .crmagi-rec[data-crmagi-rec="%s"] audio' % call_id
-    wait_for(lambda: chrome.run(page, "return !!document.querySelector(arguments[0])", selector), timeout=20,
-             what="the player in the History subpanel")
-    click_play(chrome, page, selector)
-    wait_for(lambda: chrome.run(page, "var a = document.querySelector(arguments[0]);"
-                                      " return a.readyState >= 2 && a.currentTime > 0.5;", selector),
-             timeout=15, what="the subpanel's player playing")
+    plays(chrome, page, '#list_subpanel_history .crmagi-rec[data-crmagi-rec="%s"] audio' % call_id,
+          "the History subpanel")
 
 
 def fetch(app, path):
@@ -296,3 +301,23 @@ def test_refusals_on_the_real_peers(peers, recorded, chrome):
     wait_for(lambda: chrome.run(outside, "var n = document.querySelector('.crmagi-rec-detail');"
                                          " return n && n.textContent;") == "Recordingrecording not available",
              timeout=15, what="'recording not available' on the page")
+
+
+def test_the_popups_history_has_the_player(peers, recorded, chrome):
+    """The same client calls again: sally's popup lists the recorded call with its player."""
+    from browser import AgiCall
+
+    _, crm, app, _, _ = peers
+    call_id, contact, _ = recorded
+    phone = crm.sql("SELECT phone_work FROM contacts WHERE id = %s", contact)[0][0]
+    chrome.reset()
+    crm.login(chrome.driver, "sally")
+    page = chrome.open(crm.url + "/index.php?module=Home&action=index")
+    again = AgiCall(app, "+1" + "".join(ch for ch in phone if ch.isdigit()))
+    again.ring()
+    try:
+        chrome.wait_popup(page, again.call_id, timeout=10)
+        plays(chrome, page, '#crmagi-popups [data-crmagi-rec-call="%s"] .crmagi-rec audio' % call_id,
+              "the popup's history")
+    finally:
+        again.hangup()
