@@ -123,15 +123,23 @@ def call_page(crm, call_id):
 
 def click_play(chrome, page, selector):
     """What the user does: a click on the player's play button (at its left end); Chromium
-    allows playing only after such a gesture."""
+    allows playing only after such a gesture.  SuiteCRM may render a subpanel twice (Ajax, then
+    FooTable), replacing the row and its player: the click goes to the player on the page now."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
 
     driver = chrome.on(page)
-    audio = driver.find_element("css selector", selector)
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", audio)
-    ActionChains(driver).move_to_element_with_offset(audio, -audio.size["width"] // 2 + 18, 0).click().perform()
-    wait_for(lambda: not driver.execute_script("return arguments[0].paused", audio), timeout=5,
-             what="the player started by its play button")
+
+    def clicked():
+        try:
+            audio = driver.find_element("css selector", selector)
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", audio)
+            ActionChains(driver).move_to_element_with_offset(audio, -audio.size["width"] // 2 + 18, 0).click().perform()
+            return wait_for(lambda: not driver.execute_script("return arguments[0].paused", audio), timeout=3,
+                            what="the player started by its play button")
+        except (NoSuchElementException, StaleElementReferenceException, AssertionError):
+            return False
+    wait_for(clicked, timeout=15, what="a click on the play button of %s" % selector, interval=0.2)
 
 
 def plays(chrome, page, selector, where):
@@ -305,7 +313,7 @@ def test_refusals_on_the_real_peers(peers, recorded, chrome):
 
 def test_the_popups_history_has_the_player(peers, recorded, chrome):
     """The same client calls again: sally's popup lists the recorded call with its player."""
-    from browser import AgiCall
+    from browser import AgiCall, server_tabs
 
     _, crm, app, _, _ = peers
     call_id, contact, _ = recorded
@@ -313,6 +321,9 @@ def test_the_popups_history_has_the_player(peers, recorded, chrome):
     chrome.reset()
     crm.login(chrome.driver, "sally")
     page = chrome.open(crm.url + "/index.php?module=Home&action=index")
+    chrome.focus(page)                  # the tab sally works in: where her popups go
+    wait_for(lambda: [True, True] in [list(t) for t in server_tabs(app, SALLY)], timeout=10,
+             what="sally's tab focused and visible at the server")
     again = AgiCall(app, "+1" + "".join(ch for ch in phone if ch.isdigit()))
     again.ring()
     try:
