@@ -91,7 +91,7 @@ class App:
             log_internal=config.agi.log_internal,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
             late_lookup_wait=config.crm.query_timeout)
-        self.live = self.ami = self.popups = None
+        self.live = self.ami = self.popups = self.plugin = self.plugin_effects = None
         if config.ami.host:
             from . import live
             self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
@@ -132,6 +132,10 @@ class App:
         self.flow.notify = self.popups.service.on_agi
         if self.live is not None:
             self.live.notify = self.popups.service.on_ami
+        from .plugin import wiring
+
+        self.plugin = wiring.build(self)
+        self.popups.service.transfer_call = wiring.route_transfers(transfer, self.plugin)
 
     def start(self):
         if self.monitor is not None:
@@ -146,6 +150,9 @@ class App:
             self.sampler.start()
         if self.popups is not None:
             self.popups.start()
+        for part in (self.plugin_effects, self.plugin):
+            if part is not None:
+                part.start()
         self.agi.start()
         if self.ami is not None:
             self.live.start()
@@ -169,6 +176,9 @@ class App:
             self.ami.stop()
             self.live.stop()
         self.agi.stop(timeout=timeout)
+        for part in (self.plugin, self.plugin_effects):
+            if part is not None:
+                part.stop()
         if self.popups is not None:
             self.popups.stop()
         self.writer.stop()

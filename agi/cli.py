@@ -15,6 +15,7 @@ import click  # noqa: E402
 from . import config as config_mod  # noqa: E402
 from . import redact  # noqa: E402
 from .cli_index import index  # noqa: E402
+from .cli_keys import keys  # noqa: E402
 from .cli_spool import spool  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
@@ -199,6 +200,7 @@ def demo(directory, listen, web, once):
 
 
 main.add_command(index)
+main.add_command(keys)
 main.add_command(spool)
 main.add_command(suitecrm)
 

@@ -79,6 +79,10 @@ def setting(default, conv, help, secret=None):
     return field(default=default, metadata={"conv": conv, "help": help, "secret": secret})
 
 
+# A config without [tenants] is one tenant of this name (plugin API keys, welcome message).
+DEFAULT_TENANT = "default"
+
+
 @dataclass(frozen=True)
 class CrmSettings:
     url: str = setting("", _str, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm",
@@ -172,6 +176,7 @@ class WebpushSettings:
     max_sockets: int = setting(20000, _int, "browser tabs connected at once (about 20 KB each); more wait")
     fallback_extensions: Tuple[str, ...] = setting((), _list, "without AMI: extensions whose users get the popups of "
                                                    "calls with no responsible user (reception)")
+    plugin_api: bool = setting(True, _bool, "serve the plugin API at /plugin (API keys from `crmagi keys create`)")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class CallFlow:
     collecting: set = field(default_factory=set)     # AstDB keys being collected (agi/ended.py)
     lookups_failing: bool = False                    # inside a streak of failed lookups
     clock: Callable[[], float] = time.monotonic
-    notify: Callable[[str, CallRecord, Optional[LookupResult]], None] = lambda *a: None
+    notify: Callable[..., None] = lambda *a, **k: None     # (kind, CallRecord, LookupResult, rings=)
 
     # -- lookup with a deadline ------------------------------------------
     def start_lookup(self, func, *args):
@@ -150,8 +150,14 @@ def _reply_then_write(session, flow, job, record, result):
     _answer(session, _lookup_vars(result, record.call_id), result, flow)
     session.set_variable("CRM_CALL", callstate.pack(record))
     session.close()
+    write_start(flow, job, record, result)
+
+
+def write_start(flow, job, record, result, **notes):
+    """After the caller is answered: tell the popups, give a late lookup more time, write
+    the start of the call.  Also the plugin API's (agi/plugin/calls.py) ``start``."""
     if record.direction == "Inbound":
-        flow.notify("ringing", record, result)
+        flow.notify("ringing", record, result, **notes)
     if record.lookup_status == PENDING and job is not None:
         # A late answer is used at once; without one the writer looks the number up
         # again when the CRM is back (crmsync/linking.py), never the virtual account.

@@ -12,6 +12,7 @@ import logging
 import struct
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import gevent
 from gevent.pool import Pool
@@ -147,6 +148,7 @@ class PushServer:
         self.token_seconds = token_seconds
         self.clock = clock
         self.stats = {"accepted": 0, "refused": 0}
+        self.plugin = None          # agi/plugin/server.py PluginServer, set by the App
         self.server = WSGIServer(listen, self._app, handler_class=_Handler, log=None, error_log=log,
                                  spawn=Pool(max_sockets))
 
@@ -168,6 +170,16 @@ class PushServer:
         ws = environ.get("wsgi.websocket")
         if path == "/ws" and ws is not None:
             self._serve_socket(ws, environ.get("HTTP_ORIGIN", ""))
+            return []
+        if path == "/plugin" and ws is not None and self.plugin is not None:
+            # API keys belong to servers, never to web pages: a browser (it always sends the
+            # page's Origin) is refused, so a key pasted into a page's script is worth nothing.
+            # Clients such as websocket-client send this server's own origin, which is fine.
+            origin = environ.get("HTTP_ORIGIN", "")
+            if origin and urlsplit(origin).netloc != environ.get("HTTP_HOST", ""):
+                self.plugin.refuse(ws, "browsers may not use the plugin API (Origin %s)" % origin[:80])
+            else:
+                self.plugin.serve(ws)
             return []
         if path == "/health":
             body = json.dumps({"tabs": self.hub.count(), **self.stats, **self.service.book.stats}).encode()

@@ -92,8 +92,9 @@ class PopupService:
             del self.infos[linkedid]
 
     # -- call sources: publish (never block the AGI or AMI greenlets) ----------
-    def on_agi(self, kind, record, result):
-        """routes.CallFlow.notify: "ringing" after the inbound lookup, "ended" at hangup."""
+    def on_agi(self, kind, record, result, rings=False):
+        """routes.CallFlow.notify: "ringing" after the inbound lookup, "ended" at hangup.
+        ``rings``: the call's source reports which phones ring (a plugin PBX), as AMI does."""
         if kind == "ringing":
             info = callinfo.CallInfo(call_id=record.call_id, linkedid=record.linkedid, number=record.number,
                                      direction=record.direction, did=record.did, result=result,
@@ -101,7 +102,7 @@ class PopupService:
             owner = None
             if result is not None and result.caller and result.caller.owner:
                 owner = result.caller.owner.id
-            self.bus.publish({"e": "info", "info": callinfo.to_json(info), "owner": owner})
+            self.bus.publish({"e": "info", "info": callinfo.to_json(info), "owner": owner, "rings": rings})
         elif kind == "ended":
             self.bus.publish({"e": "ended", "call": record.call_id, "linkedid": record.linkedid})
 
@@ -139,8 +140,8 @@ class PopupService:
         info = callinfo.from_json(event["info"])
         self.infos[info.linkedid] = (info, self.clock())
         self.book.refresh(info.call_id, info)
-        if self.ami_driven:
-            return                    # AMI says which phones ring; this only brought the lookup
+        if self.ami_driven or event.get("rings"):
+            return                    # AMI (or the plugin) says which phones ring; this brought the lookup
         users = [self._user(event.get("owner"))]
         if users[0] is None:
             users = [self._user_at(extension) for extension in self.fallback_extensions]
