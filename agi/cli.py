@@ -16,6 +16,7 @@ from . import config as config_mod  # noqa: E402
 from . import redact  # noqa: E402
 from .cli_index import index  # noqa: E402
 from .cli_keys import keys  # noqa: E402
+from .cli_plugin import plugin  # noqa: E402
 from .cli_spool import spool  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
@@ -201,6 +202,7 @@ def demo(directory, listen, web, once):
 
 main.add_command(index)
 main.add_command(keys)
+main.add_command(plugin)
 main.add_command(spool)
 main.add_command(suitecrm)
 

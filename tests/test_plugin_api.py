@@ -176,3 +176,43 @@ def test_a_flood_of_junk_gets_errors_then_a_close(app):
     replies = [ask(ws, {"type": "lookup", "id": "r%d" % i})["type"] for i in range(20)]
     assert replies == ["error"] * 20
     wait_for(lambda: app.plugin.connections == [], timeout=2)
+
+
+# -- the commands admins and integrators run -------------------------------------------------------
+
+def cli(*args, env=None):
+    from click.testing import CliRunner
+
+    from agi.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=False, env=env)
+
+
+def test_keys_commands_create_list_revoke_and_replay_plays_a_scenario(app, crm_url, tmp_path):
+    from test_cli import ini
+    from test_plugin_parity import SCENARIOS
+
+    path = ini(tmp_path, crm_url, "[webpush]\nlisten = 127.0.0.1:%d\n" % app.popups.server.address[1])
+    created = cli("keys", "create", "-c", path, "--name", "freeswitch-1", "--scope", "events,lookup")
+    assert created.exit_code == 0, created.output
+    key_id, secret = created.output.split()[2], created.output.splitlines()[1]
+    assert secret.startswith("crmagi_" + key_id)
+    listed = cli("keys", "list", "-c", path)
+    assert key_id in listed.output and "freeswitch-1" in listed.output and secret not in listed.output
+    assert "events,lookup" in listed.output
+    wrong = cli("keys", "create", "-c", path, "--name", "x", "--scope", "admin")
+    assert wrong.exit_code == 1 and "scope admin" in wrong.output
+    assert cli("keys", "list", "-c", path, "--tenant", "acme").exit_code == 1
+
+    played = cli("plugin", "replay", "-c", path, str(SCENARIOS / "02b-inbound-busy.json"),
+                 env={"CRMAGI_PLUGIN_KEY": secret})
+    assert played.exit_code == 0, played.output
+    assert played.output.count('"type": "ack"') == 3
+    assert cli("plugin", "replay", "-c", path, str(SCENARIOS / "02b-inbound-busy.json"),
+               env={"CRMAGI_PLUGIN_KEY": ""}).exit_code == 1
+
+    assert cli("keys", "revoke", "-c", path, key_id).exit_code == 0
+    assert cli("keys", "revoke", "-c", path, key_id).exit_code == 1
+    refused = cli("plugin", "replay", "-c", path, str(SCENARIOS / "02b-inbound-busy.json"),
+                  env={"CRMAGI_PLUGIN_KEY": secret})
+    assert refused.exit_code == 1 and "revoked key" in refused.output

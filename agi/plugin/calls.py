@@ -131,10 +131,10 @@ class PluginCalls:
         extension = message["extension"]
         if call.answered and call.answered[-1] == extension:
             return
-        self._stop_ringing(call, "answered_elsewhere", keep=extension)
         call.ringing.pop(extension, None)
         call.answered.append(extension)
         self.effects(Answered(call.record.linkedid, extension, extension, message.get("queue")))
+        self._stop_ringing(call, "answered_elsewhere")     # after the answer, as the AMI model says it
 
     def _on_transferred(self, call, message):
         target = message["extension"]
