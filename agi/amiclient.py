@@ -207,11 +207,16 @@ class AmiClient:
                 return False
         return True
 
-    def action(self, name, headers=(), *, collect=False, timeout=None):
+    def new_action_id(self):
+        """An ActionID of this client, for an action whose later events must be matched by it
+        (OriginateResponse) before its response arrives."""
+        return "%s-%d" % (self.name, next(self._ids))
+
+    def action(self, name, headers=(), *, collect=False, timeout=None, action_id=None):
         """Send an action and wait for its response (and, with ``collect``, its event list)."""
         if self._sock is None:
             raise AmiDisconnected("not connected")
-        action_id = "%s-%d" % (self.name, next(self._ids))
+        action_id = action_id or self.new_action_id()
         pending = self._pending[action_id] = _Pending(collect)
         try:
             self._sock.sendall(amiproto.format_action(name, action_id, headers))

@@ -90,8 +90,8 @@ class App:
             timeout=config.agi.timeout, set_callerid_name=config.agi.set_callerid_name,
             log_internal=config.agi.log_internal,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
-            late_lookup_wait=config.crm.query_timeout)
-        self.live = self.ami = self.popups = self.plugin = self.plugin_effects = None
+            late_lookup_wait=config.crm.query_timeout, click_secret=config.webpush.secret)
+        self.live = self.ami = self.popups = self.click2call = self.plugin = self.plugin_effects = None
         if config.ami.host:
             from . import live
             self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
@@ -124,11 +124,17 @@ class App:
         if not serve:
             self.flow.notify = push.Publisher(self.config).on_agi
             return
-        transfer = None
+        transfer = dial = None
         if self.live is not None:
+            from .click2call import ClickToCall
             from .live import Transfers
-            transfer = Transfers(self.live.model, self.ami, self.config.ami.transfer_context)
-        self.popups = push.Popups(self.config, self.directory, self.read_engine, transfer)
+            ami = self.config.ami
+            transfer = Transfers(self.live.model, self.ami, ami.transfer_context, ami.agent_context)
+            self.click2call = ClickToCall(ami, self.ami, self.live.model, self.directory, self.config.webpush.secret,
+                                          internal_max_digits=self.config.lookup.internal_max_digits)
+            self.live.observe = self.click2call.on_event
+            dial = self.click2call.request
+        self.popups = push.Popups(self.config, self.directory, self.read_engine, transfer, dial)
         self.flow.notify = self.popups.service.on_agi
         if self.live is not None:
             self.live.notify = self.popups.service.on_ami

@@ -8,6 +8,7 @@ section and key, e.g. ``config [agi] timeout: 'abc' is not a number``.
 import configparser
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
@@ -32,6 +33,13 @@ def _int(value):
         return int(value)
     except ValueError:
         raise ValueError("%r is not an integer" % value) from None
+
+
+def _count(value):
+    result = _int(value)
+    if result < 1:
+        raise ValueError("%r must be at least 1" % value)
+    return result
 
 
 def _float(value):
@@ -71,6 +79,33 @@ def _region(value):
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError("%r is not a region code such as RU, DE or US" % value)
     return region
+
+
+def _dial_template(value):
+    """An originate channel such as PJSIP/{exten}: a technology, a resource, and {exten}."""
+    text = value.strip()
+    if "{exten}" not in text or "/" not in text.split("{exten}")[0]:
+        raise ValueError("%r must look like PJSIP/{exten} (a technology, then {exten})" % value)
+    try:
+        text.format(exten="101")
+    except (KeyError, IndexError, ValueError):
+        raise ValueError("%r: only {exten} may appear in braces" % value) from None
+    return text
+
+
+def _pattern(value):
+    try:
+        re.compile(value.strip())
+    except re.error as exc:
+        raise ValueError("%r is not a regular expression (%s)" % (value, exc)) from None
+    return value.strip()
+
+
+def _context(value):
+    text = value.strip()
+    if not text or any(c in text for c in ",|()\r\n\t "):
+        raise ValueError("%r is not a dialplan context name" % value)
+    return text
 
 
 def setting(default, conv, help, secret=None):
@@ -142,6 +177,16 @@ class AmiSettings:
     ignore_contexts: Tuple[str, ...] = setting((), _list, "contexts whose calls are not followed at all")
     call_ttl: float = setting(14400.0, _float, "seconds after which a call AMI never ended is dropped from memory")
     transfer_context: str = setting("from-internal", _str, "context where click-to-transfer sends the caller (Redirect)")
+    originate_channel: str = setting("PJSIP/{exten}", _dial_template, "click-to-call: the channel that rings the "
+                                     "user's own phone first; {exten} is the user's extension ([users] extension_field)")
+    originate_context: str = setting("from-internal", _context, "click-to-call: context where the number is dialled "
+                                     "once the user answered (the normal outbound dialplan)")
+    originate_pattern: str = setting(r"\+?[0-9]{3,20}", _pattern, "click-to-call: regex a number (reduced to digits, "
+                                     "a leading + kept) must match in full, or the click is refused")
+    originate_timeout: int = setting(30, _count, "click-to-call: seconds the user's phone rings before it gives up")
+    originate_per_minute: int = setting(6, _count, "click-to-call: calls a user may start per minute")
+    agent_context: str = setting("agent-request", _context, "context where EXTEN = an app_agent_pool agent id runs "
+                                 "AgentRequest(${EXTEN}): how a logged-in agent is rung (click-to-call, transfer)")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from gevent.queue import Full, Queue
 
 from crmsync.models import LiveUpdate
 
-from . import callmodel
+from . import callmodel, originate
 from .amiclient import AmiClient
 from .routes import user_for_extension
 from .errors import AmiError
@@ -44,6 +44,7 @@ class LivePipeline:
         self.system_name = system_name
         self.dids = {d.number: d for d in dids}
         self.notify = notify or (lambda event: None)
+        self.observe = None            # click-to-call progress: sees every AMI event first
         self.clock = clock
         self.queue = Queue(QUEUE_SIZE)
         self.stats = {"events": 0, "dropped": 0}
@@ -52,6 +53,11 @@ class LivePipeline:
 
     # -- AMI handler interface (AmiClient finds on_* methods) ---------------
     def on_event(self, message):
+        if self.observe is not None:
+            try:
+                self.observe(message)
+            except Exception:
+                log.exception("click-to-call progress failed on %s", message.event)
         for event in self.model.feed(message, self.clock()):
             self._enqueue(event)
 
@@ -128,18 +134,22 @@ class LivePipeline:
 
 
 class Transfers:
-    """Click-to-transfer from a popup: Redirect the caller's channel to an extension."""
+    """Click-to-transfer from a popup: Redirect the caller's channel to an extension; an
+    app_agent_pool agent id logged in now goes to ``agent_context`` (AgentRequest), which
+    rings the phone the agent is logged in from."""
 
-    def __init__(self, model, client, context):
-        self.model, self.client, self.context = model, client, context
+    def __init__(self, model, client, context, agent_context="agent-request"):
+        self.model, self.client, self.context, self.agent_context = model, client, context, agent_context
 
     def __call__(self, linkedid, extension):
         channel = self.model.caller_channel(linkedid)
         if channel is None:
             return False, "the call is no longer in progress"
+        logged = {agent: phone for agent, (_, phone) in self.model.agents.logged.items()}
+        context, exten = originate.destination(extension, self.context, logged, self.agent_context)
         try:
-            response = self.client.action("Redirect", [("Channel", channel), ("Context", self.context),
-                                                       ("Exten", extension), ("Priority", "1")])
+            response = self.client.action("Redirect", [("Channel", channel), ("Context", context),
+                                                       ("Exten", exten), ("Priority", "1")])
         except AmiError as exc:
             return False, "Asterisk did not take the transfer: %s" % exc
         if (response.response or "").lower() != "success":

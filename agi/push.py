@@ -44,7 +44,7 @@ class Publisher:
 
 
 class Popups:
-    def __init__(self, config, directory, engine, transfer=None):
+    def __init__(self, config, directory, engine, transfer=None, dial=None):
         web = config.webpush
         self.hub = Hub()
         self.book = PopupBook(self.hub, request_render=None, pending_seconds=web.pending_seconds)
@@ -54,7 +54,7 @@ class Popups:
                                               history_limit=web.history_limit)
         self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
                                     CallStore.call_id_for, config.agi.system_name,
-                                    ami_driven=bool(config.ami.host), transfer=transfer,
+                                    ami_driven=bool(config.ami.host), transfer=transfer, dial=dial,
                                     fallback_extensions=web.fallback_extensions)
         origins = allowed_origins(config)
         if not origins:

@@ -15,9 +15,9 @@ import gevent
 from gevent.pool import Pool
 
 from crmsync.linking import PENDING, Linker
-from crmsync.models import CallRecord, LookupResult
+from crmsync.models import CallRecord, Caller, LookupResult
 
-from . import callstate, ended
+from . import callstate, clickmark, ended
 
 log = logging.getLogger("crmagi.routes")
 
@@ -43,6 +43,7 @@ class CallFlow:
     collecting: set = field(default_factory=set)     # AstDB keys being collected (agi/ended.py)
     lookups_failing: bool = False                    # inside a streak of failed lookups
     clock: Callable[[], float] = time.monotonic
+    click_secret: str = ""                           # checks click-to-call marks (agi/clickmark.py)
     notify: Callable[..., None] = lambda *a, **k: None     # (kind, CallRecord, LookupResult, rings=)
 
     # -- lookup with a deadline ------------------------------------------
@@ -186,26 +187,47 @@ def incoming(session, flow: CallFlow, accepted_at: float):
     _reply_then_write(session, flow, job, record, result)
 
 
+def _click_mark(session, flow, dialled):
+    """The click-to-call mark crmagi's own Originate put on this channel, when it is valid and
+    for this number; None for every other outbound call (and without a [webpush] secret)."""
+    if not flow.click_secret:
+        return None
+    mark = clickmark.verify(flow.click_secret, session.get_variable(clickmark.VARIABLE), time.time())
+    digits = "".join(c for c in dialled if c.isdigit())
+    return mark if mark is not None and mark.number.lstrip("+") == digits else None
+
+
+def _clicked(mark, dialled):
+    """The record the user clicked, as the lookup's answer (checked by crmagi when placing the call)."""
+    caller = Caller(module=mark.module, record_id=mark.record_id, name=mark.record_name, account_name=None,
+                    owner=None, column="", stored_number=mark.number, rule="click")
+    return LookupResult("found", dialled, caller=caller, explain=("click-to-call on this record",))
+
+
 def outgoing(session, flow: CallFlow, accepted_at: float):
     env = session.env
     deadline = _deadline(flow, accepted_at)
-    extension = callstate.clean(env.get("callerid"))
     dialled = env.arg(1) or env.get("extension", "")
     internal = len([c for c in dialled if c.isdigit()]) <= flow.internal_max_digits
     if internal and not flow.log_internal:
         session.set_variable("CRM_STATUS", "internal")
         session.close()
         return
-    job = flow.start_lookup(flow.directory.lookup, dialled)
-    user_job = flow.start_lookup(flow.directory.user_by_extension, extension) if extension else None
+    mark = _click_mark(session, flow, dialled)
+    # A click-to-call shows the callee on the user's phone; the user is in the mark.
+    extension = mark.extension if mark else callstate.clean(env.get("callerid"))
+    job = None if mark and mark.record_id else flow.start_lookup(flow.directory.lookup, dialled)
+    user_job = flow.start_lookup(flow.directory.user_by_extension, extension) if extension and not mark else None
     linkedid = _linkedid(session)
     call_id = flow.call_id_for(flow.system_name, linkedid)
-    result = flow.wait_lookup(job, deadline)
+    result = _clicked(mark, dialled) if job is None else flow.wait_lookup(job, deadline)
     user = flow.wait_lookup(user_job, deadline)
     record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
                         direction="Outbound", number=dialled, extension=extension, started_at=_now())
     flow.linker.link(record, result)
     flow.linker.assign_outbound(record, user, result)
+    if mark is not None:
+        record.assigned_user_id = mark.user_id
     _reply_then_write(session, flow, job, record, result)
 
 

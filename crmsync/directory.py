@@ -312,6 +312,19 @@ class Directory:
                        stored_number=best.stored, rule=best.rule)
         return LookupResult("found", number, caller.e164, found, tuple(explain))
 
+    def record_with_number(self, module, record_id, number) -> Optional[Caller]:
+        """The live record ``record_id`` of a configured module, when one of its phone columns
+        is ``number`` (click-to-call: the page says which record a number was clicked on; two
+        records may share a number, so the lookup's tie-break would not do).  None otherwise."""
+        query = next((q for q in self._module_queries() if q.spec.name == module), None)
+        caller = phone.parse(number, self.rules.default_region)
+        if query is None or caller is None:
+            return None
+        with _database_errors(), self.engine.connect() as conn:
+            rows = conn.execute(query.by_id, {"ids": [record_id]}).all()
+        matches = self._matches(query.spec, query.names, rows, caller)
+        return self._found(number, caller, query.spec, sorted(matches), []).caller if matches else None
+
     # -- users -----------------------------------------------------------------
 
     def user(self, user_id) -> Optional[User]:

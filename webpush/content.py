@@ -110,6 +110,7 @@ class PopupContent:
         number = _display_number(call.number, result.e164 if result else None) or "withheld"
         context = dict(
             kind=kind, call_id=call.call_id, crm_url=self.url, number=number, inbound=call.direction != "Outbound",
+            dial_number=call.number if kind != "unidentified" else "",
             queue=call.queue or "", cnam=_plain(call.caller_name), lookup_failed=result is None,
             edit_call_url=self._index(module="Calls", action="EditView", record=call.call_id),
             staff=self._staff(), **getattr(self, "_" + kind)(call, result, for_user))
@@ -122,7 +123,8 @@ class PopupContent:
         owner = caller.owner
         mine = bool(owner and for_user and owner.id == for_user.id)
         return dict(
-            module=caller.module, name=caller.name or "(no name)", account=caller.account_name or "",
+            module=caller.module, record_id=caller.record_id, name=caller.name or "(no name)",
+            account=caller.account_name or "",
             record_url=self._index(module=caller.module, action="DetailView", record=caller.record_id),
             history=self._history(call, caller), owner=owner, owner_is_you=mine,
             transfer_owner=bool(owner and owner.extension and not mine))

@@ -11,6 +11,10 @@ Browser -> server
   {"type": "dismiss", "call": C}        the user closed the popup of call C.
   {"type": "transfer", "call": C, "exten": E}
       click-to-transfer from the popup (transfer button or phone book row).
+  {"type": "dial", "number": N, "module": M, "record": R, "ref": F}
+      click-to-call: N as the page shows it (a tel: link, a phone book extension); M and R
+      the record it was clicked on (a hint: crmagi checks the record carries N before it
+      links the Call to it); F the page's own id for this click, echoed in dial_status.
   {"type": "ping"}
 
 Server -> browser
@@ -24,12 +28,18 @@ Server -> browser
       S: answered | answered_elsewhere | transferred | ended.
   {"type": "close", "call": C}          remove the popup of call C from this tab.
   {"type": "result", "call": C, "ok": bool, "text": S}   outcome of a transfer request.
+  {"type": "dial_status", "ref": F, "state": S, "reason": C, "text": T, "call": U}
+      progress of a click-to-call.  S: accepted | refused (first, within a second), then
+      ringing (the user's phone) | connecting (answered, dialling the number) | connected |
+      failed | ended.  C: a code for refused/failed/ended (your_busy, your_noanswer,
+      your_offline, number_busy, number_noanswer, ...); T: the sentence shown; U: the
+      channel id of the call once placed.
   {"type": "pong"}
 """
 import json
 
 MAX_MESSAGE = 4096        # browser messages are tiny; anything bigger is junk
-CLIENT_TYPES = ("hello", "state", "dismiss", "transfer", "ping")
+CLIENT_TYPES = ("hello", "state", "dismiss", "transfer", "dial", "ping")
 
 
 class BadMessage(ValueError):
@@ -56,7 +66,7 @@ def decode(text) -> dict:
         raise BadMessage("not JSON") from None
     if not isinstance(message, dict) or message.get("type") not in CLIENT_TYPES:
         raise BadMessage("unknown message type")
-    for key in ("token", "tab", "call", "exten", "user"):
+    for key in ("token", "tab", "call", "exten", "user", "number", "module", "record", "ref"):
         if key in message and not isinstance(message[key], str):
             raise BadMessage("%s must be a string" % key)
     for key in ("visible", "focused"):
@@ -83,3 +93,7 @@ def close(call_id):
 
 def result(call_id, ok, text):
     return {"type": "result", "call": call_id, "ok": ok, "text": text}
+
+
+def dial_status(ref, state, reason, text, call=""):
+    return {"type": "dial_status", "ref": ref, "state": state, "reason": reason, "text": text, "call": call}

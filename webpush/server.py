@@ -306,6 +306,8 @@ class PushServer:
             self.service.dismiss(tab, message["call"])
         elif kind == "transfer" and message.get("call") and message.get("exten"):
             self.service.transfer(tab, message["call"], message["exten"])
+        elif kind == "dial":
+            self.service.dial(tab, message)
         elif kind == "ping":
             tab.send(messages.encode({"type": "pong"}))
             self._renew_token(tab)

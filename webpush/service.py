@@ -31,7 +31,7 @@ EXTENSION = re.compile(r"[0-9]{2,6}")   # ASCII digits only: a transfer never di
 
 class PopupService:
     def __init__(self, book, directory, bus, content, call_id_for, system_name="", ami_driven=False,
-                 transfer=None, fallback_extensions=(), clock=time.monotonic):
+                 transfer=None, fallback_extensions=(), clock=time.monotonic, dial=None):
         self.book = book
         self.directory = directory
         self.bus = bus
@@ -40,6 +40,7 @@ class PopupService:
         self.system_name = system_name
         self.ami_driven = ami_driven
         self.transfer_call = transfer            # (linkedid, extension) -> (ok, text), or None
+        self.dial_call = dial                    # click-to-call: (tab, message) -> answers the tab itself
         self.fallback_extensions = tuple(fallback_extensions)
         self.clock = clock
         self.queue = Queue(QUEUE_SIZE)
@@ -301,6 +302,13 @@ class PopupService:
         finally:
             tab.transferring = False
         self._result(tab, call_id, ok, text)
+
+    def dial(self, tab, message):
+        if self.dial_call is None:
+            tab.send(messages.encode(messages.dial_status(
+                message.get("ref") or "", "refused", "no_ami", "click-to-call needs the AMI connection ([ami] host)")))
+            return
+        self.dial_call(tab, message)
 
     @staticmethod
     def _result(tab, call_id, ok, text):

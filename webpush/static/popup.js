@@ -12,7 +12,7 @@
   if (window.__crmagiPopup) { return; }
   var cfg = window.crmagiConfig;
   if (!cfg || !cfg.ws || !cfg.token) { return; }
-  window.__crmagiPopup = { shown: {}, refused: null, state: 'connecting' };
+  window.__crmagiPopup = { shown: {}, refused: null, state: 'connecting', dials: {} };
   var status = window.__crmagiPopup;
 
   var tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
@@ -46,6 +46,7 @@
     socket.onclose = function (event) {
       clearInterval(pinger);
       status.state = 'closed';
+      document.documentElement.classList.remove('crmagi-c2c');   // tel: links are the browser's again
       if (status.refused === 'expired token') {
         renewToken();   // the tab was away longer than its token lives: ask SuiteCRM for a new one
         return;
@@ -179,6 +180,7 @@
     // After a reconnect the server shows this tab what belongs here (it moved this tab's
     // popups to another tab when the socket dropped): what is on screen now is stale.
     welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000; removeAll();
+                            document.documentElement.classList.add('crmagi-c2c');
                             pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS); },
     refused: function (m) { status.refused = m.reason; offline(m.reason);
                             if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
@@ -186,8 +188,123 @@
     popup: show,
     update: setState,
     result: function (m) { setState({ call: m.call, state: m.ok ? 'transfer_ok' : 'transfer_failed', text: m.text }); },
-    close: function (m) { remove(m.call); }
+    close: function (m) { remove(m.call); },
+    dial_status: dialStatus
   };
+
+  // -- click-to-call ---------------------------------------------------------------
+  // While the socket is open, every tel: link of the page (SuiteCRM renders phone fields as
+  // <a href="tel:..."> in list and detail views and subpanels; the popup's call-back link and
+  // phone book extensions are tel: links too) dials through crmagi: the user's own phone rings
+  // first, then the number.  When it is not open the click is left alone: the link does what
+  // it did before (the OS tel: handler).
+  var dialSeq = 0, DIAL_FINAL = { refused: 1, failed: 1, ended: 1 };
+
+  function hrefRecord(href) {
+    try {
+      var url = new URL(href, window.location.href);
+      var q = url.searchParams;
+      if (q.get('record') && q.get('module') && (q.get('action') || '').toLowerCase() === 'detailview') {
+        return { module: q.get('module'), record: q.get('record') };
+      }
+    } catch (e) { /* not a URL: no record */ }
+    return null;
+  }
+
+  function recordOf(link) {
+    // A hint only: crmagi links the call to it only if the CRM says it carries the number.
+    var module = link.getAttribute('data-crmagi-module'), record = link.getAttribute('data-crmagi-record');
+    if (module && record) { return { module: module, record: record }; }
+    if (link.closest('#crmagi-popups')) { return { module: '', record: '' }; }
+    var row = link.closest('tr');
+    if (row) {
+      var box = row.querySelector('input[name="mass[]"]');         // a list view row
+      if (box && box.value && window.module_sugar_grp1) { return { module: window.module_sugar_grp1, record: box.value }; }
+      var links = row.querySelectorAll('a[href*="record="]');     // a subpanel row
+      for (var i = 0; i < links.length; i++) {
+        var found = hrefRecord(links[i].getAttribute('href'));
+        if (found) { return found; }
+      }
+    }
+    var form = document.getElementById('formDetailView');          // a detail view
+    if (form && form.elements.module && form.elements.record) {
+      return { module: form.elements.module.value, record: form.elements.record.value };
+    }
+    return { module: '', record: '' };
+  }
+
+  function dialBox() {
+    var box = document.getElementById('crmagi-dial');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'crmagi-dial';
+      box.className = 'crmagi-dial';
+      box.setAttribute('role', 'status');
+      box.setAttribute('aria-live', 'polite');
+      box.addEventListener('click', function (event) {
+        var item = event.target.closest('[data-crmagi-dial-ref]');
+        if (item && event.target.closest('.crmagi-dial-close')) { item.parentNode.removeChild(item); }
+      });
+      document.body.appendChild(box);
+    }
+    return box;
+  }
+
+  function dialItem(ref) {
+    var items = document.querySelectorAll('#crmagi-dial [data-crmagi-dial-ref]');
+    for (var i = 0; i < items.length; i++) {
+      if (items[i].getAttribute('data-crmagi-dial-ref') === ref) { return items[i]; }
+    }
+    return null;
+  }
+
+  function showDial(ref, number, state, text) {
+    var item = dialItem(ref);
+    if (!item) {
+      item = document.createElement('div');
+      item.setAttribute('data-crmagi-dial-ref', ref);
+      item.className = 'crmagi-dial-item';
+      var head = document.createElement('strong');
+      head.className = 'crmagi-dial-number';
+      head.textContent = '\u260E ' + number;
+      var line = document.createElement('span');
+      line.className = 'crmagi-dial-text';
+      var close = document.createElement('button');
+      close.type = 'button'; close.className = 'crmagi-dial-close'; close.textContent = '\u00D7';
+      close.setAttribute('aria-label', 'Close');
+      item.appendChild(head); item.appendChild(line); item.appendChild(close);
+      dialBox().appendChild(item);
+    }
+    item.setAttribute('data-crmagi-dial-state', state);
+    item.querySelector('.crmagi-dial-text').textContent = text;   // text, never markup
+    if (DIAL_FINAL[state]) {
+      setTimeout(function () { if (item.parentNode) { item.parentNode.removeChild(item); } }, 15000);
+    }
+  }
+
+  function dialStatus(m) {
+    var dial = status.dials[m.ref];
+    if (!dial) { return; }
+    dial.state = m.state; dial.reason = m.reason; dial.text = m.text; dial.call = m.call || dial.call;
+    dial.states.push(m.state);
+    showDial(m.ref, dial.number, m.state, m.text);
+  }
+
+  function onTelClick(event) {
+    if (status.state !== 'open' || event.defaultPrevented || event.button !== 0 ||
+        event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) { return; }
+    var link = event.target.closest ? event.target.closest('a[href^="tel:"], a[href^="TEL:"]') : null;
+    if (!link) { return; }
+    event.preventDefault();
+    event.stopPropagation();
+    var number = decodeURIComponent(link.getAttribute('href').slice(4));
+    var where = recordOf(link);
+    var ref = 'd' + (++dialSeq) + '-' + tabId;
+    status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [] };
+    send({ type: 'dial', number: number, module: where.module, record: where.record, ref: ref });
+    showDial(ref, number, 'sent', 'asking crmagi to call\u2026');
+  }
+  document.addEventListener('click', onTelClick, true);
 
   function onClick(event) {
     var target = event.target.closest ? event.target : null;
