@@ -82,8 +82,12 @@ def through_plugin(db, url, tmp_path, scenario):
         seen = recording_bus(app)
         _, key = KeyStore(app.engine, "default").create("parity", "events")
         client = PluginClient("ws://127.0.0.1:%d/plugin" % app.popups.server.address[1], key).connect()
-        answers = [answer for _, answer in replay(client, load_scenario(SCENARIOS / (scenario + ".json")),
-                                                  sleep=gevent.sleep)]
+        answers = []
+        for wait, message in load_scenario(SCENARIOS / (scenario + ".json")):
+            if message["event"] == "end":       # as run_call lets the AMI stream settle before the hangup AGI
+                wait_for(lambda: app.plugin_effects.queue.qsize() == 0, timeout=10)
+                gevent.sleep(0.3)
+            answers.extend(answer for _, answer in replay(client, [(wait, message)], sleep=gevent.sleep))
         client.close()
         assert {answer["type"] for answer in answers} == {"ack"}, answers
         wait_for(lambda: app.writer.pending() == 0)
