@@ -1,8 +1,8 @@
 """`crmagi keys create|list|revoke`: the API keys of the plugin API (/plugin).
 
 A key is printed once, at creation; the tenant's database keeps only its scrypt hash
-(crmsync/apikeys.py).  Until `[tenants]` exists a config is one tenant, named
-``default``; ``--tenant`` names it so scripts written now keep working.
+(crmsync/apikeys.py).  ``--tenant`` names a file of ``[tenants] dir``; a config without
+``[tenants]`` is one tenant, named ``default``.
 """
 import click
 
@@ -18,10 +18,10 @@ def _store(config_path, tenant):
     from crmsync.apikeys import KeyStore
     from .app import build_engine
 
+    from .tenants.registry import config_of
+
     try:
-        cfg = config_mod.load(config_path)
-        if tenant != config_mod.DEFAULT_TENANT:
-            raise ConfigError("--tenant %s: this config has one tenant, %r" % (tenant, config_mod.DEFAULT_TENANT))
+        cfg = config_of(config_mod.load(config_path), tenant)
         return KeyStore(build_engine(cfg), tenant)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

@@ -16,15 +16,18 @@ from .cliopts import CONFIG_OPTION
 from .errors import ConfigError
 
 
-def _url(config_path, url):
+def _url(config_path, url, tenant):
+    """--url, else ws://<[webpush] listen>/plugin (/<tenant>/plugin with [tenants] dir)."""
     if url:
         return url
     try:
-        host, port = config_mod.load(config_path).webpush.listen
+        cfg = config_mod.load(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    host, port = cfg.webpush.listen
     host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-    return "ws://%s:%d/plugin" % ("[%s]" % host if ":" in host else host, port)
+    prefix = "/" + tenant if cfg.tenants.dir else ""
+    return "ws://%s:%d%s/plugin" % ("[%s]" % host if ":" in host else host, port, prefix)
 
 
 def _key(key_file):
@@ -55,7 +58,7 @@ def replay(config_path, tenant, url, key_file, scenario):
 
     try:
         steps = load_scenario(scenario)
-        client = PluginClient(_url(config_path, url), _key(key_file)).connect()
+        client = PluginClient(_url(config_path, url, tenant), _key(key_file)).connect()
     except (PluginError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if client.welcome["tenant"] != tenant:

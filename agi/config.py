@@ -232,6 +232,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class TenantsSettings:
+    dir: str = setting("", _str, "folder of NAME.ini files, one crmagi config per tenant (main file only); empty: "
+                       "this config is the one tenant")
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    contexts: Tuple[str, ...] = setting((), _list, "in a tenant's file: agi_context values whose AGI requests are this "
+                                        "tenant's (a shared Asterisk), besides agi://host/NAME/...")
+    dids: Tuple[str, ...] = setting((), _list, "in a tenant's file: DIDs whose inbound AGI requests are this tenant's")
+
+
+@dataclass(frozen=True)
 class ModuleSettings:
     name: str = setting("", _str, "module name as SuiteCRM spells it (section suffix)")
     table: str = setting("", _str, "table of the module (known for Contacts, Accounts, Leads, Prospects)")
@@ -251,6 +264,8 @@ class Config:
     ami: AmiSettings = AmiSettings()
     webpush: WebpushSettings = WebpushSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tenants: TenantsSettings = TenantsSettings()
+    tenant: TenantSettings = TenantSettings()
     modules: Tuple[ModuleSettings, ...] = ()
     dids: Tuple[DidSettings, ...] = ()
     source: Optional[str] = None
@@ -264,7 +279,8 @@ class Config:
 
 SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
             "dialplan": DialplanSettings, "ami": AmiSettings,
-            "webpush": WebpushSettings, "metrics": MetricsSettings}
+            "webpush": WebpushSettings, "metrics": MetricsSettings, "tenants": TenantsSettings,
+            "tenant": TenantSettings}
 
 
 def _build(section, cls, values, base=None):

@@ -44,6 +44,7 @@ class CallFlow:
     lookups_failing: bool = False                    # inside a streak of failed lookups
     clock: Callable[[], float] = time.monotonic
     click_secret: str = ""                           # checks click-to-call marks (agi/clickmark.py)
+    ended_family: str = ended.FAMILY                 # AstDB family of calls ended while crmagi was down
     notify: Callable[..., None] = lambda *a, **k: None     # (kind, CallRecord, LookupResult, rings=)
 
     # -- lookup with a deadline ------------------------------------------
@@ -287,19 +288,19 @@ def _collect_ended(session, flow):
     spooled (durable) before its AstDB entry is deleted.  Never fails this request."""
     keys = []
     try:
-        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression()))
+        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression(flow.ended_family)))
         # Concurrent hangup requests after a restart see the same keys: each takes others.
         keys = [key for key in listed if key not in flow.collecting][:ended.PER_REQUEST]
         flow.collecting.update(keys)
         for key in keys:
-            entry = ended.parse(key, session.database_get(ended.FAMILY, key))
+            entry = ended.parse(key, session.database_get(flow.ended_family, key))
             record = _ended_record(entry, flow) if entry else None
             if record is not None:
                 flow.writer.enqueue("finish", record)
                 log.info("call %s ended while crmagi was down: collected from AstDB", record.linkedid)
             else:
-                log.warning("AstDB %s/%s is not a crmagi entry; deleted", ended.FAMILY, key)
-            session.database_del(ended.FAMILY, key)
+                log.warning("AstDB %s/%s is not a crmagi entry; deleted", flow.ended_family, key)
+            session.database_del(flow.ended_family, key)
     except Exception as exc:    # noqa: BLE001 - entries stay in AstDB for the next request
         log.warning("could not collect calls that ended while crmagi was down: %s", exc)
     finally:

@@ -125,6 +125,12 @@ class _Handler(WebSocketHandler):
         log.debug("%s", self.format_request())
 
 
+def make_wsgi_server(listen, app, max_sockets):
+    """The popup listener (gevent-websocket with crmagi's bounded frames and quiet junk
+    handling) for ``app``: one PushServer's, or agi/tenants/server.py's dispatch."""
+    return WSGIServer(listen, app, handler_class=_Handler, log=None, error_log=log, spawn=Pool(max_sockets))
+
+
 class _Transport:
     def __init__(self, ws):
         self.ws = ws
@@ -149,8 +155,7 @@ class PushServer:
         self.clock = clock
         self.stats = {"accepted": 0, "refused": 0}
         self.plugin = None          # agi/plugin/server.py PluginServer, set by the App
-        self.server = WSGIServer(listen, self._app, handler_class=_Handler, log=None, error_log=log,
-                                 spawn=Pool(max_sockets))
+        self.server = make_wsgi_server(listen, self._app, max_sockets)
 
     @property
     def address(self):

@@ -1,7 +1,6 @@
 """The plugin API inside `crmagi serve`: its server, its effects, its share of transfers."""
 from crmsync.apikeys import KeyStore
 
-from ..config import DEFAULT_TENANT
 from .server import PluginServer
 
 PLUGIN_PREFIX = "p:"
@@ -22,7 +21,7 @@ def build(app):
         live = LivePipeline(None, app.directory, app.writer, app.flow.call_id_for, app.config.agi.system_name,
                             app.config.dids, notify=app.popups.service.on_ami)
         app.plugin_effects = live
-    server = PluginServer(DEFAULT_TENANT, KeyStore(app.engine, DEFAULT_TENANT), app.flow, live._enqueue)
+    server = PluginServer(app.tenant, KeyStore(app.engine, app.tenant), app.flow, live._enqueue)
     app.popups.server.plugin = server
     return server
 
