@@ -16,6 +16,7 @@ from crmsync.linking import Linker
 from crmsync.livecalls import LiveCalls
 from crmsync.models import LookupRules, ModuleSpec
 from crmsync.spool import Spool
+from crmsync.userprefs import SeenRecorder, UserPrefs
 from crmsync.writer import CallWriter
 
 from . import metrics as metrics_mod
@@ -143,6 +144,7 @@ class App:
         self.flow.notify = self.popups.service.on_agi
         if self.live is not None:
             self.live.notify = self.popups.service.on_ami
+        self.popups.service.on_seen = SeenRecorder(UserPrefs(self.engine))
         from .plugin import wiring
 
         self.plugin = wiring.build(self)
@@ -153,6 +155,7 @@ class App:
             self.monitor.start()      # first: a port in use fails the start before anything runs
         try:
             self.store.ensure_tables()
+            UserPrefs(self.engine).ensure_table()
         except Exception as exc:   # the CRM may be down at boot: calls are spooled meanwhile
             log.warning("cannot prepare crmagi tables yet (%s); will write calls when the CRM is back", exc)
         self.writer.start()

@@ -19,6 +19,7 @@ from .cli_keys import keys  # noqa: E402
 from .cli_plugin import plugin  # noqa: E402
 from .cli_spool import spool  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
+from .cli_users import users  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
@@ -245,6 +246,7 @@ main.add_command(keys)
 main.add_command(plugin)
 main.add_command(spool)
 main.add_command(suitecrm)
+main.add_command(users)
 
 
 if __name__ == "__main__":

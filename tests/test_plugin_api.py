@@ -13,16 +13,9 @@ from agi.app import App
 from agi.plugin import protocol
 from crmsync import apikeys
 from crmsync.apikeys import ApiKeyError, KeyStore
-from test_end_to_end import CONTACT, SEED, app_config, call, crmagi_row, rows, seeded, wait_for
+from test_end_to_end import CONTACT, app_config, call, crmagi_row, db, rows, wait_for  # noqa: F401 (db)
 
 SECRET = "plugin-test-secret-0123456789abcdef"
-
-
-@pytest.fixture
-def db(crm_url):
-    engine = seeded(crm_url, SEED)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -29,6 +29,11 @@ RENDERS = 50              # CRM reads for popups at once; more wait their turn, 
 EXTENSION = re.compile(r"[0-9]{2,6}")   # ASCII digits only: a transfer never dials out
 
 
+def _pops_up(user):
+    """A known user whose popups are on (`crmagi users set USER --popups off` turns them off)."""
+    return user is not None and getattr(user, "popups", True)
+
+
 class PopupService:
     def __init__(self, book, directory, bus, content, call_id_for, system_name="", ami_driven=False,
                  transfer=None, fallback_extensions=(), clock=time.monotonic, dial=None):
@@ -42,6 +47,7 @@ class PopupService:
         self.transfer_call = transfer            # (linkedid, extension) -> (ok, text), or None
         self.dial_call = dial                    # click-to-call: (tab, message) -> answers the tab itself
         self.fallback_extensions = tuple(fallback_extensions)
+        self.on_seen = lambda user_id: None     # a tab of this user connected (`crmagi users` last seen)
         self.clock = clock
         self.queue = Queue(QUEUE_SIZE)
         self.render_slots = BoundedSemaphore(RENDERS)
@@ -146,12 +152,13 @@ class PopupService:
         users = [self._user(event.get("owner"))]
         if users[0] is None:
             users = [self._user_at(extension) for extension in self.fallback_extensions]
-        for user in filter(None, users):
-            self.book.ring(info, user, "owner")
+        for user in users:
+            if _pops_up(user):
+                self.book.ring(info, user, "owner")
 
     def _on_ring(self, event):
         user = self._user_at(event["ext"])
-        if user is None:
+        if not _pops_up(user):
             return
         known = self.infos.get(event["linkedid"])
         info = known[0] if known else callinfo.CallInfo(
@@ -249,6 +256,7 @@ class PopupService:
     # -- tabs (called by the websocket server) --------------------------------
     def tab_joined(self, tab):
         self._post(self._tab_event, self.book.tab_joined, tab)
+        self.on_seen(tab.user_id)
 
     def tab_changed(self, tab):
         # A tab flapping focus sends many of these: only the latest state matters, so one
