@@ -225,6 +225,24 @@ class WebpushSettings:
 
 
 @dataclass(frozen=True)
+class RecordingsSettings:
+    local_dir: str = setting("", _str, "folder holding the recordings on this box (Asterisk's monitor folder, or a "
+                             "mount of it); MixMonitor's relative names resolve against it")
+    remote_url: str = setting("", _str, "http(s) URL where the PBX serves its monitor folder (e.g. nginx); "
+                              "crmagi fetches with Range, browsers never reach it. Set this or local_dir",
+                              secret="url")
+    remote_user: str = setting("", _str, "basic auth user for remote_url")
+    remote_password: str = setting("", _str, "basic auth password for remote_url", secret="value")
+    monitor_dir: str = setting("", _str, "the PBX folder MixMonitor writes to, which absolute recorded paths must "
+                               "lie in (default: local_dir, else /var/spool/asterisk/monitor)")
+    cache_dir: str = setting("", _str, "where converted (GSM, WAV49) recordings are kept; empty: recordings-cache "
+                             "in $CACHE_DIRECTORY (systemd) or /var/cache/crmagi/")
+    cache_mb: float = setting(512.0, _float, "size cap of cache_dir (MB); the least recently played go first")
+    url_seconds: int = setting(900, _int, "lifetime of a signed recording URL (the page renews it)")
+    fetch_timeout: float = setting(5.0, _float, "seconds to wait for remote_url")
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     listen: Tuple[str, int] = setting(("127.0.0.1", 9108), _hostport, "address of /metrics (Prometheus) and /healthz, "
                                       "host:port; with [agi] workers > 1 the parent serves all workers")
@@ -263,6 +281,7 @@ class Config:
     dialplan: DialplanSettings = DialplanSettings()
     ami: AmiSettings = AmiSettings()
     webpush: WebpushSettings = WebpushSettings()
+    recordings: RecordingsSettings = RecordingsSettings()
     metrics: MetricsSettings = MetricsSettings()
     tenants: TenantsSettings = TenantsSettings()
     tenant: TenantSettings = TenantSettings()
@@ -279,8 +298,8 @@ class Config:
 
 SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
             "dialplan": DialplanSettings, "ami": AmiSettings,
-            "webpush": WebpushSettings, "metrics": MetricsSettings, "tenants": TenantsSettings,
-            "tenant": TenantSettings}
+            "webpush": WebpushSettings, "recordings": RecordingsSettings, "metrics": MetricsSettings,
+            "tenants": TenantsSettings, "tenant": TenantSettings}
 
 
 def _build(section, cls, values, base=None):
@@ -355,6 +374,7 @@ def load(path=None, environ: Mapping[str, str] = None,
         obj = _build(section, cls, _env_values(environ, section, cls), obj)
         built[section] = _build(section, cls, overrides.get(section, {}), obj)
     built["agi"] = _resolve_spool(built["agi"], path, environ)
+    built["recordings"] = _resolve_recordings(built["recordings"], environ)
     modules = tuple(_module(name, raw.get("module:" + name, {})) for name in built["lookup"].modules)
     for name in raw:
         if name.startswith("module:") and name[7:] not in built["lookup"].modules:
@@ -377,6 +397,29 @@ def _resolve_spool(agi, path, environ):
     if path and not os.path.isabs(agi.spool):
         return dataclasses.replace(agi, spool=os.path.join(os.path.dirname(os.path.abspath(path)), agi.spool))
     return agi
+
+
+CACHE_DIR = "/var/cache/crmagi"
+MONITOR_DIR = "/var/spool/asterisk/monitor"
+
+
+def _resolve_recordings(rec, environ):
+    """One store; absolute folders; the cache in the service's cache directory by default."""
+    if rec.local_dir and rec.remote_url:
+        raise ConfigError("config [recordings] remote_url: set local_dir or remote_url, not both")
+    for key in ("local_dir", "monitor_dir", "cache_dir"):
+        value = getattr(rec, key)
+        if value and not os.path.isabs(value):
+            raise ConfigError("config [recordings] %s: %r is not an absolute path" % (key, value))
+    if rec.remote_url and not rec.remote_url.lower().startswith(("http://", "https://")):
+        raise ConfigError("config [recordings] remote_url: %r is not an http:// or https:// URL" % rec.remote_url)
+    if rec.url_seconds < 30:
+        raise ConfigError("config [recordings] url_seconds: %d is too short to play a call (at least 30)"
+                          % rec.url_seconds)
+    monitor = rec.monitor_dir or rec.local_dir or MONITOR_DIR
+    cache = rec.cache_dir or os.path.join((environ.get("CACHE_DIRECTORY") or "").split(":")[0] or CACHE_DIR,
+                                          "recordings-cache")
+    return dataclasses.replace(rec, monitor_dir=monitor, cache_dir=cache)
 
 
 def require_url(config):

@@ -6,14 +6,18 @@ the phones that ring; without one they go to the record's responsible user.
 import logging
 from urllib.parse import urlsplit
 
+from crmsync.callaccess import CallAccess
 from crmsync.calls import CallStore
 from crmsync.history import History
 from webpush.bus import make_bus
 from webpush.content import PopupContent
 from webpush.hub import Hub
 from webpush.popups import PopupBook
+from webpush.recordings import Recordings
+from webpush.recstore import LocalStore, RemoteStore
 from webpush.server import PushServer
 from webpush.service import PopupService
+from webpush.transcode import Transcoder
 
 log = logging.getLogger("crmagi.webpush")
 
@@ -32,6 +36,20 @@ def public_url(config):
         return web.public_url
     host, port = web.listen
     return "ws://%s:%d/ws" % (host, port)
+
+
+def build_recordings(config, engine):
+    """The recordings served by the popup server, or None when no store is configured."""
+    rec = config.recordings
+    if rec.local_dir:
+        store = LocalStore(rec.local_dir)
+    elif rec.remote_url:
+        store = RemoteStore(rec.remote_url, rec.remote_user, rec.remote_password, timeout=rec.fetch_timeout)
+    else:
+        return None
+    transcoder = Transcoder(rec.cache_dir, int(rec.cache_mb * 1e6))
+    return Recordings(config.webpush.secret, CallAccess(engine), store, transcoder, rec.monitor_dir,
+                      url_seconds=rec.url_seconds)
 
 
 class Publisher:
@@ -61,7 +79,8 @@ class Popups:
             log.warning("popups: [webpush] allowed_origins is empty and [crm] site_url has no origin: "
                         "every browser will be refused (see `crmagi check`)")
         self.server = PushServer(web.listen, web.secret, origins, self.service, self.hub,
-                                 directory, token_seconds=web.token_seconds, max_sockets=web.max_sockets)
+                                 directory, token_seconds=web.token_seconds, max_sockets=web.max_sockets,
+                                 recordings=build_recordings(config, engine))
 
     def warm_up(self):
         """Reflect the history tables and compile the templates before the first ring, not

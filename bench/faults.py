@@ -7,7 +7,7 @@ temp datadir and a free loopback port: bench/faults_db.py) loaded with the real 
 owners; `crmagi serve` as a subprocess (spool, [agi] timeout, [ami] on the fake AMI); a
 fake AMI server that plays each call's recorded events with the call's own linkedid
 (bench/faults_ami.py); and a driver process that places the calls the way Asterisk
-does (bench/faults_calls.py, on bench/load.py's engine).  Faults, each on by default:
+does (bench/faults_calls.py, on bench/agi_dialogue.py).  Faults, each on by default:
 
   db-kill      kill -9 mariadbd, start it again (InnoDB crash recovery)
   db-stop      shut mariadbd down for --db-stop-seconds (30), then start it

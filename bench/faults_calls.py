@@ -6,7 +6,7 @@ all see one plan without shipping it around.  Callers are known numbers of every
 module (Contacts, Accounts, Leads), unknown numbers and withheld ones; a share of the
 calls is outbound (an extension dialling a known or unknown number).
 
-The driver is bench/load.py's lean engine (Asterisk's bytes, one command answered per
+The driver is bench/agi_dialogue.py's lean engine (Asterisk's bytes, one command answered per
 socket wake-up, the final HANGUP) with the campaign's rules on top: each call has its
 own direction, caller, Dial result and talk time; when crmagi refuses the first AGI
 (it is down) the dialplan goes on, as Asterisk's AGISTATUS=FAILURE does, and the hangup
@@ -25,7 +25,7 @@ import sys
 import time
 
 from faults_db import DID, UNKNOWN_DIGIT, USERS, caller_id, dialled
-from load import Call, LeanEngine, dial_result
+from agi_dialogue import Call, LeanEngine, dial_result
 
 from agi import ended
 from agi.asterisk_commands import Channel

@@ -15,11 +15,11 @@ import dataclasses
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import (CHAR, Column, DateTime, Integer, MetaData, String, Table, and_,
-                        inspect, insert, select, update)
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import CHAR, Column, DateTime, Integer, MetaData, String, Table, inspect, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from . import outcome as rules
+from . import sqlbatch
 from .db import CALL_COLUMNS, CALL_TABLES, CrmUnavailable, Schema, SchemaError
 from .models import CallRecord
 
@@ -88,14 +88,14 @@ def _now():
 
 
 def _mysql_errno(exc):
-    args = getattr(getattr(exc, "orig", None), "args", ())
-    return args[0] if args else None
+    args = getattr(getattr(exc, "orig", exc), "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
 
 
 def _is_duplicate(exc):
     if _mysql_errno(exc) == _MYSQL_DUPLICATE_KEY:
         return True
-    return "UNIQUE constraint failed" in str(getattr(exc, "orig", ""))     # sqlite
+    return "UNIQUE constraint failed" in str(getattr(exc, "orig", exc))     # sqlite
 
 
 def _is_deadlock(exc):
@@ -104,17 +104,35 @@ def _is_deadlock(exc):
 
 def _fit(table, values):
     """Make strings acceptable to a strict-mode utf8mb3 column: BMP only, cut to length."""
+    lengths = _lengths(table)
     out = {}
     for key, value in values.items():
-        if key not in table.c:
+        if key not in lengths:
             raise SchemaError("%s.%s: column not found" % (table.name, key))
         if isinstance(value, str):
             value = rules.utf8mb3_safe(value)
-            length = getattr(table.c[key].type, "length", None)
+            length = lengths[key]
             if length and len(value) > length:
                 value = value[:length]
         out[key] = value
     return out
+
+
+_LENGTHS = {}
+
+
+def _lengths(table):
+    """Column name -> declared string length (None: not a string), once per table object."""
+    found = _LENGTHS.get(id(table))
+    if found is None or found[0] is not table:
+        found = _LENGTHS[id(table)] = (table, {c.name: getattr(c.type, "length", None) for c in table.c})
+    return found[1]
+
+
+def _driver_errors(engine):
+    """The DBAPI's error classes, which the hot path (crmsync/sqlbatch.py) sees unwrapped."""
+    dbapi = engine.dialect.dbapi
+    return (dbapi.Error,) if dbapi is not None else ()
 
 
 class CallStore:
@@ -126,6 +144,7 @@ class CallStore:
         self._schema = Schema(engine, CALL_TABLES, {t: CALL_COLUMNS[t] for t in CALL_TABLES})
         self._links = {}
         self._ready = False
+        self._dbapi_errors = _driver_errors(engine)
 
     @staticmethod
     def call_id_for(system_name, linkedid):
@@ -188,6 +207,8 @@ class CallStore:
             return operation(arg)
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
+        except self._dbapi_errors as exc:
+            raise _unavailable(exc) from exc
 
     def _get(self, call_id):
         calls = self.table("calls")
@@ -199,10 +220,11 @@ class CallStore:
         return None if row is None else _record(row)
 
     def _start(self, rec):
+        """One round trip on MariaDB: every INSERT of the call and the COMMIT in one packet."""
         try:
-            with self.engine.begin() as conn:
-                self._insert(conn, rec, _now())
-        except IntegrityError as exc:
+            with sqlbatch.transaction(self.engine) as tx:
+                tx.commit(self.insert_statements(rec, _now()))
+        except self._dbapi_errors as exc:
             # A concurrent or earlier start (or finish) inserted the same call id.
             if _is_duplicate(exc):
                 return False
@@ -215,69 +237,75 @@ class CallStore:
         # their FOR UPDATE and deadlock on insert.  The next try finds the row.
         for attempt in range(1, 4):
             try:
-                with self.engine.begin() as conn:
-                    return self._finish_in(conn, rec)
-            except (IntegrityError, OperationalError) as exc:
+                with sqlbatch.transaction(self.engine) as tx:
+                    return self._finish_in(tx, rec)
+            except self._dbapi_errors as exc:
                 if attempt == 3 or not (_is_duplicate(exc) or _is_deadlock(exc)):
                     raise
         return False  # pragma: no cover
 
-    def _finish_in(self, conn, rec):
+    # The call's state and its current owner, locked (FOR UPDATE serialises concurrent
+    # finishes of one call on MySQL): one round trip.
+    _FINISH_READ = ("SELECT m.`ended_at`, m.`transfer_user_id`, m.`answered_extension`, c.`assigned_user_id` "
+                    "FROM `crmagi_calls` m LEFT JOIN `calls` c ON c.`id` = m.`call_id` "
+                    "WHERE m.`call_id` = %s FOR UPDATE")
+
+    def _finish_in(self, tx, rec):
+        """Read the call (one round trip), then every write and the COMMIT (one more)."""
         now = _now()
-        # FOR UPDATE serialises concurrent finishes of one call on MySQL.
-        row = conn.execute(select(CRMAGI_CALLS.c.ended_at, CRMAGI_CALLS.c.transfer_user_id,
-                                  CRMAGI_CALLS.c.answered_extension)
-                           .where(CRMAGI_CALLS.c.call_id == rec.call_id)
-                           .with_for_update()).first()
-        if row is None:
-            self._insert(conn, rec, now)
-        elif row.ended_at is not None:
-            return False
+        found = tx.read(self._FINISH_READ, (rec.call_id,))
+        row = found[0] if found else None
+        if row is not None and row[0] is not None:
+            return False                    # finished before: the first finish wins
+        statements = [] if row is not None else self.insert_statements(rec, now)
+        owner = row[3] if row is not None else rec.assigned_user_id
+        transferred, answered_before = (row[1], row[2]) if row is not None else (None, None)
+        statements += self._end_statements(rec, now, owner, transferred, answered_before)
+        tx.commit(statements)
+        return True
+
+    def _end_statements(self, rec, now, owner, transferred, answered_before):
         status, result = rules.outcome(rec.direction, rec.dial_status, rec.talk_seconds)
         done = dataclasses.replace(rec, status=status, outcome=result)
         ended = _utc(rec.ended_at) or now
         hours, minutes = rules.duration_parts(rec.talk_seconds)
         calls = self.table("calls")
-        owner = conn.execute(select(calls.c.assigned_user_id)
-                             .where(calls.c.id == rec.call_id)).scalar()
         values = {"status": status, "duration_hours": hours, "duration_minutes": minutes,
                   "date_end": ended, "name": rules.subject(done),
                   "description": rules.description(done),
                   "date_modified": now, "modified_user_id": self.system_user}
-        transferred = row is not None and row.transfer_user_id
         if rec.answered_user_id and rec.answered_user_id != owner and not transferred:
             # The agent who took the call owns it ("My Calls"); the first owner keeps a link.
             values["assigned_user_id"] = rec.answered_user_id
-        conn.execute(update(calls).where(calls.c.id == rec.call_id).values(**_fit(calls, values)))
+        statements = [sqlbatch.update("calls", _fit(calls, values), "id", rec.call_id)]
         if rec.answered_user_id:
-            self.link_user(conn, rec.call_id, rec.answered_user_id, now)
+            statements.append(self.link_user_statement(rec.call_id, rec.answered_user_id, now))
         end = {key: getattr(done, key) for key in _END_FIELDS}
-        if row is not None and row.answered_extension:
+        if answered_before:
             # The AMI model saw who answered first; the hangup's DIALEDPEERNUMBER is the last
             # Dial (after a blind transfer: the transfer target), so it does not overwrite it.
             end.pop("answered_extension")
             end.pop("answered_user_id")
         end.update(ended_at=ended, updated_at=now)
-        conn.execute(update(CRMAGI_CALLS).where(CRMAGI_CALLS.c.call_id == rec.call_id)
-                     .values(**_fit(CRMAGI_CALLS, end)))
-        return True
+        statements.append(sqlbatch.update("crmagi_calls", _fit(CRMAGI_CALLS, end), "call_id", rec.call_id))
+        return statements
 
-    def _insert(self, conn, rec, now):
+    def insert_statements(self, rec, now):
         """All rows of a new call.  crmagi_calls goes first: its primary key is the
         duplicate check, before any SuiteCRM table is touched."""
         started = _utc(rec.started_at) or now
         parent = rec.parent_module if rec.parent_module and rec.parent_id else None
         planned = dataclasses.replace(rec, status="Planned", outcome=None)
-        conn.execute(insert(CRMAGI_CALLS).values(**_fit(CRMAGI_CALLS, {
+        out = [sqlbatch.insert("crmagi_calls", _fit(CRMAGI_CALLS, {
             "call_id": rec.call_id, "linkedid": rec.linkedid, "uniqueid": rec.uniqueid,
             "direction": rules.normalize_direction(rec.direction), "number": rec.number,
             "did": rec.did, "extension": rec.extension,
             "parent_type": parent, "parent_id": rec.parent_id if parent else None,
             "parent_name": rec.parent_name, "link_table": rec.link_table or None,
             "link_column": rec.link_column or None, "lookup_status": rec.lookup_status,
-            "status": "Planned", "started_at": started, "updated_at": now})))
+            "status": "Planned", "started_at": started, "updated_at": now}))]
         calls = self.table("calls")
-        conn.execute(insert(calls).values(**_fit(calls, {
+        out.append(sqlbatch.insert("calls", _fit(calls, {
             "id": rec.call_id, "name": rules.subject(planned),
             "description": rules.description(planned),
             "date_entered": now, "date_modified": now,
@@ -290,21 +318,21 @@ class CallStore:
             "status": "Planned", "direction": rules.normalize_direction(rec.direction)})))
         if parent and rec.link_table:
             link = self.table(rec.link_table)
-            conn.execute(insert(link).values(**_fit(link, {
+            out.append(sqlbatch.insert(rec.link_table, _fit(link, {
                 "id": str(uuid.uuid4()), "call_id": rec.call_id, rec.link_column: rec.parent_id,
                 "required": "1", "accept_status": "none", "date_modified": now, "deleted": 0})))
         if rec.assigned_user_id:
-            self.link_user(conn, rec.call_id, rec.assigned_user_id, now)
+            out.append(self.link_user_statement(rec.call_id, rec.assigned_user_id, now))
+        return out
 
-    def link_user(self, conn, call_id, user_id, now):
-        """calls_users (accept) for the user, unless a live link exists already."""
-        users = self.table("calls_users")
-        exists = conn.execute(select(users.c.id).where(and_(
-            users.c.call_id == call_id, users.c.user_id == user_id, users.c.deleted == 0))).first()
-        if exists is None:
-            conn.execute(insert(users).values(**_fit(users, {
-                "id": str(uuid.uuid4()), "call_id": call_id, "user_id": user_id,
-                "required": "1", "accept_status": "accept", "date_modified": now, "deleted": 0})))
+    # calls_users (accept) for the user, unless a live link exists already: one statement.
+    _LINK_USER = ("INSERT INTO `calls_users` (`id`, `call_id`, `user_id`, `required`, `accept_status`, "
+                  "`date_modified`, `deleted`) SELECT %s, %s, %s, '1', 'accept', %s, 0 WHERE NOT EXISTS "
+                  "(SELECT 1 FROM `calls_users` WHERE `call_id` = %s AND `user_id` = %s AND `deleted` = 0)")
+
+    def link_user_statement(self, call_id, user_id, now):
+        self.table("calls_users")        # checked to exist, as every table written
+        return self._LINK_USER, (str(uuid.uuid4()), call_id, user_id, now, call_id, user_id)
 
     def table(self, name):
         if name in CALL_TABLES:

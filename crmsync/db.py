@@ -7,6 +7,7 @@ the configured tables are reflected once and checked column by column.
 import threading
 import time
 
+from pymysql.constants import CLIENT
 from sqlalchemy import MetaData, create_engine, event, inspect, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.engine import make_url
@@ -43,8 +44,9 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_
     PyMySQL is pure Python, so under gevent's monkey-patching its reads yield
     to the hub; the read/write timeouts make a hung database fail instead of
     holding a pooled connection for ever.  ``read_only`` engines (lookups)
-    run in autocommit and skip the rollback on return: one round trip less
-    per lookup.  A connection is pinged on checkout only after it sat idle
+    run in autocommit.  No engine rolls back a connection going back to the
+    pool (one round trip per transaction; see pool_reset_on_return below).
+    A connection is pinged on checkout only after it sat idle
     for IDLE_PING seconds, not on every checkout (another round trip saved
     on the hot path; a database restart still costs no failed call after a
     quiet period).
@@ -56,25 +58,21 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_
         if parsed.database in (None, "", ":memory:"):
             kwargs["poolclass"] = StaticPool
     elif parsed.get_backend_name() in ("mysql", "mariadb"):
-        connect_args = {"connect_timeout": max(1, int(round(connect_timeout))),
-                        "read_timeout": max(1, int(round(query_timeout))),
-                        "write_timeout": max(1, int(round(query_timeout))),
-                        "charset": "utf8mb4"}
-        if not any(key.startswith("ssl") for key in parsed.query):
-            # Without ssl_* options, PyMySQL >= 1.2 tries TLS opportunistically (unverified)
-            # and builds an SSLContext on every connect: ~30 ms of CPU loading the CA store,
-            # which blocks the gevent loop.  While the CRM is down every lookup and write
-            # reconnects, and AGI answers then took seconds.  TLS stays available through
-            # the URL (?ssl_ca=...), as with PyMySQL 1.1.
-            connect_args["ssl_disabled"] = True
+        connect_args = _mysql_connect_args(parsed, connect_timeout, query_timeout)
+        # Several statements per packet: a call's transaction is one round trip (crmsync/sqlbatch.py).
+        # FOUND_ROWS is what SQLAlchemy's dialect sets; naming client_flag replaces its value.
+        connect_args["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
         kwargs.update(
             pool_size=pool_size, max_overflow=pool_size, pool_timeout=connect_timeout,
             pool_recycle=3600,
             connect_args=connect_args,
+            # No ROLLBACK when a connection goes back (a round trip per transaction): every
+            # user ends its own -- SQLAlchemy's Connection rolls back on close what it did
+            # not commit, and crmsync/sqlbatch.py commits or rolls back explicitly.
+            pool_reset_on_return=None,
         )
         if read_only:
-            kwargs.update(isolation_level="AUTOCOMMIT", pool_reset_on_return=None,
-                          skip_autocommit_rollback=True)
+            kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -82,6 +80,21 @@ def make_engine(url, pool_size=20, connect_timeout=3.0, query_timeout=5.0, read_
         event.listen(engine, "checkin", _checked_in)
         event.listen(engine, "checkout", _ping_if_idle)
     return engine
+
+
+def _mysql_connect_args(parsed, connect_timeout, query_timeout):
+    args = {"connect_timeout": max(1, int(round(connect_timeout))),
+            "read_timeout": max(1, int(round(query_timeout))),
+            "write_timeout": max(1, int(round(query_timeout))),
+            "charset": "utf8mb4"}
+    if not any(key.startswith("ssl") for key in parsed.query):
+        # Without ssl_* options, PyMySQL >= 1.2 tries TLS opportunistically (unverified)
+        # and builds an SSLContext on every connect: ~30 ms of CPU loading the CA store,
+        # which blocks the gevent loop.  While the CRM is down every lookup and write
+        # reconnects, and AGI answers then took seconds.  TLS stays available through
+        # the URL (?ssl_ca=...), as with PyMySQL 1.1.
+        args["ssl_disabled"] = True
+    return args
 
 
 def watch_errors(engine, callback):
@@ -104,11 +117,12 @@ def make_probe_engine(url, timeout=1.0):
     """An engine opening a new connection each time (NullPool), for the health probe: it then
     sees what the next pooled connection would (a refused login, a dropped database), not a
     connection opened before the outage."""
-    if make_url(url).get_backend_name() not in ("mysql", "mariadb"):
+    parsed = make_url(url)
+    if parsed.get_backend_name() not in ("mysql", "mariadb"):
         return make_engine(url, query_timeout=timeout)
-    seconds = max(1, int(round(timeout)))
-    return create_engine(url, poolclass=NullPool, connect_args={
-        "connect_timeout": seconds, "read_timeout": seconds, "write_timeout": seconds, "charset": "utf8mb4"})
+    # Its connect every probe_interval built an SSLContext too (see _mysql_connect_args):
+    # 30-60 ms of blocked event loop every 2 s, the p99 of the AGI answers.
+    return create_engine(url, poolclass=NullPool, connect_args=_mysql_connect_args(parsed, timeout, timeout))
 
 
 def ping(engine):

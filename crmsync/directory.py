@@ -6,11 +6,12 @@ with a match wins.  Two ways to find the candidates (crmsync/records.py), and
 
 index
     When ``crmagi_phone_index`` is ready (crmsync/phoneindex.py; asked once,
-    then every ``index_check_seconds``): ONE indexed range read of the values
-    ending with the caller's last ``suffix_digits`` digits (all of them when
-    the caller has fewer), then ONE query per module that has candidates,
-    fetching those records by id with ``deleted = 0`` and their current phone
-    values.  A stale index row can cost a fetch, never a wrong match.
+    then every ``index_check_seconds``): ONE statement (one round trip,
+    compiled once), per module a UNION ALL part reading the index range of
+    the values ending with the caller's last ``suffix_digits`` digits (all of
+    them when the caller has fewer), joined to their records with
+    ``deleted = 0`` and their current phone values (crmsync/records.py).  A
+    stale index row can cost a row read, never a wrong match.
 scan
     Otherwise (SQLite, index not installed or not rebuilt): ONE query per
     module scanning the records whose phone columns contain those digits.
@@ -44,7 +45,8 @@ from . import phone
 from .db import CrmUnavailable, Schema, SchemaError
 from .models import Caller, LookupResult, LookupRules, User
 from .phoneindex import MAX_CANDIDATES, PhoneIndex
-from .records import MAX_SCAN_ROWS, module_query, name_fields
+from .records import MAX_SCAN_ROWS, index_union, module_query, name_fields
+from .triggers import KEY_DIGITS
 from .userprefs import Prefs, UserPrefs
 
 log = logging.getLogger(__name__)
@@ -123,6 +125,8 @@ class Directory:
         self._cstm_schema = Schema(engine, ["users_cstm"])
         self._checked = None     # tables, once problems() came back empty
         self._queries = None
+        self._index_compiled = None
+        self._dbapi = engine.dialect.dbapi
         self._users = None
         self._users_lock = threading.Lock()
 
@@ -229,29 +233,54 @@ class Directory:
         return state[0], state[1]
 
     def _search_index(self, caller, explain):
+        """The index rows of every module joined to their records: ONE statement, one round trip."""
         tail = phone.suffix(caller, self.rules.suffix_digits)
+        key = phone.suffix(caller, min(self.rules.suffix_digits, KEY_DIGITS))
+        if not (key.isascii() and key.isdigit()):
+            return None, []
         queries = self._module_queries()
+        union, sql, params = self._index_sql()
         with _database_errors(), self.engine.connect() as conn:
-            candidates = self.index.candidates(caller, self.rules.suffix_digits, conn=conn)
-            ids, fields = {}, {}
-            for module, record_id, field in candidates:
-                ids.setdefault(module, set()).add(record_id)
-                fields.setdefault((module, record_id), set()).add(field)
-            explain.append("index: %d candidate(s)%s ending in %s%s" % (
-                len(candidates), " (capped)" if len(candidates) >= MAX_CANDIDATES else "", tail,
-                "".join(", %s %d" % (q.spec.name, len(ids[q.spec.name])) for q in queries if q.spec.name in ids)))
-            for query in queries:
-                if query.spec.name not in ids:
-                    continue
-                rows = conn.execute(query.by_id, {"ids": sorted(ids[query.spec.name])}).all()
-                # Only the columns the index named can end in the caller's digits: parse just those.
-                only = {rid: fields[(query.spec.name, rid)] for rid in ids[query.spec.name]}
-                matches = self._matches(query.spec, query.names, rows, caller, only)
-                explain.append("%s: %d live record(s) fetched by id, %d matching column(s)" % (
-                    query.spec.name, len(rows), len(matches)))
-                if matches:
-                    return query.spec, matches
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                cursor.execute(sql, dict(params, p=key[::-1] + "%"))
+                rows = cursor.fetchall()
+            except self._dbapi.ProgrammingError as exc:      # e.g. the index table was dropped since
+                raise sa_exc.ProgrammingError("phone index lookup", None, exc) from exc
+            except self._dbapi.Error as exc:
+                raise CrmUnavailable("CRM database unavailable: %s" % exc) from exc
+            finally:
+                cursor.close()
+        records = [{} for _ in queries]          # per module: record id -> its row
+        fields = [{} for _ in queries]           # per module: record id -> the index fields
+        counts = [0] * len(queries)
+        for row in rows:
+            position, field = int(row[0]), row[1]
+            own = union.unpad(queries[position], row)
+            records[position].setdefault(own[0], own)
+            fields[position].setdefault(own[0], set()).add(field)
+            counts[position] += 1
+        explain.append("index: %d candidate(s)%s ending in %s%s" % (
+            len(rows), " (capped)" if max(counts) >= MAX_CANDIDATES else "", tail,
+            "".join(", %s %d" % (q.spec.name, len(r)) for q, r in zip(queries, records) if r)))
+        for query, found, named in zip(queries, records, fields):
+            if not found:
+                continue
+            # Only the columns the index named can end in the caller's digits: parse just those.
+            matches = self._matches(query.spec, query.names, list(found.values()), caller, named)
+            explain.append("%s: %d live record(s) joined to the index, %d matching column(s)" % (
+                query.spec.name, len(found), len(matches)))
+            if matches:
+                return query.spec, matches
         return None, []
+
+    def _index_sql(self):
+        """Every module's ``by_index`` as one UNION, compiled once: (IndexUnion, SQL text, fixed parameters)."""
+        if self._index_compiled is None:
+            union = index_union(self._module_queries())
+            compiled = union.statement.compile(dialect=self.engine.dialect)
+            self._index_compiled = (union, str(compiled), dict(compiled.params))
+        return self._index_compiled
 
     def _search_scan(self, caller, explain):
         pattern = "%" + phone.suffix(caller, self.rules.suffix_digits) + "%"

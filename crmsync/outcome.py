@@ -95,7 +95,13 @@ def utf8mb3_safe(text):
     """Drop what a utf8mb3 column rejects: characters outside the BMP and lone surrogates."""
     if text is None:
         return None
-    return "".join(ch for ch in str(text) if ord(ch) < 0xD800 or 0xE000 <= ord(ch) <= 0xFFFF)
+    text = str(text)
+    if _SAFE.fullmatch(text):        # nearly always: no per-character loop
+        return text
+    return "".join(ch for ch in text if ord(ch) < 0xD800 or 0xE000 <= ord(ch) <= 0xFFFF)
+
+
+_SAFE = re.compile("[\u0000-\ud7ff\ue000-\uffff]*")
 
 
 def _one_line(text):

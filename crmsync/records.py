@@ -10,15 +10,24 @@ both:
     ``:p``).  "Contain", not "end with": a stored ``… доб. 12`` or ``… x12`` must
     not hide the number in front of it.  Portable to SQLite and MariaDB; a scan.
 ``by_id``
-    With the phone index: the live records (``deleted = 0``) among the
-    candidate ids the index gave (bound as ``:ids``), with their current phone
-    values.
+    The live records (``deleted = 0``) among given ids (bound as ``:ids``),
+    with their current phone values (click-to-call checks the clicked record).
+``by_index``
+    With the phone index: the index rows of the module whose ``digits_rev``
+    starts with the caller's reversed last digits (bound as ``:p``, a LIKE
+    prefix), joined to their live records (``deleted = 0``) with the current
+    phone values; the index row's ``field`` comes first.  Directory sends the
+    query of every module in one round trip.
 """
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, column, func, literal_column, null, or_, select, table as table_clause, union_all
+
+from .phoneindex import MAX_CANDIDATES
+from .triggers import INDEX_TABLE
 
 MAX_SCAN_ROWS = 200
+_INDEX = table_clause(INDEX_TABLE, column("module"), column("record_id"), column("field"), column("digits_rev"))
 _SEPARATORS = (" ", "-", "(", ")", ".", "+", "/")
 
 
@@ -27,6 +36,7 @@ class ModuleQuery(NamedTuple):
     names: tuple        # the name columns, in display order
     scan: object        # select, bound :p
     by_id: object       # select, bound :ids (expanding)
+    by_index: object    # select, bound :p (the index's LIKE prefix)
 
 
 def name_fields(spec, table):
@@ -60,7 +70,11 @@ def module_query(spec, tables) -> ModuleQuery:
             .order_by(table.c.date_modified.desc(), table.c.id)
             .limit(MAX_SCAN_ROWS))
     by_id = select(*columns).where(table.c.deleted == 0, table.c.id.in_(bindparam("ids", expanding=True)))
-    return ModuleQuery(spec, names, scan, by_id)
+    by_index = (select(_INDEX.c.field, *columns)
+                .select_from(_INDEX.join(table, table.c.id == _INDEX.c.record_id))
+                .where(_INDEX.c.digits_rev.like(bindparam("p")), _INDEX.c.module == spec.name, table.c.deleted == 0)
+                .limit(MAX_CANDIDATES))
+    return ModuleQuery(spec, names, scan, by_id, by_index)
 
 
 def _digits_only(column):
@@ -69,3 +83,37 @@ def _digits_only(column):
     for char in _SEPARATORS:
         expr = func.replace(expr, char, "")
     return expr
+
+
+class IndexUnion(NamedTuple):
+    """Every module's ``by_index`` as ONE statement: its rows carry the module's position,
+    the index field, then the module's row padded with NULLs to the widest module."""
+    statement: object
+    names: int          # name columns of the widest module
+    phones: int         # phone columns of the widest module
+
+    def unpad(self, query, row):
+        """(position, field) already read: the module's own row shape from a padded row."""
+        n, m = len(query.names), len(query.spec.phone_fields)
+        rest = row[3 + self.names:]           # owner, modified, phones..., account
+        out = (row[2], *row[3:3 + n], rest[0], rest[1], *rest[2:2 + m])
+        return out + (rest[2 + self.phones],) if _has_account(query) else out
+
+
+def _has_account(query):
+    return len(query.by_index.selected_columns) > 4 + len(query.names) + len(query.spec.phone_fields)
+
+
+def index_union(queries) -> IndexUnion:
+    widest_names = max(len(q.names) for q in queries)
+    widest_phones = max(len(q.spec.phone_fields) for q in queries)
+    parts = []
+    for position, query in enumerate(queries):
+        n, m = len(query.names), len(query.spec.phone_fields)
+        cols = list(query.by_index.selected_columns)
+        row = [literal_column(str(position)), *cols[:2 + n], *[null()] * (widest_names - n), cols[2 + n],
+               cols[3 + n], *cols[4 + n:4 + n + m], *[null()] * (widest_phones - m),
+               cols[4 + n + m] if _has_account(query) else null()]
+        parts.append(query.by_index.with_only_columns(*[c.label("c%d" % i) for i, c in enumerate(row)],
+                                                      maintain_column_froms=False))
+    return IndexUnion(union_all(*parts), widest_names, widest_phones)

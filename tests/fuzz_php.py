@@ -94,7 +94,7 @@ def check_hook(given):
     assert out["errors"] == [] and out["secret_ok"], out
     assert out["full"] == full_page(given["request"]), (given["request"], out["full"])
     html = out["html"]
-    assert html.startswith(PREFIX) and html.count("<script") == 2 and html.count("</script>") == 2, html
+    assert html.startswith(PREFIX) and html.count("<script") == 3 and html.count("</script>") == 3, html
     text = html[len(PREFIX):html.index(SUFFIX)]
     assert not set(text) & set("<>&'"), text
     page = json.loads(text)

@@ -19,7 +19,7 @@ from conftest import ASTERISK, REPO
 
 sys.path.insert(0, str(REPO / "bench"))
 
-import load  # noqa: E402  (bench/load.py)
+import agi_dialogue  # noqa: E402  (bench/agi_dialogue.py)
 from agi.asterisk_commands import Channel, answer  # noqa: E402
 from agi.protocol import parse_env  # noqa: E402
 from agi.simulator import env_block  # noqa: E402
@@ -43,7 +43,7 @@ def _same(line, dead=False):
     a, b = _channel(dead), _channel(dead)
     got_a, got_b = {}, {}
     reply_a = answer(a, line, {}, got_a)
-    reply_b = load.fast_answer(b, line, {}, got_b)
+    reply_b = agi_dialogue.fast_answer(b, line, {}, got_b)
     assert reply_b == reply_a, line
     assert got_b == got_a and _state(b) == _state(a), line
 
@@ -81,7 +81,7 @@ def test_fast_answer_is_answer_on_generated_lines(verb, rest, dead):
 def test_env_of_is_parse_env(callerid, name, args):
     env = env_block("hangup", channel="PJSIP/trunk-00000002", uniqueid="1.2", callerid=callerid,
                     calleridname=name, context="crmagi-hangup", extension="s", args=args)
-    assert load.env_of(env) == parse_env(env)[0]
+    assert agi_dialogue.env_of(env) == parse_env(env)[0]
 
 
 def _free_port():

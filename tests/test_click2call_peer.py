@@ -93,6 +93,7 @@ def test_click_rings_101_then_dials_out_and_the_call_is_on_the_clicked_contact(a
     assert states(seen) == [("accepted", ""), ("ringing", ""), ("connecting", ""), ("connecting", ""),
                             ("connected", ""), ("ended", "hangup")], seen
     assert all(m["ref"] == "k1" for m in seen)
+    print("click-to-call over the websocket: %s" % [(m["state"], round(m["after"] * 1000)) for m in seen])
     db = app.engine_for_test
     call_id = CallStore.call_id_for("", seen[0]["call"])          # the channel id we chose is the linkedid
     row = call(db, call_id, status="Held")

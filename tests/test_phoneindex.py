@@ -514,7 +514,7 @@ def test_explain_names_the_index_path(engine):
     result = Directory(engine, rules("RU")).lookup("+7 (499) 123-45-67")
     assert result.caller.record_id == "c-ivan"
     assert "index: 1 candidate(s) ending in 1234567, Contacts 1" in result.explain
-    assert "Contacts: 1 live record(s) fetched by id, 1 matching column(s)" in result.explain
+    assert "Contacts: 1 live record(s) joined to the index, 1 matching column(s)" in result.explain
 
 
 def test_the_index_finds_what_the_scan_cannot(engine):

@@ -89,6 +89,8 @@ def static(tmp_path):
     folder.mkdir()
     (folder / "popup.js").write_text("window.crmagiPopup = window.crmagiPopup || {};\n")
     (folder / "popup.css").write_text(".crmagi-popup { position: fixed; }\n")
+    (folder / "recordings.js").write_text("window.__crmagiRecordings = window.__crmagiRecordings || {};\n")
+    (folder / "recordings.css").write_text(".crmagi-rec { display: inline-flex; }\n")
     return folder
 
 
@@ -286,7 +288,7 @@ def test_short_secret_is_a_warning(crm, static):
 
 
 def test_missing_static_files_are_named(crm, tmp_path):
-    with pytest.raises(installer.InstallError, match="popup.js, popup.css"):
+    with pytest.raises(installer.InstallError, match="popup.js, popup.css, recordings.js, recordings.css"):
         do_install(crm, tmp_path / "empty")
 
 
@@ -313,14 +315,16 @@ def run_hook(root, user=USER, request=NORMAL, call=True, loads=1, hooks=None):
 
 
 def parse(output):
-    """The config object and the exact three lines the hook must print."""
+    """The config object and the exact lines the hook must print."""
     start, end = "<script>window.crmagiConfig = ", ";</script>\n"
     assert output.startswith(start)
     text = output[len(start):output.index(end)]
     assert "<" not in text and ">" not in text and "&" not in text
     assert output == (start + text + end
                       + '<link rel="stylesheet" href="custom/include/Crmagi/popup.css?v=0.1.0">\n'
-                      + '<script src="custom/include/Crmagi/popup.js?v=0.1.0"></script>\n')
+                      + '<script src="custom/include/Crmagi/popup.js?v=0.1.0"></script>\n'
+                      + '<link rel="stylesheet" href="custom/include/Crmagi/recordings.css?v=0.1.0">\n'
+                      + '<script src="custom/include/Crmagi/recordings.js?v=0.1.0"></script>\n')
     return json.loads(text)
 
 
@@ -359,8 +363,8 @@ def test_hook_prints_config_and_assets_on_full_pages(installed, request_):
 def test_hostile_user_name_and_id_stay_inside_the_script(installed):
     user = {"id": "a'b\"c</script><!--", "user_name": "</script><script>alert(1)</script> & 'x' \u00e9"}
     output = run_hook(installed, user)
-    # Only the two closing tags the hook writes itself: nothing from the data ends the element.
-    assert output.count("</script>") == 2 and output.count("<script") == 2 and "<!--" not in output
+    # Only the three closing tags the hook writes itself: nothing from the data ends the element.
+    assert output.count("</script>") == 3 and output.count("<script") == 3 and "<!--" not in output
     config = parse(output)
     assert (config["user"], config["userName"]) == (user["id"], user["user_name"])
     assert auth.verify(SECRET, config["token"], time.time()).user_id == user["id"]

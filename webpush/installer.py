@@ -29,7 +29,8 @@ ENTRY_POINT = "custom/Extension/application/Ext/EntryPointRegistry/crmagi_token.
 MANIFEST = ASSET_DIR + "/installed.json"
 RENDERED = {REGISTRATION: "crmagi_popup.php.j2", HOOK_FILE: "CrmagiPopupHook.php.j2", CONFIG_FILE: "config.php.j2",
             ENTRY_POINT: "crmagi_token.php.j2", TOKEN_FILE: "token.php.j2"}
-STATIC = {ASSET_DIR + "/popup.js": "popup.js", ASSET_DIR + "/popup.css": "popup.css"}
+STATIC = {ASSET_DIR + "/popup.js": "popup.js", ASSET_DIR + "/popup.css": "popup.css",
+          ASSET_DIR + "/recordings.js": "recordings.js", ASSET_DIR + "/recordings.css": "recordings.css"}
 TARGETS = tuple(RENDERED) + tuple(STATIC)
 # The manifest is served like any file under custom/; a hash of config.php would let
 # anyone fetch it and try secrets offline, so that file is listed without one.

@@ -15,6 +15,8 @@ Browser -> server
       click-to-call: N as the page shows it (a tel: link, a phone book extension); M and R
       the record it was clicked on (a hint: crmagi checks the record carries N before it
       links the Call to it); F the page's own id for this click, echoed in dial_status.
+  {"type": "recordings", "calls": [C, ...]}
+      the Call ids shown on the page (at most MAX_CALLS): which have a recording to play.
   {"type": "ping"}
 
 Server -> browser
@@ -34,12 +36,17 @@ Server -> browser
       failed | ended.  C: a code for refused/failed/ended (your_busy, your_noanswer,
       your_offline, number_busy, number_noanswer, ...); T: the sentence shown; U: the
       channel id of the call once placed.
+  {"type": "recordings", "items": [{"call": C, "url": P, "download": P, "expires": unix}
+                                    | {"call": C, "missing": "recording not available"}]}
+      P is a path on this server (webpush/recording_urls.py); Calls the user may not see, or
+      without a recording, are left out.
   {"type": "pong"}
 """
 import json
 
 MAX_MESSAGE = 4096        # browser messages are tiny; anything bigger is junk
-CLIENT_TYPES = ("hello", "state", "dismiss", "transfer", "dial", "ping")
+CLIENT_TYPES = ("hello", "state", "dismiss", "transfer", "dial", "ping", "recordings")
+MAX_CALLS = 100           # Call ids in one recordings request (a list view shows at most 100 rows)
 
 
 class BadMessage(ValueError):
@@ -69,10 +76,18 @@ def decode(text) -> dict:
     for key in ("token", "tab", "call", "exten", "user", "number", "module", "record", "ref"):
         if key in message and not isinstance(message[key], str):
             raise BadMessage("%s must be a string" % key)
+    calls = message.get("calls")
+    if "calls" in message and not (isinstance(calls, list) and len(calls) <= MAX_CALLS
+                                   and all(isinstance(c, str) and 0 < len(c) <= 36 for c in calls)):
+        raise BadMessage("calls must be a list of at most %d Call ids" % MAX_CALLS)
     for key in ("visible", "focused"):
         if key in message and not isinstance(message[key], bool):
             raise BadMessage("%s must be true or false" % key)
     return message
+
+
+def recordings(items):
+    return {"type": "recordings", "items": items}
 
 
 def refused(reason):

@@ -4,7 +4,8 @@ One URL, ``/ws``.  A socket is admitted only after its first message carries a
 valid token (webpush/auth.py) from an allowed Origin; until then it is in no
 room and hears nothing.  A refused socket is told why, then closed with 4401
 (token) or 4403 (origin), so the browser's console says what to fix.
-``/health`` answers JSON counters for monitoring.
+``/health`` answers JSON counters for monitoring; ``/recordings/<signed>`` serves call
+recordings (webpush/recordings_http.py).
 """
 import binascii
 import json
@@ -21,7 +22,7 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
-from . import auth, messages
+from . import auth, messages, recordings_http
 from .hub import Tab, ext_room, user_room
 
 log = logging.getLogger("crmagi.webpush")
@@ -144,7 +145,7 @@ class _Transport:
 
 class PushServer:
     def __init__(self, listen, secret, allowed_origins, service, hub, directory, token_seconds=600,
-                 max_sockets=20000, clock=time.time):
+                 max_sockets=20000, clock=time.time, recordings=None):
         self.listen = listen
         self.secret = secret
         self.allowed_origins = tuple(allowed_origins)
@@ -153,6 +154,7 @@ class PushServer:
         self.directory = directory
         self.token_seconds = token_seconds
         self.clock = clock
+        self.recordings = recordings          # webpush.recordings.Recordings, or None (no store set)
         self.stats = {"accepted": 0, "refused": 0}
         self.plugin = None          # agi/plugin/server.py PluginServer, set by the App
         self.server = make_wsgi_server(listen, self._app, max_sockets)
@@ -186,6 +188,8 @@ class PushServer:
             else:
                 self.plugin.serve(ws)
             return []
+        if path.startswith("/recordings/") and self.recordings is not None:
+            return recordings_http.serve(self.recordings, environ, start_response)
         if path == "/health":
             body = json.dumps({"tabs": self.hub.count(), **self.stats, **self.service.book.stats}).encode()
             start_response("200 OK", [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
@@ -313,6 +317,9 @@ class PushServer:
             self.service.transfer(tab, message["call"], message["exten"])
         elif kind == "dial":
             self.service.dial(tab, message)
+        elif kind == "recordings" and self.recordings is not None:
+            items = self.recordings.answer(tab.user_id, message.get("calls") or [])
+            tab.send(messages.encode(messages.recordings(items)))
         elif kind == "ping":
             tab.send(messages.encode({"type": "pong"}))
             self._renew_token(tab)

@@ -28,9 +28,10 @@ def render(secret, ws_url, token_seconds, version, user_id, user_name, now):
     fields = (("user", user_id), ("userName", user_name), ("ws", ws_url), ("token", token),
               ("tokenExpires", int(now) + int(token_seconds)), ("version", version))
     config = "{%s}" % ",".join('"%s":%s' % (key, _value(value)) for key, value in fields)
-    return ('<script>window.crmagiConfig = %s;</script>\n'
-            '<link rel="stylesheet" href="%s/popup.css?v=%s">\n'
-            '<script src="%s/popup.js?v=%s"></script>\n' % (config, ASSETS, _quote(version), ASSETS, _quote(version)))
+    version = _quote(version)
+    assets = "".join('<link rel="stylesheet" href="%s/%s.css?v=%s">\n<script src="%s/%s.js?v=%s"></script>\n'
+                     % (ASSETS, name, version, ASSETS, name, version) for name in ("popup", "recordings"))
+    return '<script>window.crmagiConfig = %s;</script>\n' % config + assets
 
 
 def _quote(version):

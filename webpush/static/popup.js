@@ -181,7 +181,8 @@
     // popups to another tab when the socket dropped): what is on screen now is stale.
     welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000; removeAll();
                             document.documentElement.classList.add('crmagi-c2c');
-                            pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS); },
+                            pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
+                            document.dispatchEvent(new CustomEvent('crmagi:welcome')); },
     refused: function (m) { status.refused = m.reason; offline(m.reason);
                             if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
     token: function (m) { cfg.token = m.token; },
@@ -191,6 +192,10 @@
     close: function (m) { remove(m.call); },
     dial_status: dialStatus
   };
+
+  // For the page's other crmagi scripts (recordings.js): the socket and its message handlers.
+  status.send = send;
+  status.handlers = handlers;
 
   // -- click-to-call ---------------------------------------------------------------
   // While the socket is open, every tel: link of the page (SuiteCRM renders phone fields as
@@ -287,6 +292,7 @@
     if (!dial) { return; }
     dial.state = m.state; dial.reason = m.reason; dial.text = m.text; dial.call = m.call || dial.call;
     dial.states.push(m.state);
+    dial.after.push(Date.now() - dial.sent);       // ms since the click, per state
     showDial(m.ref, dial.number, m.state, m.text);
   }
 
@@ -300,7 +306,8 @@
     var number = decodeURIComponent(link.getAttribute('href').slice(4));
     var where = recordOf(link);
     var ref = 'd' + (++dialSeq) + '-' + tabId;
-    status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [] };
+    status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [],
+                          after: [], sent: Date.now() };
     send({ type: 'dial', number: number, module: where.module, record: where.record, ref: ref });
     showDial(ref, number, 'sent', 'asking crmagi to call\u2026');
   }

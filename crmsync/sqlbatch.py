@@ -1,0 +1,127 @@
+"""The hot path's SQL: statements built once per shape, a transaction in as few round trips
+as the database allows.
+
+Every call's writes are short transactions of known statements (crmsync/calls.py,
+livecalls.py).  Through SQLAlchemy each statement was compiled per call (cache keys,
+parameter processing: a quarter of crmagi's CPU per call) and each was one round trip, plus
+the pool's ROLLBACK when the connection went back.  Here:
+
+* ``Statements`` builds ``INSERT``/``UPDATE`` texts from a table name and its column names,
+  once per shape (memoized): no statement building per call, only the parameter tuples.
+* On MariaDB/MySQL a ``Transaction`` sends the statements of one transaction and its
+  ``COMMIT`` as ONE packet (the connection has CLIENT.MULTI_STATEMENTS; PyMySQL escapes the
+  parameters client-side as it always does, ``mogrify``), and a leading read (``SELECT ...
+  FOR UPDATE``) as one more.  A statement that fails stops the packet; the transaction is
+  then rolled back before the connection goes back to the pool.  The write engine returns
+  its connections without the pool's ROLLBACK (crmsync/db.py): every user of it ends its
+  transactions itself (SQLAlchemy's Connection rolls back on close what it did not commit).
+* On SQLite (the demo CRM) the same statements run one by one (``%s`` becomes ``?``, ``FOR
+  UPDATE`` is dropped: SQLite has one writer anyway), then commit.
+
+Errors are the driver's own (PyMySQL's or sqlite3's); crmsync/calls.py maps them.
+"""
+import functools
+from contextlib import contextmanager
+from datetime import datetime
+
+
+def multi_statements(engine):
+    return engine.dialect.name in ("mysql", "mariadb")
+
+
+def _quote(name):
+    return "`%s`" % name
+
+
+@functools.lru_cache(maxsize=256)
+def insert_sql(table, columns):
+    return "INSERT INTO %s (%s) VALUES (%s)" % (_quote(table), ", ".join(map(_quote, columns)),
+                                                ", ".join(["%s"] * len(columns)))
+
+
+@functools.lru_cache(maxsize=256)
+def update_sql(table, columns, key):
+    return "UPDATE %s SET %s WHERE %s = %%s" % (_quote(table), ", ".join("%s = %%s" % _quote(c) for c in columns),
+                                                _quote(key))
+
+
+def insert(table, values):
+    """(sql, params) of one INSERT; ``values`` is a dict whose key order is the column order."""
+    return insert_sql(table, tuple(values)), tuple(values.values())
+
+
+def update(table, values, key, key_value):
+    return update_sql(table, tuple(values), key), tuple(values.values()) + (key_value,)
+
+
+def _sqlite_value(value):
+    # SQLAlchemy's SQLite DateTime storage format: rows written here read back through it.
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
+
+
+class Transaction:
+    """One transaction on one pooled DBAPI connection: ``read`` (optional, first), then
+    ``commit(statements)`` or ``end()``."""
+
+    def __init__(self, raw, packed):
+        self.raw, self.packed = raw, packed
+        self.open = False
+
+    def read(self, sql, params, names=False):
+        """Rows of a SELECT (the transaction's first statement: it begins it)."""
+        cursor = self.raw.cursor()
+        try:
+            if not self.packed:
+                sql, params = sql.replace("%s", "?").replace(" FOR UPDATE", ""), [_sqlite_value(v) for v in params]
+            self.open = True
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            if names:
+                columns = [d[0] for d in cursor.description]
+                return [dict(zip(columns, row)) for row in rows]
+            return [tuple(row) for row in rows]
+        finally:
+            cursor.close()
+
+    def commit(self, statements):
+        """Run ``statements`` ((sql, params) pairs) and commit: one round trip on MySQL."""
+        self.open = True
+        cursor = self.raw.cursor()
+        try:
+            if self.packed:
+                cursor.execute(";\n".join([cursor.mogrify(sql, params) for sql, params in statements] + ["COMMIT"]))
+                while cursor.nextset():
+                    pass
+            else:
+                for sql, params in statements:
+                    cursor.execute(sql.replace("%s", "?"), [_sqlite_value(v) for v in params])
+                self.raw.commit()
+        finally:
+            cursor.close()
+        self.open = False
+
+    def end(self):
+        """End a transaction that wrote nothing."""
+        if self.open:
+            self.raw.rollback()
+            self.open = False
+
+
+@contextmanager
+def transaction(engine):
+    """A Transaction on a connection of ``engine``'s pool; rolled back if the block raises
+    (a connection that cannot even roll back is discarded, not pooled)."""
+    raw = engine.raw_connection()
+    tx = Transaction(raw, multi_statements(engine))
+    try:
+        yield tx
+        tx.end()
+    except BaseException:
+        try:
+            tx.open = True
+            tx.end()
+        except Exception:     # noqa: BLE001 - the connection is broken: drop it
+            raw.invalidate()
+        raise
+    finally:
+        raw.close()
