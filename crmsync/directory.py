@@ -42,7 +42,7 @@ from typing import NamedTuple, Optional
 from sqlalchemy import exc as sa_exc, select
 
 from . import phone
-from .db import CrmUnavailable, Schema, SchemaError
+from .db import CrmUnavailable, Schema, SchemaError, driver_error
 from .models import Caller, LookupResult, LookupRules, User
 from .phoneindex import MAX_CANDIDATES, PhoneIndex
 from .records import MAX_SCAN_ROWS, index_union, module_query, name_fields
@@ -246,8 +246,10 @@ class Directory:
                 cursor.execute(sql, dict(params, p=key[::-1] + "%"))
                 rows = cursor.fetchall()
             except self._dbapi.ProgrammingError as exc:      # e.g. the index table was dropped since
+                driver_error(self.engine, exc)
                 raise sa_exc.ProgrammingError("phone index lookup", None, exc) from exc
             except self._dbapi.Error as exc:
+                driver_error(self.engine, exc)
                 raise CrmUnavailable("CRM database unavailable: %s" % exc) from exc
             finally:
                 cursor.close()

@@ -158,3 +158,42 @@ def test_screenshot_of_a_call_in_progress(peers, app, chrome):
     wait_for(lambda: _final(chrome, page), timeout=20, what="the call's end")
     asterisk.wait_channels_gone()
     time.sleep(0.1)
+
+
+def test_a_number_in_the_list_view_dials_with_the_record_of_its_row(peers, app, chrome):
+    """Contacts list view: the row's mass-update checkbox names the record (Will: 103, busy)."""
+    crm, _ = peers
+    chrome.reset()
+    crm.login(chrome.driver, "will")
+    page = chrome.open(crm.url + "/index.php?module=Contacts&action=index")
+    row_record, number = chrome.run(page, """
+        var link = document.querySelector('td[field="phone_work"] a[href^="tel:"]');
+        var row = link.closest('tr');
+        link.click();
+        return [row.querySelector('input[name="mass[]"]').value, link.getAttribute('href').slice(4)];""")
+    dial = wait_for(lambda: _final(chrome, page), timeout=20, what="a final click-to-call state")
+    assert (dial["module"], dial["record"], dial["number"]) == ("Contacts", row_record, number)
+    assert (dial["state"], dial["reason"]) == ("failed", "your_busy"), dial
+
+
+def test_call_back_from_the_popup_of_a_real_inbound_call(peers, app, chrome):
+    """A demo contact of Sally calls in through the peer's from-pstn (crmagi's incoming AGI names
+    her as the owner, her phone 101 rings, the popup opens); its "Call back" link dials with the
+    popup's record.  The number comes as the caller ID, +1..., and the fixture's from-internal has
+    no route for a leading +: Asterisk refuses the Originate and the page says why at once."""
+    crm, _ = peers
+    record, phone = crm.sql("SELECT id, phone_work FROM contacts WHERE deleted = 0 AND phone_work <> ''"
+                            " AND assigned_user_id = 'seed_sally_id' ORDER BY id LIMIT 1")[0]
+    chrome.reset()
+    crm.login(chrome.driver, "sally")
+    page = chrome.open(crm.url + "/index.php?module=Home&action=index")
+    caller = "+1" + "".join(ch for ch in phone if ch.isdigit())
+    app.ami.action("Originate", [("Channel", "Local/4930123400@from-pstn/n"), ("Application", "Wait"),
+                                 ("Data", "8"), ("CallerID", caller), ("Async", "true")])
+    chrome.wait(page, lambda s: s["popups"], "the popup of the inbound call", timeout=15)
+    chrome.on(page).find_element("css selector", "#crmagi-popups .crmagi-callback").click()
+    dial = wait_for(lambda: _final(chrome, page), timeout=30, what="a final click-to-call state")
+    assert (dial["module"], dial["record"], dial["number"]) == ("Contacts", record, caller)
+    assert dial["states"] == ["refused"] and dial["after"][0] < 1000, dial
+    assert "Extension does not exist" in dial["text"] and "no route in context from-internal" in dial["text"]
+    assert toast(chrome, page)[0] == "refused"
