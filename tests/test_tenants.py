@@ -252,3 +252,47 @@ def test_commands_take_the_tenant(server, two_crms, tmp_path):
     assert "/acme/ws" in hook and SECRETS["acme"] in hook and SECRETS["globex"] not in hook
     checked = cli("check", "-c", path)
     assert "tenant acme:" in checked.output and "tenant globex:" in checked.output
+
+
+def test_each_tenant_follows_its_own_asterisk(two_crms, tmp_path):
+    """Two fake Asterisks, one per tenant; acme claims the recorded calls' context: the
+    recorded blind transfer (AGI + AMI) lands in acme's CRM with its transfer, globex's
+    CRM and AMI connection see nothing of it."""
+    from asterisk_replay import FakeAsterisk, load_scenario
+    from fake_ami import FakeAmi, recorded_events
+    from test_end_to_end import INBOUND
+
+    urls, engines = two_crms
+    amis = {name: FakeAmi().start() for name in ("acme", "globex")}
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    for name in ("acme", "globex"):
+        claim = "[tenant]\ncontexts = from-pstn, crm-hangup\n" if name == "acme" else ""
+        tenant_file(folder, name, urls[name], tmp_path, "[ami]\nhost = 127.0.0.1\nport = %d\nusername = crm\n"
+                    "secret = crmsecret\ninbound_contexts = %s\ntimeout = 2\n%s" % (amis[name].port, INBOUND, claim))
+    running = TenantServer(main_config(tmp_path, folder)).start()
+    try:
+        for app in running.apps.values():
+            app._warm_up()
+            assert app.ami.connected.wait(5)
+        fake = FakeAsterisk(load_scenario("06a-blind-transfer"))
+        start = fake.run_session(0, running.address)
+        assert start.variables["CRM_STATUS"] == "found"
+        acme = running.apps["acme"]
+        amis["acme"].events = recorded_events("06a-blind-transfer")
+        acme.ami._sock.close()                   # the fake streams the recording on a fresh login
+        wait_for(lambda: not amis["acme"].events, timeout=10)
+        wait_for(lambda: acme.live.queue.qsize() == 0, timeout=10)
+        gevent.sleep(0.3)
+        for index in range(1, len(fake.scenario.sessions)):
+            fake.run_session(index, running.address)
+        call_id = start.variables["CRM_CALL_ID"]
+        row = wait_for(lambda: rows(engines["acme"], "SELECT transfer_extension, status FROM crmagi_calls "
+                                                     "WHERE call_id=:c AND status='Held'", c=call_id), timeout=10)
+        assert row == [{"transfer_extension": "104", "status": "Held"}]
+        assert rows(engines["globex"], "SELECT call_id FROM crmagi_calls") == []
+        assert running.apps["globex"].live.stats["events"] == 0
+    finally:
+        running.stop(timeout=1)
+        for ami in amis.values():
+            ami.stop()
