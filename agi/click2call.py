@@ -27,6 +27,16 @@ MAX_WATCHES = 1000        # calls being followed at once; a lost Hangup cannot g
 WATCH_TTL = 4 * 3600.0
 
 
+def _hint(error, exten, context):
+    """What the admin can do about Asterisk's refusal of an Originate."""
+    lowered = error.lower()
+    if "denied" in lowered:
+        return " (manager.conf needs write = originate)"
+    if "extension does not exist" in lowered:
+        return " (%s has no route in context %s: [ami] originate_context)" % (exten, context)
+    return ""
+
+
 class _Followed:
     """A click-to-call being followed, and the tab that asked for it."""
 
@@ -78,23 +88,26 @@ class ClickToCall:
         context, exten = originate.destination(number, settings.originate_context, logged, settings.agent_context)
         module, record_id, name = self._record(message.get("module"), message.get("record"), number)
         uniqueid = "c2c-" + uuid.uuid4().hex
-        action_id = self.client.new_action_id()
         mark = clickmark.Mark(user.id, user.extension, number, module, record_id, name[:80],
                               int(self.wall()) + settings.originate_timeout + MARK_GRACE)
         headers = originate.originate_headers(
             target, context, exten, originate.caller_id(name, number, user.extension), settings.originate_timeout,
             uniqueid, [(clickmark.VARIABLE, clickmark.mint(self.secret, mark))])
-        followed = self._watch(Watch(action_id, uniqueid, number, target.phone), tab, ref, user.id)
-        try:
-            self.client.action("Originate", headers, action_id=action_id)
-        except AmiError as exc:
-            self._forget(uniqueid)
-            hint = " (manager.conf needs write = originate)" if "denied" in str(exc).lower() else ""
-            raise originate.Refused("Asterisk refused the call: %s%s" % (exc, hint)) from None
-        self.stats["originated"] += 1
+        watch = Watch(self.client.new_action_id(), uniqueid, number, target.phone)
+        self._originate(self._watch(watch, tab, ref, user.id), headers, exten, context)
         log.info("click-to-call: user %s (%s) -> %s, record %s:%s, channel %s", user.user_name, target.phone,
                  number, module or "-", record_id or "-", uniqueid)
-        self._announce(followed, "calling your phone %s…" % target.phone)
+
+    def _originate(self, followed, headers, exten, context):
+        watch = followed.watch
+        try:
+            self.client.action("Originate", headers, action_id=watch.action_id)
+        except AmiError as exc:
+            self._forget(watch.uniqueid)
+            raise originate.Refused("Asterisk refused the call: %s%s" % (exc, _hint(str(exc), exten, context))) \
+                from None
+        self.stats["originated"] += 1
+        self._announce(followed, "calling your phone %s…" % watch.phone)
 
     def _announce(self, followed, text):
         """"accepted", then what happened meanwhile: the AMI reader may have read the first
@@ -135,17 +148,21 @@ class ClickToCall:
     def _record(self, module, record_id, number):
         """(module, id, name) of the clicked record when the CRM confirms it carries the number;
         otherwise ('', '', the name of what the number matches) for the caller ID alone."""
-        if isinstance(module, str) and isinstance(record_id, str) and module and record_id:
-            caller = self.directory.record_with_number(module[:100], record_id[:36], number)
-            if caller is not None:
-                return caller.module, caller.record_id, caller.name
-            log.info("click-to-call: %s %s does not carry %s: linked by the number instead",
-                     module[:100], record_id[:36], number)
-        if len(number.lstrip("+")) <= self.internal_max_digits:
-            colleague = self.directory.user_by_extension(number)
-            return "", "", colleague.full_name if colleague else ""
-        result = self.directory.lookup(number)
-        return "", "", result.caller.name if result.caller else ""
+        try:
+            if isinstance(module, str) and isinstance(record_id, str) and module and record_id:
+                caller = self.directory.record_with_number(module[:100], record_id[:36], number)
+                if caller is not None:
+                    return caller.module, caller.record_id, caller.name
+                log.info("click-to-call: %s %s does not carry %s: linked by the number instead",
+                         module[:100], record_id[:36], number)
+            if len(number.lstrip("+")) <= self.internal_max_digits:
+                colleague = self.directory.user_by_extension(number)
+                return "", "", colleague.full_name if colleague else ""
+            result = self.directory.lookup(number)
+            return "", "", result.caller.name if result.caller else ""
+        except Exception as exc:       # noqa: BLE001 - a CRM that is down costs the link, not the call
+            log.warning("click-to-call: cannot check %s in the CRM (%s): the call goes on unlinked", number, exc)
+            return "", "", ""
 
     # -- progress ------------------------------------------------------------
     def _watch(self, watch, tab, ref, user_id):

@@ -42,6 +42,7 @@ class Watch:
     def __init__(self, action_id, uniqueid, number, phone):
         self.action_id, self.uniqueid, self.number, self.phone = action_id, uniqueid, number, phone
         self.state = "accepted"
+        self.dialled = False          # our channel began dialling the number
         self.last: Optional[Progress] = None
 
     @property
@@ -69,6 +70,7 @@ class Watch:
 
     def _on_DialBegin(self, msg):
         if self._ours(msg):
+            self.dialled = True
             return Progress("connecting", "", "calling %s…" % self.number)
         if msg.get("DestUniqueid") == self.uniqueid and self.state == "accepted":
             return Progress("ringing", "", "your phone %s is ringing: pick it up" % self.phone)
@@ -106,6 +108,9 @@ class Watch:
             return None
         if self.state == "connected":
             return Progress("ended", "hangup", "call ended")
+        if self.state == "connecting" and self.dialled:
+            return Progress("failed", "hangup", "the call ended before %s answered" % self.number)
         if self.state == "connecting":
-            return Progress("failed", "not_dialled", "the call ended before %s answered" % self.number)
+            return Progress("failed", "not_dialled", "%s was not dialled: the outbound dialplan has no route for "
+                            "it" % self.number)
         return None       # the first leg never answered: OriginateResponse says why

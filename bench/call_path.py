@@ -8,7 +8,7 @@ installed and rebuilt), every call a full cycle with its AMI events played by th
    round trips and statements per call, by verb.
 2. ``rates``: each of ``--rates`` (default 100, 200, 400 calls/s) for ``--duration`` s: incoming
    p50/p99, errors, CPU per call of crmagi, MariaDB, the generator and the AMI feed, TCP counters.
-3. ``saturation``: ``--saturation-rates`` in turn for ``--saturation-duration`` s (default 60),
+3. ``saturation``: ``--saturation-rates`` (150 ... 1,000) in turn for ``--saturation-duration`` s (default 60),
    until one is not sustained (achieved < 97 % of the target, or any error): the highest
    sustained rate.
 4. ``lookup``: ``lookup_compare.py --methods crmagi`` (p50/p99 of one lookup) on
@@ -141,7 +141,8 @@ def parser():
     p.add_argument("--count-duration", type=float, default=10.0)
     p.add_argument("--rates", type=float, nargs="+", default=[100.0, 200.0, 400.0])
     p.add_argument("--duration", type=float, default=30.0)
-    p.add_argument("--saturation-rates", type=float, nargs="*", default=[500.0, 600.0, 700.0, 800.0, 1000.0])
+    p.add_argument("--saturation-rates", type=float, nargs="*",
+                   default=[150.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 1000.0])
     p.add_argument("--saturation-duration", type=float, default=60.0)
     p.add_argument("--lookup-database", help="the 1M/300k/1M database (default: --database)")
     p.add_argument("--lookup-samples", help="its sample file")

@@ -42,12 +42,12 @@ def write_config(url, path, port=4573, region="DE", extra="", agi="", crm=""):
     return path
 
 
-def start_server(url, port, extra="", region="DE", prefix=(), check=True, agi=""):
+def start_server(url, port, extra="", region="DE", prefix=(), check=True, agi="", crm=""):
     """Run `crmagi serve` with a fresh config; returns (process, workdir).
 
     ``prefix``: arguments put before ``-m agi.cli serve`` (e.g. ``-m cProfile -o FILE``)."""
     work = Path(tempfile.mkdtemp(prefix="crmagi-bench-"))
-    ini = write_config(url, work / "crmagi.ini", port, region, extra, agi)
+    ini = write_config(url, work / "crmagi.ini", port, region, extra, agi, crm)
     if check:
         subprocess.run([sys.executable, "-m", "agi.cli", "check", "-c", str(ini), "--fix"], check=True,
                        stdout=subprocess.DEVNULL, cwd=str(REPO))

@@ -148,7 +148,8 @@ def _start_servers(args, ami_port, sql_log):
             profiles.append(profile_dir / ("serve-%d.txt" % port))
             prefix = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "stack_sampler.py"), str(profiles[-1]))
         proc, work = start_server(url, port, extra=extra, region=region or "DE", prefix=prefix,
-                                  check=(k == 0), agi="workers = %d\n" % args.workers if args.workers > 1 else "")
+                                  check=(k == 0), agi="workers = %d\n" % args.workers if args.workers > 1 else "",
+                                  crm="".join(line + "\n" for line in args.server_crm))
         servers.append(proc)
         workdirs.append(work)
     time.sleep(args.warmup + (1.0 if args.workers > 1 else 0.0))        # reflection, users, phonenumbers: _warm_up
@@ -308,6 +309,8 @@ def parser():
     target.add_argument("--port", type=int, default=14600)
     target.add_argument("--region", help="[lookup] default_region (default: the sample file's, else DE)")
     target.add_argument("--server-config", default="", help="extra INI text for the started server(s)")
+    target.add_argument("--server-crm", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [crm] line for the started server(s), e.g. pool_size=40 (repeatable)")
     target.add_argument("--warmup", type=float, default=2.0, help="seconds after start before calling")
     target.add_argument("--drain", type=float, default=20.0, help="seconds to wait for the Call rows")
     p.add_argument("--samples", help="caller numbers (generate.py's sample file)")

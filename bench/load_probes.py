@@ -79,7 +79,7 @@ def rss_summary(samples):
             "peak_mb": max(mb for _, mb in samples), "samples": len(samples)}
 
 
-_STATEMENT = re.compile(r"^\s*(\w+)")
+_STATEMENT = re.compile(r"^[\s(]*(\w+)")
 
 
 def split_statements(text):
@@ -163,6 +163,8 @@ class SqlLog:
             for statement in statements:
                 match = _STATEMENT.match(statement)
                 verb = (match.group(1) if match else command).upper()
+                if verb in ("SET", "SHOW"):       # session set-up: say which
+                    verb = " ".join(statement.split()[:2]).upper()
                 verbs[verb] = verbs.get(verb, 0) + 1
         total = sum(verbs.values())
         per = (lambda n: round(n / calls, 2)) if calls else (lambda n: None)

@@ -6,6 +6,7 @@ the configured tables are reflected once and checked column by column.
 """
 import threading
 import time
+import weakref
 
 from pymysql.constants import CLIENT
 from sqlalchemy import MetaData, create_engine, event, inspect, text
@@ -97,6 +98,9 @@ def _mysql_connect_args(parsed, connect_timeout, query_timeout):
     return args
 
 
+_ERROR_HOOKS = weakref.WeakKeyDictionary()     # engine -> watch_errors callbacks
+
+
 def watch_errors(engine, callback):
     """``callback(exception class name)`` for every error the database driver raises on
     ``engine``, failed connects included: metrics without SQLAlchemy outside crmsync.
@@ -104,13 +108,24 @@ def watch_errors(engine, callback):
     expects error 1146 for a table that does not exist yet, and a duplicate key is how
     CallStore's idempotent writes learn that a replayed or racing write already landed."""
     def seen(context):
-        exc = context.original_exception
-        if (context.statement or "").lstrip().upper().startswith("DESCRIBE "):
-            return
-        if getattr(exc, "args", None) and exc.args[0] == _MYSQL_DUPLICATE_KEY or "UNIQUE constraint" in str(exc):
-            return
-        callback(type(exc).__name__)
+        if not (context.statement or "").lstrip().upper().startswith("DESCRIBE "):
+            _report(callback, context.original_exception)
     event.listen(engine, "handle_error", seen)
+    # The hot path (crmsync/sqlbatch.py) drives DBAPI connections itself: it reports here.
+    _ERROR_HOOKS.setdefault(engine, []).append(callback)
+
+
+def driver_error(engine, exc):
+    """A DBAPI error raised outside SQLAlchemy's execution (crmsync/sqlbatch.py, the index
+    lookup): counted by ``watch_errors`` as if SQLAlchemy had seen it."""
+    for callback in _ERROR_HOOKS.get(engine, ()):
+        _report(callback, exc)
+
+
+def _report(callback, exc):
+    if getattr(exc, "args", None) and exc.args[0] == _MYSQL_DUPLICATE_KEY or "UNIQUE constraint" in str(exc):
+        return
+    callback(type(exc).__name__)
 
 
 def make_probe_engine(url, timeout=1.0):

@@ -13,16 +13,26 @@ from .calls import CRMAGI_CALLS, CallStore, _driver_errors, _fit, _unavailable
 from .models import LiveUpdate
 
 KINDS = ("answered", "transferred", "recording", "attribution")
-_READ = "SELECT * FROM `crmagi_calls` WHERE `call_id` = %s FOR UPDATE"
+_LOCK = "SELECT 1 FROM `crmagi_calls` WHERE `call_id` = %s FOR UPDATE"
+_CALL = "EXISTS (SELECT 1 FROM `crmagi_calls` WHERE `call_id` = %%s AND %s)"
+_NOT_TRANSFERRED = _CALL % "(`transfer_user_id` IS NULL OR `transfer_user_id` = '')"
 
 
 def _now():
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
 
 
+def _same(columns):
+    """SQL true when the call's row already holds these values (``<=>``: NULL-safe)."""
+    return " AND ".join("`%s` <=> %%s" % column for column in columns)
+
+
 class LiveCalls:
-    """Each update: the call's row read and locked (one round trip), then its writes and the
-    COMMIT (one more, on MariaDB; crmsync/sqlbatch.py)."""
+    """Each update is ONE round trip on MariaDB (crmsync/sqlbatch.py): the call's row locked
+    (``FOR UPDATE``, which also says whether crmagi has the call), then statements whose
+    WHERE clauses hold the rules (set the answering extension once, skip a transfer seen
+    before, ...), then the COMMIT.  The lock comes first, so the conditions read the row as
+    the other writers of this call (the finish, other updates) left it."""
 
     def __init__(self, store: CallStore):
         self.store = store
@@ -34,53 +44,59 @@ class LiveCalls:
         try:
             if not self.store._ready:
                 self.store.ensure_tables()
+            statements = [(_LOCK, (change.call_id,))]
+            getattr(self, "_" + change.kind)(statements, change, _now())
             with sqlbatch.transaction(self.store.engine) as tx:
-                rows = tx.read(_READ, (change.call_id,), names=True)
-                if not rows:
-                    return False
-                statements = []
-                getattr(self, "_" + change.kind)(statements, rows[0], change, _now())
-                if statements:
-                    tx.commit(statements)
-                return True
+                return bool(tx.commit(statements))
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
         except self._errors as exc:
             raise _unavailable(exc) from exc
 
-    def _set(self, statements, call_id, now, **values):
-        values["updated_at"] = now
-        statements.append(sqlbatch.update("crmagi_calls", _fit(CRMAGI_CALLS, values), "call_id", call_id))
+    @staticmethod
+    def _set(statements, call_id, now, unless, unless_params, **values):
+        """crmagi_calls gets ``values`` (and updated_at) unless the SQL ``unless`` holds."""
+        values = dict(_fit(CRMAGI_CALLS, values), updated_at=now)
+        sql, params = sqlbatch.update("crmagi_calls", values, "call_id", call_id)
+        statements.append((sql + " AND NOT (%s)" % unless, params + tuple(unless_params)))
 
-    def _assign(self, statements, call_id, user_id, now):
-        """The responsible user of the Call changes; every user who took part keeps a link."""
+    def _assign(self, statements, call_id, user_id, now, when, when_params):
+        """The responsible user of the Call changes when the SQL ``when`` holds; every user who
+        took part keeps a link."""
         self.store.table("calls")
-        statements.append(sqlbatch.update("calls", {"assigned_user_id": user_id, "date_modified": now},
-                                          "id", call_id))
-        statements.append(self.store.link_user_statement(call_id, user_id, now))
+        sql, params = sqlbatch.update("calls", {"assigned_user_id": user_id, "date_modified": now}, "id", call_id)
+        statements.append((sql + " AND " + when, params + tuple(when_params)))
+        sql, params = self.store.link_user_statement(call_id, user_id, now)
+        statements.append((sql + " AND " + when, params + tuple(when_params)))
 
-    def _answered(self, statements, row, change, now):
-        if row["answered_extension"] is None:
-            self._set(statements, row["call_id"], now, answered_extension=change.extension,
-                      answered_user_id=change.user_id)
-        if change.user_id and not row["transfer_user_id"]:
-            self._assign(statements, row["call_id"], change.user_id, now)
-
-    def _transferred(self, statements, row, change, now):
-        if row["transfer_extension"] == change.extension and row["transfer_user_id"] == change.user_id:
-            return            # the same transfer again (replayed events): nothing to change
-        self._set(statements, row["call_id"], now, transfer_extension=change.extension,
-                  transfer_user_id=change.user_id, transfers=(row["transfers"] or 0) + 1)
+    def _answered(self, statements, change, now):
+        call_id = change.call_id
+        self._set(statements, call_id, now, "`answered_extension` IS NOT NULL", (),
+                  answered_extension=change.extension, answered_user_id=change.user_id)
         if change.user_id:
-            self._assign(statements, row["call_id"], change.user_id, now)
+            self._assign(statements, call_id, change.user_id, now, _NOT_TRANSFERRED, (call_id,))
 
-    def _recording(self, statements, row, change, now):
-        if change.path and row["recording"] != change.path:
-            self._set(statements, row["call_id"], now, recording=change.path)
+    def _transferred(self, statements, change, now):
+        # The same transfer again (replayed events) changes nothing; the assignment reads the
+        # transfer columns before the update below changes them.
+        same = _same(("transfer_extension", "transfer_user_id"))
+        seen = (change.extension, change.user_id)
+        if change.user_id:
+            self._assign(statements, change.call_id, change.user_id, now, _CALL % ("NOT (%s)" % same),
+                         (change.call_id,) + seen)
+        values = dict(_fit(CRMAGI_CALLS, {"transfer_extension": change.extension,
+                                          "transfer_user_id": change.user_id}), updated_at=now)
+        sql, params = sqlbatch.update("crmagi_calls", values, "call_id", change.call_id)
+        sql = sql.replace(" WHERE ", ", `transfers` = COALESCE(`transfers`, 0) + 1 WHERE ", 1)
+        statements.append((sql + " AND NOT (%s)" % same, params + seen))
 
-    def _attribution(self, statements, row, change, now):
+    def _recording(self, statements, change, now):
+        if change.path:
+            self._set(statements, change.call_id, now, _same(("recording",)), (change.path,), recording=change.path)
+
+    def _attribution(self, statements, change, now):
         values = {key: value for key, value in (("did", change.did), ("campaign", change.campaign),
                                                 ("lead_source", change.lead_source),
                                                 ("did_group", change.group)) if value}
-        if any(row[key] != value for key, value in values.items()):
-            self._set(statements, row["call_id"], now, **values)
+        if values:
+            self._set(statements, change.call_id, now, _same(values), tuple(values.values()), **values)

@@ -15,14 +15,21 @@ the pool's ROLLBACK when the connection went back.  Here:
   then rolled back before the connection goes back to the pool.  The write engine returns
   its connections without the pool's ROLLBACK (crmsync/db.py): every user of it ends its
   transactions itself (SQLAlchemy's Connection rolls back on close what it did not commit).
-* On SQLite (the demo CRM) the same statements run one by one (``%s`` becomes ``?``, ``FOR
-  UPDATE`` is dropped: SQLite has one writer anyway), then commit.
+* On SQLite (the demo CRM) the same statements run one by one (``%s`` becomes ``?``, ``<=>``
+  becomes ``IS``, ``FOR UPDATE`` is dropped: SQLite has one writer anyway), then commit.
 
 Errors are the driver's own (PyMySQL's or sqlite3's); crmsync/calls.py maps them.
 """
 import functools
 from contextlib import contextmanager
 from datetime import datetime
+
+from .db import driver_error
+
+
+def _dbapi_error(engine):
+    dbapi = engine.dialect.dbapi
+    return dbapi.Error if dbapi is not None else ()
 
 
 def multi_statements(engine):
@@ -54,6 +61,12 @@ def update(table, values, key, key_value):
     return update_sql(table, tuple(values), key), tuple(values.values()) + (key_value,)
 
 
+def _sqlite_sql(sql):
+    """The MySQL text for SQLite: ``?`` placeholders, ``IS`` for the null-safe ``<=>``, no ``FOR
+    UPDATE`` (SQLite has one writer anyway)."""
+    return sql.replace("%s", "?").replace(" <=> ", " IS ").replace(" FOR UPDATE", "")
+
+
 def _sqlite_value(value):
     # SQLAlchemy's SQLite DateTime storage format: rows written here read back through it.
     return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
@@ -72,7 +85,7 @@ class Transaction:
         cursor = self.raw.cursor()
         try:
             if not self.packed:
-                sql, params = sql.replace("%s", "?").replace(" FOR UPDATE", ""), [_sqlite_value(v) for v in params]
+                sql, params = _sqlite_sql(sql), [_sqlite_value(v) for v in params]
             self.open = True
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -84,21 +97,27 @@ class Transaction:
             cursor.close()
 
     def commit(self, statements):
-        """Run ``statements`` ((sql, params) pairs) and commit: one round trip on MySQL."""
+        """Run ``statements`` ((sql, params) pairs) and commit: one round trip on MySQL.
+        Returns the rows of the first statement when it is a SELECT (e.g. a ``FOR UPDATE``
+        lock that says whether the row exists), else an empty list."""
         self.open = True
         cursor = self.raw.cursor()
         try:
             if self.packed:
                 cursor.execute(";\n".join([cursor.mogrify(sql, params) for sql, params in statements] + ["COMMIT"]))
+                first = list(cursor.fetchall() or ())
                 while cursor.nextset():
                     pass
             else:
+                first = None
                 for sql, params in statements:
-                    cursor.execute(sql.replace("%s", "?"), [_sqlite_value(v) for v in params])
+                    cursor.execute(_sqlite_sql(sql), [_sqlite_value(v) for v in params])
+                    first = list(cursor.fetchall() or ()) if first is None else first
                 self.raw.commit()
         finally:
             cursor.close()
         self.open = False
+        return [tuple(row) for row in first or ()]
 
     def end(self):
         """End a transaction that wrote nothing."""
@@ -116,7 +135,9 @@ def transaction(engine):
     try:
         yield tx
         tx.end()
-    except BaseException:
+    except BaseException as exc:
+        if isinstance(exc, _dbapi_error(engine)):
+            driver_error(engine, exc)       # the metrics SQLAlchemy's handle_error would give
         try:
             tx.open = True
             tx.end()

@@ -306,3 +306,50 @@ def test_request_answers_in_its_own_greenlet():
     svc.request(tab, {"type": "dial", "number": "004930987654", "ref": "r2"})
     gevent.sleep(0.01)
     assert tab.sent[0]["state"] == "accepted" and tab.sent[0]["ref"] == "r2"
+
+
+def test_a_number_the_dialplan_does_not_route_fails_with_that_reason():
+    """07a up to the user's answer, then the Hangup of our channel without any Dial of its own."""
+    watch = Watch("c2c-101-0001", "1795699288.68", "+4930987654", "101")
+    events = load_ami("07a-click-to-call")
+    answered = next(i for i, m in enumerate(events) if m.event == "OriginateResponse")
+    for msg in events[:answered + 1]:
+        watch.feed(msg)
+    hangup = next(m for m in events if m.event == "Hangup" and m.get("Uniqueid") == "1795699288.68")
+    progress = watch.feed(hangup)
+    assert (progress.state, progress.reason) == ("failed", "not_dialled") and "no route" in progress.text
+
+
+def test_a_transfer_to_a_logged_in_agent_id_goes_through_agentrequest():
+    from agi.live import Transfers
+
+    class LiveModel:
+        agents = Agents()
+
+        @staticmethod
+        def caller_channel(linkedid):
+            return "PJSIP/trunk-00000001"
+
+    client = Client()
+    client.action = lambda name, headers, action_id=None: client.actions.append((name, dict(headers))) or \
+        type("R", (), {"response": "Success", "get": lambda self, key: None})()
+    LiveModel.agents.logged = {"1001": ("uid-1", "101")}
+    try:
+        transfers = Transfers(LiveModel(), client, "from-internal", "agent-request")
+        assert transfers("L1", "1001")[0] and transfers("L1", "104")[0]
+    finally:
+        LiveModel.agents.logged = {}
+    assert [(h["Context"], h["Exten"]) for _, h in client.actions] == [("agent-request", "1001"),
+                                                                      ("from-internal", "104")]
+
+
+def test_a_crm_that_cannot_answer_costs_the_link_not_the_call():
+    svc = service()
+
+    def down(*args):
+        raise OSError("CRM database unavailable")
+    svc.directory.record_with_number = svc.directory.lookup = down
+    assert click(svc, module="Contacts", record="c-1")[0]["state"] == "accepted"
+    headers = svc.client.actions[0][1]
+    mark = clickmark.verify("k" * 32, headers["Variable"].split("=", 1)[1], 1000)
+    assert (mark.module, mark.record_id) == ("", "") and headers["CallerID"] == '"004930987654" <101>'

@@ -75,6 +75,21 @@ def test_answer_then_transfer_moves_the_call_and_replays_change_nothing(engine, 
     assert (extra["campaign"], extra["lead_source"], extra["did_group"]) == ("camp-1", "Web Site", "Sales")
 
 
+def test_a_second_transfer_counts_and_moves_the_call_again(engine, store):
+    """The rules live in the WHERE clauses of one packet: a different transfer target after a
+    first transfer is a change (counted, reassigned), the same one again is not."""
+    live = LiveCalls(store)
+    rec = started(store)
+    for extension, user in (("104", CHRIS), ("101", SALLY), ("101", SALLY)):
+        assert live.apply(LiveUpdate(rec.call_id, "transferred", extension=extension, user_id=user))
+    owner, extra, users = state(engine, rec.call_id)
+    assert owner == SALLY and users == [CHRIS, SALLY]
+    assert (extra["transfer_extension"], extra["transfers"]) == ("101", 2)
+    assert live.apply(LiveUpdate(rec.call_id, "answered", extension="104", user_id=CHRIS))
+    owner, extra, _ = state(engine, rec.call_id)       # answered after a transfer: the owner stays
+    assert owner == SALLY and extra["answered_extension"] == "104"
+
+
 def test_hangup_after_attended_transfer_keeps_the_new_owner(engine, store):
     """After an attended transfer the caller's DIALEDPEERNUMBER still names 101: the hangup
     must not give the call back to 101's user."""

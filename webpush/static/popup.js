@@ -203,7 +203,7 @@
   // phone book extensions are tel: links too) dials through crmagi: the user's own phone rings
   // first, then the number.  When it is not open the click is left alone: the link does what
   // it did before (the OS tel: handler).
-  var dialSeq = 0, DIAL_FINAL = { refused: 1, failed: 1, ended: 1 };
+  var dialSeq = 0, pendingDial = null, DOUBLE_CLICK_MS = 300, DIAL_FINAL = { refused: 1, failed: 1, ended: 1 };
 
   function hrefRecord(href) {
     try {
@@ -296,6 +296,17 @@
     showDial(m.ref, dial.number, m.state, m.text);
   }
 
+  function dialLink(link, clickedAt) {
+    var href = link.getAttribute('href').slice(4), number;
+    try { number = decodeURIComponent(href); } catch (e) { number = href; }   // a stray % in the CRM field
+    var where = recordOf(link);
+    var ref = 'd' + (++dialSeq) + '-' + tabId;
+    status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [],
+                          after: [], sent: clickedAt };
+    send({ type: 'dial', number: number, module: where.module, record: where.record, ref: ref });
+    showDial(ref, number, 'sent', 'asking crmagi to call\u2026');
+  }
+
   function onTelClick(event) {
     if (status.state !== 'open' || event.defaultPrevented || event.button !== 0 ||
         event.ctrlKey || event.metaKey || event.shiftKey || event.altKey) { return; }
@@ -303,13 +314,20 @@
     if (!link) { return; }
     event.preventDefault();
     event.stopPropagation();
-    var number = decodeURIComponent(link.getAttribute('href').slice(4));
-    var where = recordOf(link);
-    var ref = 'd' + (++dialSeq) + '-' + tabId;
-    status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [],
-                          after: [], sent: Date.now() };
-    send({ type: 'dial', number: number, module: where.module, record: where.record, ref: ref });
-    showDial(ref, number, 'sent', 'asking crmagi to call\u2026');
+    if (event.detail > 1) {       // the second click of a double click: SuiteCRM's inline edit, not a call
+      clearTimeout(pendingDial);
+      pendingDial = null;
+      return;
+    }
+    var clickedAt = Date.now();
+    if (link.closest('.inlineEdit')) {
+      // SuiteCRM edits a field on double click and waits 500 ms before following its link: a
+      // double click on the number must edit it, not call it.
+      clearTimeout(pendingDial);
+      pendingDial = setTimeout(function () { pendingDial = null; dialLink(link, clickedAt); }, DOUBLE_CLICK_MS);
+    } else {
+      dialLink(link, clickedAt);
+    }
   }
   document.addEventListener('click', onTelClick, true);
 

@@ -1,0 +1,97 @@
+"""crmsync.sqlbatch: a transaction's statements and its COMMIT in one packet on MariaDB, one by
+one on SQLite; a failing statement leaves nothing of its transaction; driver errors reach the
+metrics hook (watch_errors) although SQLAlchemy never sees them."""
+import uuid
+from datetime import datetime
+
+import pytest
+from sqlalchemy import text
+
+from crmsync import sqlbatch
+from crmsync.db import make_engine, watch_errors
+
+TABLE = "CREATE TABLE t (id VARCHAR(36) PRIMARY KEY, name VARCHAR(10), at DATETIME)"
+
+
+@pytest.fixture(params=["mariadb", "sqlite"])
+def engine(request, tmp_path):
+    if request.param == "sqlite":
+        url = "sqlite:///%s" % (tmp_path / "crm.sqlite")
+    else:
+        url = request.getfixturevalue("crm_url_module")
+    engine = make_engine(url, pool_size=2)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS t"))
+        conn.execute(text(TABLE))
+    yield engine
+    engine.dispose()
+
+
+def names(engine):
+    with engine.connect() as conn:
+        return sorted(row[0] for row in conn.execute(text("SELECT name FROM t")))
+
+
+def packets(engine, monkeypatch):
+    """The SQL texts sent to the server (MariaDB: one per round trip)."""
+    sent = []
+    if engine.dialect.name == "sqlite":
+        return sent
+    import pymysql.connections
+
+    real = pymysql.connections.Connection.query
+
+    def query(self, sql, unbuffered=False):
+        sent.append(sql)
+        return real(self, sql, unbuffered)
+    monkeypatch.setattr(pymysql.connections.Connection, "query", query)
+    return sent
+
+
+def test_statements_and_commit_go_in_one_round_trip(engine, monkeypatch):
+    sent = packets(engine, monkeypatch)
+    at = datetime(2026, 12, 6, 8, 0, 0)
+    with sqlbatch.transaction(engine) as tx:
+        tx.commit([sqlbatch.insert("t", {"id": str(uuid.uuid4()), "name": "a'b", "at": at}),
+                   sqlbatch.insert("t", {"id": str(uuid.uuid4()), "name": "c;d", "at": at})])
+    if engine.dialect.name != "sqlite":
+        assert len(sent) == 1 and sent[0].count("INSERT INTO `t`") == 2 and sent[0].endswith("COMMIT")
+    assert names(engine) == ["a'b", "c;d"]
+
+
+def test_a_failing_statement_leaves_nothing_of_its_transaction(engine):
+    first = str(uuid.uuid4())
+    with sqlbatch.transaction(engine) as tx:
+        tx.commit([sqlbatch.insert("t", {"id": first, "name": "kept"})])
+    with pytest.raises(Exception) as raised:
+        with sqlbatch.transaction(engine) as tx:
+            tx.commit([sqlbatch.update("t", {"name": "changed"}, "id", first),
+                       sqlbatch.insert("t", {"id": str(uuid.uuid4()), "name": "new"}),
+                       sqlbatch.insert("t", {"id": first, "name": "dup"})])      # duplicate key
+    assert "Duplicate" in str(raised.value) or "UNIQUE" in str(raised.value)
+    assert names(engine) == ["kept"]
+    # The connection went back to the pool usable, its transaction rolled back.
+    with sqlbatch.transaction(engine) as tx:
+        assert tx.read("SELECT name FROM t WHERE id = %s FOR UPDATE", (first,)) == [("kept",)]
+
+
+def test_a_read_without_writes_is_ended(engine):
+    with sqlbatch.transaction(engine) as tx:
+        assert tx.read("SELECT COUNT(*) AS n FROM t", (), names=True) == [{"n": 0}]
+    with engine.begin() as conn:        # no lock or open transaction left behind
+        conn.execute(text("DELETE FROM t"))
+
+
+def test_driver_errors_reach_the_metrics_hook_but_duplicates_do_not(engine):
+    seen = []
+    watch_errors(engine, seen.append)
+    row = {"id": "x", "name": "once"}
+    with sqlbatch.transaction(engine) as tx:
+        tx.commit([sqlbatch.insert("t", row)])
+    with pytest.raises(Exception):
+        with sqlbatch.transaction(engine) as tx:
+            tx.commit([sqlbatch.insert("t", row)])          # a replayed write: not an error
+    with pytest.raises(Exception):
+        with sqlbatch.transaction(engine) as tx:
+            tx.commit([sqlbatch.insert("missing_table", row)])
+    assert len(seen) == 1 and seen[0] in ("ProgrammingError", "OperationalError")
