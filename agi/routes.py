@@ -193,12 +193,18 @@ def _click_mark(session, flow, dialled):
     for this number; None for every other outbound call (and without a [webpush] secret)."""
     if not flow.click_secret:
         return None
-    mark = clickmark.verify(flow.click_secret, session.get_variable(clickmark.VARIABLE), time.time())
+    return valid_mark(flow.click_secret, session.get_variable(clickmark.VARIABLE), dialled, time.time())
+
+
+def valid_mark(secret, text, dialled, now):
+    """The mark ``text`` when it is crmagi's, unexpired and for the number dialled, else None
+    (also the plugin API's ``click`` of a call crmagi asked its PBX to place)."""
+    mark = clickmark.verify(secret, text, now) if secret and text else None
     digits = "".join(c for c in dialled if c.isdigit())
     return mark if mark is not None and mark.number.lstrip("+") == digits else None
 
 
-def _clicked(mark, dialled):
+def clicked(mark, dialled):
     """The record the user clicked, as the lookup's answer (checked by crmagi when placing the call)."""
     caller = Caller(module=mark.module, record_id=mark.record_id, name=mark.record_name, account_name=None,
                     owner=None, column="", stored_number=mark.number, rule="click")
@@ -221,7 +227,7 @@ def outgoing(session, flow: CallFlow, accepted_at: float):
     user_job = flow.start_lookup(flow.directory.user_by_extension, extension) if extension and not mark else None
     linkedid = _linkedid(session)
     call_id = flow.call_id_for(flow.system_name, linkedid)
-    result = _clicked(mark, dialled) if job is None else flow.wait_lookup(job, deadline)
+    result = clicked(mark, dialled) if job is None else flow.wait_lookup(job, deadline)
     user = flow.wait_lookup(user_job, deadline)
     record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
                         direction="Outbound", number=dialled, extension=extension, started_at=_now())

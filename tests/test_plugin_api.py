@@ -4,6 +4,7 @@ The App runs with popups (the plugin API lives on the popup server) and no AMI: 
 plugin PBX is the only source of call events, as for a FreeSWITCH or a cloud PBX.
 """
 import json
+import time
 
 import gevent
 import pytest
@@ -14,14 +15,17 @@ from agi.plugin import protocol
 from crmsync import apikeys
 from crmsync.apikeys import ApiKeyError, KeyStore
 from test_end_to_end import CONTACT, app_config, call, crmagi_row, db, rows, wait_for  # noqa: F401 (db)
+from test_end_to_end import call as call_row
 
 SECRET = "plugin-test-secret-0123456789abcdef"
+ORIGIN = "http://crm.example.com"
 
 
 @pytest.fixture
 def app(db, crm_url, tmp_path):
     application = App(app_config(crm_url, tmp_path, agi={"timeout": "3"},
-                                 webpush={"secret": SECRET, "listen": "127.0.0.1:0"})).start()
+                                 webpush={"secret": SECRET, "listen": "127.0.0.1:0",
+                                          "allowed_origins": ORIGIN})).start()
     yield application
     application.stop(timeout=1)
 
@@ -209,3 +213,58 @@ def test_keys_commands_create_list_revoke_and_replay_plays_a_scenario(app, crm_u
     refused = cli("plugin", "replay", "-c", path, str(SCENARIOS / "02b-inbound-busy.json"),
                   env={"CRMAGI_PLUGIN_KEY": secret})
     assert refused.exit_code == 1 and "revoked key" in refused.output
+
+
+def sallys_tab(port):
+    """A CRM tab of sally (extension 101), welcomed."""
+    from webpush import auth
+
+    tab = websocket.create_connection("ws://127.0.0.1:%d/ws" % port, timeout=5, origin=ORIGIN)
+    tab.send(json.dumps({"type": "hello", "token": auth.mint(SECRET, "seed_sally_id", time.time(), 600)}))
+    assert json.loads(tab.recv())["type"] == "welcome"
+    return tab
+
+
+def test_click_to_call_through_the_plugin_pbx_links_the_clicked_record(app, db):
+    """No AMI: a click in sally's page goes to the PBX connection owning 101 as an originate
+    command with crmagi's mark; the PBX echoes the mark in its call's start; the page hears
+    accepted, connecting, connected, ended; the Call is on the clicked contact, sally's."""
+    from agi.plugin.client import PluginClient
+
+    _, key = make_key(app, "events,originate")
+    port = app.popups.server.address[1]
+    commands = []
+    pbx = PluginClient("ws://127.0.0.1:%d/plugin" % port, key, extensions=["101"],
+                       on_command=lambda command: (commands.append(command), (True, "your phone answered"))[1])
+    pbx.connect()
+    tab = sallys_tab(port)
+    tab.send(json.dumps({"type": "dial", "number": "+49 (30) 111-111", "module": "Contacts", "record": CONTACT,
+                         "ref": "r1"}))
+    wait_for(lambda: pbx.serve_commands(0.2) or commands, timeout=5)
+    command = commands[0]
+    assert (command["action"], command["extension"], command["number"]) == ("originate", "101", "+4930111111")
+    assert "Anna O'Neil" in command["callerid_name"]
+    call = {"type": "call", "call": "pbx-c2c-1"}
+    pbx.request(dict(call, event="start", direction="out", extension="101", click=command["click"],
+                     **{"from": "101", "to": "+4930111111"}))
+    pbx.request(dict(call, event="answered", extension="101"))
+    ack = pbx.request(dict(call, event="end", cause="answered", talk_seconds=12))
+    states = []
+    while not states or states[-1] not in ("ended", "failed"):
+        message = json.loads(tab.recv())
+        if message["type"] == "dial_status":
+            states.append(message["state"])
+    assert states == ["accepted", "connecting", "connected", "ended"]
+    row = call_row(db, ack["call_id"], status="Held")
+    assert (row["direction"], row["parent_id"], row["assigned_user_id"]) == ("Outbound", CONTACT, "seed_sally_id")
+    tab.close()
+    pbx.close()
+
+
+def test_click_to_call_without_a_pbx_owning_the_phone_is_refused(app):
+    port = app.popups.server.address[1]
+    tab = sallys_tab(port)
+    tab.send(json.dumps({"type": "dial", "number": "+4930111111", "ref": "r2"}))
+    answer = json.loads(tab.recv())
+    assert answer["state"] == "refused" and "no connected PBX owns your extension 101" in answer["text"]
+    tab.close()

@@ -59,6 +59,7 @@ class PluginCalls:
     def __init__(self, flow, effects, clock=time.monotonic):
         self.flow, self.effects, self.clock = flow, effects, clock
         self.calls: "OrderedDict[str, PluginCall]" = OrderedDict()
+        self.observers = []         # f(call, message) after each event (plugin click-to-call)
 
     def handle(self, message) -> str:
         """Apply one ``call`` message (schema-checked); returns the CRM Call id for the ack."""
@@ -75,6 +76,8 @@ class PluginCalls:
         call.touched = self.clock()
         self.calls.move_to_end(linkedid)
         getattr(self, "_on_" + event, lambda c, m: None)(call, message)
+        for observe in self.observers:
+            observe(call, message)
         self._forget_old()
         return call.record.call_id
 
@@ -85,9 +88,11 @@ class PluginCalls:
         inbound = message["direction"] == "in"
         number = callstate.clean(message["from"] if inbound else message["to"])
         extension = None if inbound else callstate.clean(message.get("extension") or message["from"])
-        job = flow.start_lookup(flow.directory.lookup, number)
-        user_job = None if inbound else flow.start_lookup(flow.directory.user_by_extension, extension)
-        result = flow.wait_lookup(job, deadline)
+        # A call crmagi asked the PBX to place (click-to-call) carries crmagi's signed mark.
+        mark = None if inbound else routes.valid_mark(flow.click_secret, message.get("click"), number, time.time())
+        job = None if mark and mark.record_id else flow.start_lookup(flow.directory.lookup, number)
+        user_job = None if inbound or mark else flow.start_lookup(flow.directory.user_by_extension, extension)
+        result = routes.clicked(mark, number) if job is None else flow.wait_lookup(job, deadline)
         record = CallRecord(call_id=flow.call_id_for(flow.system_name, linkedid), linkedid=linkedid,
                             uniqueid=linkedid, direction="Inbound" if inbound else "Outbound", number=number,
                             started_at=_now(), extension=extension,
@@ -95,6 +100,8 @@ class PluginCalls:
         flow.linker.link(record, result)
         if not inbound:
             flow.linker.assign_outbound(record, flow.wait_lookup(user_job, deadline), result)
+        if mark is not None:
+            record.assigned_user_id = mark.user_id
         call = self._keep(linkedid, record)
         # The late lookup and the write run apart: the ack must not wait on the CRM.
         gevent.spawn(routes.write_start, flow, job, record, result, rings=True)

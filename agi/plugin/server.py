@@ -183,20 +183,27 @@ class PluginServer:
             return False, "the PBX of this call is not connected"
         return self._command(connection, "transfer", call=linkedid[2:], extension=extension)
 
-    def originate(self, extension, number):
+    def owns(self, extension):
+        return any(extension in c.extensions and "originate" in c.key.scopes and not c.closed
+                   for c in self.connections)
+
+    def originate(self, extension, number, click=None, callerid_name=None, timeout=30):
+        """(ok, text) of a click-to-call: the PBX owning ``extension`` rings it, then dials
+        ``number``; it answers once the user's phone answered (or did not)."""
         owners = [c for c in self.connections if extension in c.extensions and "originate" in c.key.scopes]
         if not owners:
             return False, "no connected PBX owns extension %s" % extension
-        return self._command(owners[-1], "originate", extension=extension, number=number)
+        return self._command(owners[-1], "originate", wait=timeout + COMMAND_TIMEOUT, extension=extension,
+                             number=number, click=click, callerid_name=callerid_name, timeout=timeout)
 
-    def _command(self, connection, action, **fields):
+    def _command(self, connection, action, wait=COMMAND_TIMEOUT, **fields):
         command_id = "c%d" % next(self.ids)
         result = connection.pending[command_id] = AsyncResult()
         connection.send(protocol.command(command_id, action, **fields))
         try:
-            return result.get(timeout=COMMAND_TIMEOUT)
+            return result.get(timeout=wait)
         except gevent.Timeout:
-            return False, "the PBX did not answer within %ds" % COMMAND_TIMEOUT
+            return False, "the PBX did not answer within %ds" % wait
         finally:
             connection.pending.pop(command_id, None)
 

@@ -23,6 +23,12 @@ def build(app):
         app.plugin_effects = live
     server = PluginServer(app.tenant, KeyStore(app.engine, app.tenant), app.flow, live._enqueue)
     app.popups.server.plugin = server
+    if app.popups.service.dial_call is None:        # no AMI: clicks go to the PBX that owns the phone
+        from .dial import PluginClickToCall
+
+        app.click2call = PluginClickToCall(app.config.ami, server, app.directory, app.config.webpush.secret,
+                                           internal_max_digits=app.config.lookup.internal_max_digits)
+        app.popups.service.dial_call = app.click2call.request
     return server
 
 
