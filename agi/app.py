@@ -16,11 +16,12 @@ from crmsync.linking import Linker
 from crmsync.livecalls import LiveCalls
 from crmsync.models import LookupRules, ModuleSpec
 from crmsync.spool import Spool
+from crmsync.userprefs import SeenRecorder, UserPrefs
 from crmsync.writer import CallWriter
 
 from . import metrics as metrics_mod
-from . import routes
-from .config import require_url
+from . import ended, routes
+from .config import DEFAULT_TENANT, require_url
 from .errors import ConfigError
 from .health import Health
 from .monitor import LocalView, MonitorServer
@@ -61,12 +62,17 @@ def open_spool(config, path=None):
 
 
 class App:
-    def __init__(self, config, engine=None, popup_server=True, worker_metrics=False):
+    def __init__(self, config, engine=None, popup_server=True, worker_metrics=False, shared=False, tenant=""):
         """``popup_server`` False: a FastAGI worker that only publishes popup events (over
         Redis) for worker 0, which holds the browsers' sockets and follows AMI.
         ``worker_metrics``: one worker of several; its metrics go to PROMETHEUS_MULTIPROC_DIR
-        and the parent (agi/workers.py) serves them all on [metrics] listen."""
+        and the parent (agi/workers.py) serves them all on [metrics] listen.
+        ``shared``: one tenant of agi/tenants/server.py, which owns the FastAGI, popup and
+        metrics listeners and hands this App its requests; it opens none itself.  ``tenant``:
+        that tenant's name (its AstDB family, its plugin keys)."""
         self.config = config
+        self.shared = shared
+        self.tenant = tenant or DEFAULT_TENANT
         self.metrics = metrics_mod.Metrics(multiprocess=worker_metrics)
         self.engine = engine or build_engine(config)
         # Lookups get their own autocommit pool: one round trip less each (crmsync/db.py).
@@ -90,18 +96,18 @@ class App:
             timeout=config.agi.timeout, set_callerid_name=config.agi.set_callerid_name,
             log_internal=config.agi.log_internal,
             internal_max_digits=config.lookup.internal_max_digits, system_name=config.agi.system_name,
-            late_lookup_wait=config.crm.query_timeout, click_secret=config.webpush.secret)
-        self.live = self.ami = self.popups = self.click2call = None
+            late_lookup_wait=config.crm.query_timeout, click_secret=config.webpush.secret,
+            ended_family=ended.family_of(tenant))
+        self.live = self.ami = self.popups = self.click2call = self.plugin = self.plugin_effects = None
         if config.ami.host:
             from . import live
             self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
         if config.webpush.secret:
             self._build_popups(popup_server)
-        self.agi = FastAgiServer(config.agi.listen, Router(routes.ROUTES), self.flow,
-                                 env_timeout=config.agi.reply_timeout,
-                                 reply_timeout=config.agi.reply_timeout,
-                                 max_sessions=config.agi.max_sessions,
-                                 reuse_port=config.agi.workers > 1, observe=self.metrics.agi_answered)
+        self.agi = None if shared else FastAgiServer(
+            config.agi.listen, Router(routes.ROUTES), self.flow, env_timeout=config.agi.reply_timeout,
+            reply_timeout=config.agi.reply_timeout, max_sessions=config.agi.max_sessions,
+            reuse_port=config.agi.workers > 1, observe=self.metrics.agi_answered)
         self._instrument(worker_metrics)
 
     def _instrument(self, worker_metrics):
@@ -115,7 +121,7 @@ class App:
         if self.popups is not None:
             self.metrics.read(metrics_mod.popups_reading(self.popups.hub, self.popups.book))
         self.sampler = self.metrics.sampler() if worker_metrics else None
-        self.monitor = None if worker_metrics else MonitorServer(self.config.metrics.listen,
+        self.monitor = None if worker_metrics or self.shared else MonitorServer(self.config.metrics.listen,
                                                                   LocalView(self.metrics, self.health))
 
     def _build_popups(self, serve):
@@ -138,12 +144,18 @@ class App:
         self.flow.notify = self.popups.service.on_agi
         if self.live is not None:
             self.live.notify = self.popups.service.on_ami
+        self.popups.service.on_seen = SeenRecorder(UserPrefs(self.engine))
+        from .plugin import wiring
+
+        self.plugin = wiring.build(self)
+        self.popups.service.transfer_call = wiring.route_transfers(transfer, self.plugin)
 
     def start(self):
         if self.monitor is not None:
             self.monitor.start()      # first: a port in use fails the start before anything runs
         try:
             self.store.ensure_tables()
+            UserPrefs(self.engine).ensure_table()
         except Exception as exc:   # the CRM may be down at boot: calls are spooled meanwhile
             log.warning("cannot prepare crmagi tables yet (%s); will write calls when the CRM is back", exc)
         self.writer.start()
@@ -151,8 +163,12 @@ class App:
         if self.sampler is not None:
             self.sampler.start()
         if self.popups is not None:
-            self.popups.start()
-        self.agi.start()
+            self.popups.start(listen=not self.shared)
+        for part in (self.plugin_effects, self.plugin):
+            if part is not None:
+                part.start()
+        if self.agi is not None:
+            self.agi.start()
         if self.ami is not None:
             self.live.start()
             self.ami.start()
@@ -174,7 +190,11 @@ class App:
         if self.ami is not None:
             self.ami.stop()
             self.live.stop()
-        self.agi.stop(timeout=timeout)
+        if self.agi is not None:
+            self.agi.stop(timeout=timeout)
+        for part in (self.plugin, self.plugin_effects):
+            if part is not None:
+                part.stop()
         if self.popups is not None:
             self.popups.stop()
         self.writer.stop()

@@ -15,8 +15,11 @@ import click  # noqa: E402
 from . import config as config_mod  # noqa: E402
 from . import redact  # noqa: E402
 from .cli_index import index  # noqa: E402
+from .cli_keys import keys  # noqa: E402
+from .cli_plugin import plugin  # noqa: E402
 from .cli_spool import spool  # noqa: E402
 from .cli_suitecrm import suitecrm  # noqa: E402
+from .cli_users import users  # noqa: E402
 from .cliopts import CONFIG_OPTION  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
@@ -57,6 +60,8 @@ def serve(config_path, listen, worker, verbose):
     _logging(verbose)
     cfg = _load(config_path, {"agi": {"listen": listen}} if listen else None)
     redact.install(config_mod.secret_values(cfg))
+    if cfg.tenants.dir:
+        return _serve_tenants(cfg)
     try:
         config_mod.require_url(cfg)
         if cfg.agi.workers > 1 and cfg.webpush.secret and not cfg.webpush.redis_url:
@@ -75,6 +80,20 @@ def serve(config_path, listen, worker, verbose):
         return
     systemd.notify("READY=1\nSTATUS=FastAGI on %s:%d" % app.agi.address[:2])
     app.serve_forever(stopping=lambda: systemd.notify("STOPPING=1\nSTATUS=draining"))
+
+
+def _serve_tenants(cfg):
+    from . import systemd
+    from .tenants.server import TenantServer
+
+    try:
+        if cfg.agi.workers > 1:
+            raise ConfigError("config [agi] workers: must be 1 with [tenants] dir (one process serves every tenant)")
+        server = TenantServer(cfg).start()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    systemd.notify("READY=1\nSTATUS=FastAGI on %s:%d, %d tenant(s)" % (server.address[:2] + (len(server.apps),)))
+    server.serve_forever(stopping=lambda: systemd.notify("STOPPING=1\nSTATUS=draining"))
 
 
 @main.command()
@@ -108,6 +127,18 @@ def lookup(config_path, number):
     click.echo("extension: %s" % ((owner.extension if owner else None) or "-"))
 
 
+def _each_tenant(cfg):
+    """[(None, cfg)] for one tenant, else [(name, tenant config)] of [tenants] dir."""
+    if not cfg.tenants.dir:
+        return [(None, cfg)]
+    from .tenants.registry import load_folder
+
+    try:
+        return [(name, tenant.config) for name, tenant in load_folder(cfg).items()]
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _engine(cfg, build):
     try:
         return build(cfg)
@@ -134,8 +165,12 @@ def check(config_path, fix):
     def echo(line):
         click.echo(redact.redact(line, secrets))
 
-    problems = run_checks(cfg, fix=fix, echo=echo)
-    problems += report(cfg, echo)       # also (above all) while the CRM is down
+    problems = []
+    for name, each in _each_tenant(cfg):
+        if name:
+            echo("tenant %s:" % name)
+        problems += run_checks(each, fix=fix, echo=echo)
+        problems += report(each, echo)       # also (above all) while the CRM is down
     if problems:
         for problem in problems:     # a driver's error may quote what it was given
             click.echo("ERROR " + redact.redact(problem, secrets), err=True)
@@ -176,11 +211,19 @@ def systemd_unit(config_path, user, exec_path):
 
 @main.command()
 @CONFIG_OPTION
-def dialplan(config_path):
+@click.option("--tenant", help="The include of one tenant of [tenants] dir (its AGI URLs, contexts, AstDB family).")
+def dialplan(config_path, tenant):
     """Print the extensions.conf include, filled with the configured host and port."""
     from .dialplan import render
+    from .tenants.registry import config_of
 
-    click.echo(render(_load(config_path)), nl=False)
+    cfg = _load(config_path)
+    if tenant:
+        try:
+            cfg = config_of(cfg, tenant)
+        except ConfigError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(render(cfg, tenant or ""), nl=False)
 
 
 @main.command()
@@ -199,8 +242,11 @@ def demo(directory, listen, web, once):
 
 
 main.add_command(index)
+main.add_command(keys)
+main.add_command(plugin)
 main.add_command(spool)
 main.add_command(suitecrm)
+main.add_command(users)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,14 @@ def websocket_url(webpush) -> str:
     return "ws://%s:%d/ws" % ("[%s]" % host if ":" in host else host, port)
 
 
+def tenant_url(url, tenant):
+    """A tenant's socket behind the shared listener: .../ws -> .../NAME/ws."""
+    if not tenant:
+        return url
+    base = url[:-3] if url.endswith("/ws") else url.rstrip("/")
+    return "%s/%s/ws" % (base, tenant)
+
+
 @click.group("suitecrm")
 def suitecrm():
     """The SuiteCRM package: a logic hook that loads the call popup into every page."""
@@ -51,15 +59,18 @@ def suitecrm():
 @CONFIG_OPTION
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Install even if PATH does not look like a SuiteCRM root.")
-def install(config_path, path, force):
+@click.option("--tenant", help="The SuiteCRM of this tenant of [tenants] dir (its secret, its /NAME/ws).")
+def install(config_path, path, force, tenant):
     """Copy the hook, its config and popup.js/css into the SuiteCRM root PATH (idempotent)."""
     from webpush.installer import install as run_install
+    from .tenants.registry import config_of
 
     with _errors():
-        webpush = config_mod.load(config_path).webpush
+        main = config_mod.load(config_path)
+        webpush = config_of(main, tenant).webpush if tenant else main.webpush
         if not webpush.secret:
             raise ConfigError("config [webpush] secret: required (e.g. the output of `openssl rand -hex 32`)")
-        report = run_install(path, secret=webpush.secret, ws_url=websocket_url(webpush),
+        report = run_install(path, secret=webpush.secret, ws_url=tenant_url(websocket_url(main.webpush), tenant),
                              token_seconds=webpush.token_seconds, version=__version__, force=force)
     if not webpush.public_url and webpush.listen[0] in LOOPBACK_HOSTS:
         click.echo("WARNING browsers on other machines cannot reach %s: set [webpush] public_url and "

@@ -114,6 +114,10 @@ def setting(default, conv, help, secret=None):
     return field(default=default, metadata={"conv": conv, "help": help, "secret": secret})
 
 
+# A config without [tenants] is one tenant of this name (plugin API keys, welcome message).
+DEFAULT_TENANT = "default"
+
+
 @dataclass(frozen=True)
 class CrmSettings:
     url: str = setting("", _str, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm",
@@ -217,6 +221,7 @@ class WebpushSettings:
     max_sockets: int = setting(20000, _int, "browser tabs connected at once (about 20 KB each); more wait")
     fallback_extensions: Tuple[str, ...] = setting((), _list, "without AMI: extensions whose users get the popups of "
                                                    "calls with no responsible user (reception)")
+    plugin_api: bool = setting(True, _bool, "serve the plugin API at /plugin (API keys from `crmagi keys create`)")
 
 
 @dataclass(frozen=True)
@@ -245,6 +250,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class TenantsSettings:
+    dir: str = setting("", _str, "folder of NAME.ini files, one crmagi config per tenant (main file only); empty: "
+                       "this config is the one tenant")
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    contexts: Tuple[str, ...] = setting((), _list, "in a tenant's file: agi_context values whose AGI requests are this "
+                                        "tenant's (a shared Asterisk), besides agi://host/NAME/...")
+    dids: Tuple[str, ...] = setting((), _list, "in a tenant's file: DIDs whose inbound AGI requests are this tenant's")
+
+
+@dataclass(frozen=True)
 class ModuleSettings:
     name: str = setting("", _str, "module name as SuiteCRM spells it (section suffix)")
     table: str = setting("", _str, "table of the module (known for Contacts, Accounts, Leads, Prospects)")
@@ -265,6 +283,8 @@ class Config:
     webpush: WebpushSettings = WebpushSettings()
     recordings: RecordingsSettings = RecordingsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tenants: TenantsSettings = TenantsSettings()
+    tenant: TenantSettings = TenantSettings()
     modules: Tuple[ModuleSettings, ...] = ()
     dids: Tuple[DidSettings, ...] = ()
     source: Optional[str] = None
@@ -278,7 +298,8 @@ class Config:
 
 SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
             "dialplan": DialplanSettings, "ami": AmiSettings,
-            "webpush": WebpushSettings, "recordings": RecordingsSettings, "metrics": MetricsSettings}
+            "webpush": WebpushSettings, "recordings": RecordingsSettings, "metrics": MetricsSettings,
+            "tenants": TenantsSettings, "tenant": TenantSettings}
 
 
 def _build(section, cls, values, base=None):

@@ -56,8 +56,14 @@ def dialplan_value() -> str:
     return "|".join([VERSION, "${EPOCH}"] + parts)
 
 
-def keys_expression() -> str:
-    return "${DB_KEYS(%s):0:%d}" % (FAMILY, KEYS_CHARS)
+def family_of(tenant="") -> str:
+    """A tenant's own AstDB family: on a shared Asterisk, one tenant's hangup requests must
+    never collect (and write into its CRM) another tenant's calls."""
+    return FAMILY + ("_" + tenant if tenant else "")
+
+
+def keys_expression(family=FAMILY) -> str:
+    return "${DB_KEYS(%s):0:%d}" % (family, KEYS_CHARS)
 
 
 def parse_keys(text: Optional[str]) -> List[str]:

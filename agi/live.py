@@ -89,7 +89,8 @@ class LivePipeline:
 
     def start(self):
         self._worker = gevent.spawn(self._run)
-        self._expirer = gevent.spawn(self._expire_loop)
+        if self.model is not None:      # None: the plugin API's pipeline, fed domain events only
+            self._expirer = gevent.spawn(self._expire_loop)
         return self
 
     def stop(self):

@@ -88,11 +88,15 @@ class Popups:
         self.history.recent("Contacts", "crmagi-warm-up")
         self.content.env.get_template("popup.html.j2")
 
-    def start(self):
+    def start(self, listen=True):
+        """``listen`` False: a tenant's popups, served through agi/tenants/server.py's listener."""
         self.service.start()
-        self.server.start()
+        self.listening = listen
+        if listen:
+            self.server.start()
         return self
 
     def stop(self):
-        self.server.stop()
+        if getattr(self, "listening", True):
+            self.server.stop()
         self.service.stop()

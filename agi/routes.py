@@ -44,7 +44,8 @@ class CallFlow:
     lookups_failing: bool = False                    # inside a streak of failed lookups
     clock: Callable[[], float] = time.monotonic
     click_secret: str = ""                           # checks click-to-call marks (agi/clickmark.py)
-    notify: Callable[[str, CallRecord, Optional[LookupResult]], None] = lambda *a: None
+    ended_family: str = ended.FAMILY                 # AstDB family of calls ended while crmagi was down
+    notify: Callable[..., None] = lambda *a, **k: None     # (kind, CallRecord, LookupResult, rings=)
 
     # -- lookup with a deadline ------------------------------------------
     def start_lookup(self, func, *args):
@@ -151,8 +152,14 @@ def _reply_then_write(session, flow, job, record, result):
     _answer(session, _lookup_vars(result, record.call_id), result, flow)
     session.set_variable("CRM_CALL", callstate.pack(record))
     session.close()
+    write_start(flow, job, record, result)
+
+
+def write_start(flow, job, record, result, **notes):
+    """After the caller is answered: tell the popups, give a late lookup more time, write
+    the start of the call.  Also the plugin API's (agi/plugin/calls.py) ``start``."""
     if record.direction == "Inbound":
-        flow.notify("ringing", record, result)
+        flow.notify("ringing", record, result, **notes)
     if record.lookup_status == PENDING and job is not None:
         # A late answer is used at once; without one the writer looks the number up
         # again when the CRM is back (crmsync/linking.py), never the virtual account.
@@ -186,12 +193,18 @@ def _click_mark(session, flow, dialled):
     for this number; None for every other outbound call (and without a [webpush] secret)."""
     if not flow.click_secret:
         return None
-    mark = clickmark.verify(flow.click_secret, session.get_variable(clickmark.VARIABLE), time.time())
+    return valid_mark(flow.click_secret, session.get_variable(clickmark.VARIABLE), dialled, time.time())
+
+
+def valid_mark(secret, text, dialled, now):
+    """The mark ``text`` when it is crmagi's, unexpired and for the number dialled, else None
+    (also the plugin API's ``click`` of a call crmagi asked its PBX to place)."""
+    mark = clickmark.verify(secret, text, now) if secret and text else None
     digits = "".join(c for c in dialled if c.isdigit())
     return mark if mark is not None and mark.number.lstrip("+") == digits else None
 
 
-def _clicked(mark, dialled):
+def clicked(mark, dialled):
     """The record the user clicked, as the lookup's answer (checked by crmagi when placing the call)."""
     caller = Caller(module=mark.module, record_id=mark.record_id, name=mark.record_name, account_name=None,
                     owner=None, column="", stored_number=mark.number, rule="click")
@@ -214,7 +227,7 @@ def outgoing(session, flow: CallFlow, accepted_at: float):
     user_job = flow.start_lookup(flow.directory.user_by_extension, extension) if extension and not mark else None
     linkedid = _linkedid(session)
     call_id = flow.call_id_for(flow.system_name, linkedid)
-    result = _clicked(mark, dialled) if job is None else flow.wait_lookup(job, deadline)
+    result = clicked(mark, dialled) if job is None else flow.wait_lookup(job, deadline)
     user = flow.wait_lookup(user_job, deadline)
     record = CallRecord(call_id=call_id, linkedid=linkedid, uniqueid=env.get("uniqueid", ""),
                         direction="Outbound", number=dialled, extension=extension, started_at=_now())
@@ -281,19 +294,19 @@ def _collect_ended(session, flow):
     spooled (durable) before its AstDB entry is deleted.  Never fails this request."""
     keys = []
     try:
-        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression()))
+        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression(flow.ended_family)))
         # Concurrent hangup requests after a restart see the same keys: each takes others.
         keys = [key for key in listed if key not in flow.collecting][:ended.PER_REQUEST]
         flow.collecting.update(keys)
         for key in keys:
-            entry = ended.parse(key, session.database_get(ended.FAMILY, key))
+            entry = ended.parse(key, session.database_get(flow.ended_family, key))
             record = _ended_record(entry, flow) if entry else None
             if record is not None:
                 flow.writer.enqueue("finish", record)
                 log.info("call %s ended while crmagi was down: collected from AstDB", record.linkedid)
             else:
-                log.warning("AstDB %s/%s is not a crmagi entry; deleted", ended.FAMILY, key)
-            session.database_del(ended.FAMILY, key)
+                log.warning("AstDB %s/%s is not a crmagi entry; deleted", flow.ended_family, key)
+            session.database_del(flow.ended_family, key)
     except Exception as exc:    # noqa: BLE001 - entries stay in AstDB for the next request
         log.warning("could not collect calls that ended while crmagi was down: %s", exc)
     finally:

@@ -6,6 +6,7 @@ one log line and its own connection, never the server or other calls.
 import logging
 import socket
 import time
+from typing import Callable, NamedTuple, Optional
 
 from gevent.pool import Pool
 from gevent.server import StreamServer
@@ -15,6 +16,15 @@ from .protocol import AgiProtocolError
 from .session import AgiSession
 
 log = logging.getLogger("crmagi.agi")
+
+
+class Route(NamedTuple):
+    """What serves one request: ``handler(session, flow, accepted_at)``, or why nothing does."""
+    route: Optional[str]
+    handler: Optional[Callable]
+    flow: object
+    problem: str = ""
+    answer_error: bool = False      # set CRM_STATUS=error before closing (a request for no tenant)
 
 
 class Router:
@@ -50,8 +60,11 @@ def make_listener(address, backlog=1024):
 
 class FastAgiServer:
     def __init__(self, listen, router, flow, env_timeout=2.0, reply_timeout=2.0, max_sessions=500,
-                 reuse_port=False, observe=None):
+                 reuse_port=False, observe=None, pick=None):
+        """``pick(env)`` -> Route: which handler and CallFlow serve a request (agi/tenants
+        picks the tenant's); default: ``router`` by script name, with ``flow``."""
         self.router = router
+        self.pick = pick or self._by_script
         # observe(route, CRM_STATUS or None, seconds from accept to close): the metrics hook
         self.observe = observe or (lambda route, status, seconds: None)
         self.flow = flow
@@ -82,15 +95,16 @@ class FastAgiServer:
         route = None
         try:
             env = session.read_env(self.env_timeout)
-            handler = self.router.get(env.script)
-            if handler is None:
-                log.error("FastAGI %s from %s:%s (uniqueid %s): unknown script %r; known: %s",
-                          env.get("network_script"), address[0], address[1], env.get("uniqueid"),
-                          env.script, ", ".join(self.router.names()))
+            picked = self.pick(env)
+            if picked.handler is None:
+                log.error("FastAGI %s from %s:%s (uniqueid %s): %s", env.get("network_script"), address[0],
+                          address[1], env.get("uniqueid"), picked.problem)
                 self.stats["errors"] += 1
+                if picked.answer_error:       # the dialplan goes on at once, knowing nothing was found
+                    session.set_variable("CRM_STATUS", "error")
                 return
-            route = env.script
-            handler(session, self.flow, accepted_at)
+            route = picked.route
+            picked.handler(session, picked.flow, accepted_at)
         except AgiHangup:
             log.info("FastAGI %s from %s: caller hung up", self._what(session), address[0])
         except (AgiError, AgiProtocolError) as exc:
@@ -103,6 +117,12 @@ class FastAgiServer:
             session.close()
             if route is not None:
                 self.observe(route, session.variables.get("CRM_STATUS"), session.closed_at - accepted_at)
+
+    def _by_script(self, env):
+        handler = self.router.get(env.script)
+        if handler is None:
+            return Route(None, None, None, "unknown script %r; known: %s" % (env.script, ", ".join(self.router.names())))
+        return Route(env.script, handler, self.flow)
 
     @staticmethod
     def _what(session):

@@ -162,11 +162,13 @@ class SimulatedCall:
 
     def __init__(self, address, direction: str = "incoming", *, number: str, callerid: str = "",
                  calleridname: str = "", channel: Optional[str] = None, uniqueid: Optional[str] = None,
-                 variables: Optional[Mapping[str, str]] = None, astdb: Optional[Dict] = None):
+                 variables: Optional[Mapping[str, str]] = None, astdb: Optional[Dict] = None,
+                 prefix: str = ""):
         if direction not in ("incoming", "outgoing"):
             raise ValueError("direction is 'incoming' or 'outgoing', not %r" % direction)
         serial = next(self._counter)
         self.address, self.direction, self.number = address, direction, number
+        self.prefix = prefix            # "NAME/": the AGI URLs of a tenant's include (agi/tenants)
         self.uniqueid = uniqueid or "%d.%d" % (int(time.time()), serial)
         name = channel or "PJSIP/%s-%08x" % ("trunk" if direction == "incoming" else callerid or "phone", serial)
         # What the include sets before its AGI (extensions/extensions_crmagi.conf.j2).
@@ -211,7 +213,7 @@ class SimulatedCall:
     def _session(self, script, context, priority, args, hangup_after, timeout) -> SessionResult:
         chan = self.channel
         host, port = self.address[:2]
-        env = env_block(script, host=host, port=port, channel=chan.name, uniqueid=self.uniqueid,
+        env = env_block(self.prefix + script, host=host, port=port, channel=chan.name, uniqueid=self.uniqueid,
                         callerid=chan.callerid_num, calleridname=chan.callerid_name, context=context,
                         extension="s", priority=priority, dnid=self.number, args=args, threadid=self.threadid)
         chan.env, chan.soft_hangup = parse_env(env)[0], False

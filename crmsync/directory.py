@@ -47,6 +47,7 @@ from .models import Caller, LookupResult, LookupRules, User
 from .phoneindex import MAX_CANDIDATES, PhoneIndex
 from .records import MAX_SCAN_ROWS, index_union, module_query, name_fields
 from .triggers import KEY_DIGITS
+from .userprefs import Prefs, UserPrefs
 
 log = logging.getLogger(__name__)
 
@@ -366,6 +367,10 @@ class Directory:
         value, _ = _extension(ext, self.rules.internal_max_digits)
         return self._users_map().by_extension.get(value) if value else None
 
+    def users(self) -> list:
+        """Every active user, by user name (`crmagi users list`)."""
+        return sorted((entry.user for entry in self._users_map().by_id.values()), key=lambda u: u.user_name)
+
     def staff(self) -> list:
         """The phone book: active users with an extension, by full name (from the cached users map)."""
         users = (entry.user for entry in self._users_map().by_id.values())
@@ -407,14 +412,21 @@ class Directory:
                 .order_by(users.c.id))
         with _database_errors(), self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
+        with _database_errors():
+            prefs = UserPrefs(self.engine).load()
         by_id, by_extension = {}, {}
         for user_id, user_name, first, last, raw, *extra in rows:
             extension, reason = _extension(raw, self.rules.internal_max_digits)
             full_name = " ".join(part for part in (first, last) if part) or user_name
             details = {column.name: (value or "").strip() for column, value in zip(extras, extra)}
-            user = User(id=user_id, user_name=user_name, full_name=full_name, extension=extension, **details)
+            mine = prefs.get(user_id, Prefs())
+            user = User(id=user_id, user_name=user_name, full_name=full_name, extension=extension,
+                        devices=mine.devices, agents=mine.agents, popups=mine.popups, **details)
             by_id[user_id] = _UserEntry(user, "%s %s" % (where, reason) if reason else None)
             if extension:
                 # Two users sharing an extension is a CRM mistake; the smallest id keeps it.
                 by_extension.setdefault(extension, user)
+        for entry in by_id.values():        # a CRM extension wins over a device or agent id
+            for other in entry.user.devices + entry.user.agents:
+                by_extension.setdefault(other, entry.user)
         return _Users(by_id, by_extension, time.monotonic())

@@ -40,6 +40,10 @@ class User:
     # Display only (the phone book): a user is the same user whatever their title says.
     department: str = field(default="", compare=False)
     title: str = field(default="", compare=False)
+    # crmagi's own (crmsync/userprefs.py): more phones of the user, and popups on or off.
+    devices: Tuple[str, ...] = field(default=(), compare=False)
+    agents: Tuple[str, ...] = field(default=(), compare=False)
+    popups: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,7 @@ def check_browser_message(text):
     check_token(message.get("token"))
     server = PushServer.__new__(PushServer)
     server.service, server.secret, server.token_seconds = _Service(), ts.SECRET, 600
-    server.clock, server.directory = (lambda: ts.NOW), None
+    server.clock, server.directory, server.recordings = (lambda: ts.NOW), None, None
     tab = Tab(_Transport(), "u1", now=ts.NOW)
     tab.token_expires, tab.session_start, tab.budget, tab.budget_at = ts.NOW + 600, ts.NOW, 40, ts.NOW
     server._handle(tab, message)

@@ -23,14 +23,17 @@ def db(crm_url):
     engine.dispose()
 
 
-def live_app(url, tmp_path, ami_port):
-    return App(app_config(url, tmp_path, ami_port)).start()
+def live_app(url, tmp_path, ami_port, **sections):
+    return App(app_config(url, tmp_path, ami_port, **sections)).start()
 
 
-def run_call(db, crm_url, tmp_path, scenario, drop_after=None):
-    """AGI incoming, then the AMI stream (optionally with a restart in the middle), then AGI hangup."""
+def run_call(db, crm_url, tmp_path, scenario, drop_after=None, on_start=None, **sections):
+    """AGI incoming, then the AMI stream (optionally with a restart in the middle), then AGI hangup.
+    ``on_start(app)`` runs before the call (e.g. to watch the popup bus)."""
     ami = FakeAmi().start()
-    app = live_app(crm_url, tmp_path, ami.port)
+    app = live_app(crm_url, tmp_path, ami.port, **sections)
+    if on_start is not None:
+        on_start(app)
     try:
         fake = FakeAsterisk(load_scenario(scenario))
         incoming = fake.run_session(0, app.agi.address)

@@ -123,15 +123,33 @@ def call_page(crm, call_id):
 
 def click_play(chrome, page, selector):
     """What the user does: a click on the player's play button (at its left end); Chromium
-    allows playing only after such a gesture."""
+    allows playing only after such a gesture.  SuiteCRM may render a subpanel twice (Ajax, then
+    FooTable), replacing the row and its player: the click goes to the player on the page now."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.common.action_chains import ActionChains
 
     driver = chrome.on(page)
-    audio = driver.find_element("css selector", selector)
-    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", audio)
-    ActionChains(driver).move_to_element_with_offset(audio, -audio.size["width"] // 2 + 18, 0).click().perform()
-    wait_for(lambda: not driver.execute_script("return arguments[0].paused", audio), timeout=5,
-             what="the player started by its play button")
+
+    def clicked():
+        try:
+            audio = driver.find_element("css selector", selector)
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", audio)
+            ActionChains(driver).move_to_element_with_offset(audio, -audio.size["width"] // 2 + 18, 0).click().perform()
+            return wait_for(lambda: not driver.execute_script("return arguments[0].paused", audio), timeout=3,
+                            what="the player started by its play button")
+        except (NoSuchElementException, StaleElementReferenceException, AssertionError):
+            return False
+    wait_for(clicked, timeout=15, what="a click on the play button of %s" % selector, interval=0.2)
+
+
+def plays(chrome, page, selector, where):
+    """A player appears at ``selector``, and its play button plays the recording."""
+    wait_for(lambda: chrome.run(page, "return !!document.querySelector(arguments[0])", selector), timeout=20,
+             what="the player in %s" % where)
+    click_play(chrome, page, selector)
+    wait_for(lambda: chrome.run(page, "var a = document.querySelector(arguments[0]);"
+                                      " return a.readyState >= 2 && a.currentTime > 0.5;", selector),
+             timeout=15, what="the player in %s playing" % where)
 
 
 def play_and_seek(chrome, page, served):
@@ -234,13 +252,8 @@ def test_the_history_subpanel_of_the_contact_has_the_player(peers, recorded, chr
     page = chrome.open(crm.url + "/index.php?module=Contacts&action=DetailView&record=" + contact)
     # What the user does: open the History subpanel by its title (SuiteCRM loads it by Ajax).
     chrome.on(page).find_element("css selector", "#subpanel_title_history").click()
-    selector = '#list_subpanel_history .crmagi-rec[data-crmagi-rec="%s"] audio' % call_id
-    wait_for(lambda: chrome.run(page, "return !!document.querySelector(arguments[0])", selector), timeout=20,
-             what="the player in the History subpanel")
-    click_play(chrome, page, selector)
-    wait_for(lambda: chrome.run(page, "var a = document.querySelector(arguments[0]);"
-                                      " return a.readyState >= 2 && a.currentTime > 0.5;", selector),
-             timeout=15, what="the subpanel's player playing")
+    plays(chrome, page, '#list_subpanel_history .crmagi-rec[data-crmagi-rec="%s"] audio' % call_id,
+          "the History subpanel")
 
 
 def fetch(app, path):
@@ -296,3 +309,26 @@ def test_refusals_on_the_real_peers(peers, recorded, chrome):
     wait_for(lambda: chrome.run(outside, "var n = document.querySelector('.crmagi-rec-detail');"
                                          " return n && n.textContent;") == "Recordingrecording not available",
              timeout=15, what="'recording not available' on the page")
+
+
+def test_the_popups_history_has_the_player(peers, recorded, chrome):
+    """The same client calls again: sally's popup lists the recorded call with its player."""
+    from browser import AgiCall, server_tabs
+
+    _, crm, app, _, _ = peers
+    call_id, contact, _ = recorded
+    phone = crm.sql("SELECT phone_work FROM contacts WHERE id = %s", contact)[0][0]
+    chrome.reset()
+    crm.login(chrome.driver, "sally")
+    page = chrome.open(crm.url + "/index.php?module=Home&action=index")
+    chrome.focus(page)                  # the tab sally works in: where her popups go
+    wait_for(lambda: [True, True] in [list(t) for t in server_tabs(app, SALLY)], timeout=10,
+             what="sally's tab focused and visible at the server")
+    again = AgiCall(app, "+1" + "".join(ch for ch in phone if ch.isdigit()))
+    again.ring()
+    try:
+        chrome.wait_popup(page, again.call_id, timeout=10)
+        plays(chrome, page, '#crmagi-popups [data-crmagi-rec-call="%s"] .crmagi-rec audio' % call_id,
+              "the popup's history")
+    finally:
+        again.hangup()

@@ -57,7 +57,8 @@ def test_secret_settings_are_marked_and_collected(tmp_path):
     assert set(values) == {"p%40ss-word", "p@ss-word", AMI_SECRET, WEB_SECRET, REDIS_PASSWORD}
     marked = {(section, f.name) for section, cls in config.SECTIONS.items()
               for f in config.dataclasses.fields(cls) if f.metadata.get("secret")}
-    assert marked == {("crm", "url"), ("ami", "secret"), ("webpush", "secret"), ("webpush", "redis_url")}
+    assert marked == {("crm", "url"), ("ami", "secret"), ("webpush", "secret"), ("webpush", "redis_url"),
+                      ("recordings", "remote_url"), ("recordings", "remote_password")}
 
 
 @pytest.mark.parametrize("url, shown", [

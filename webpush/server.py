@@ -13,6 +13,7 @@ import logging
 import struct
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import gevent
 from gevent.pool import Pool
@@ -125,6 +126,12 @@ class _Handler(WebSocketHandler):
         log.debug("%s", self.format_request())
 
 
+def make_wsgi_server(listen, app, max_sockets):
+    """The popup listener (gevent-websocket with crmagi's bounded frames and quiet junk
+    handling) for ``app``: one PushServer's, or agi/tenants/server.py's dispatch."""
+    return WSGIServer(listen, app, handler_class=_Handler, log=None, error_log=log, spawn=Pool(max_sockets))
+
+
 class _Transport:
     def __init__(self, ws):
         self.ws = ws
@@ -149,8 +156,8 @@ class PushServer:
         self.clock = clock
         self.recordings = recordings          # webpush.recordings.Recordings, or None (no store set)
         self.stats = {"accepted": 0, "refused": 0}
-        self.server = WSGIServer(listen, self._app, handler_class=_Handler, log=None, error_log=log,
-                                 spawn=Pool(max_sockets))
+        self.plugin = None          # agi/plugin/server.py PluginServer, set by the App
+        self.server = make_wsgi_server(listen, self._app, max_sockets)
 
     @property
     def address(self):
@@ -170,6 +177,16 @@ class PushServer:
         ws = environ.get("wsgi.websocket")
         if path == "/ws" and ws is not None:
             self._serve_socket(ws, environ.get("HTTP_ORIGIN", ""))
+            return []
+        if path == "/plugin" and ws is not None and self.plugin is not None:
+            # API keys belong to servers, never to web pages: a browser (it always sends the
+            # page's Origin) is refused, so a key pasted into a page's script is worth nothing.
+            # Clients such as websocket-client send this server's own origin, which is fine.
+            origin = environ.get("HTTP_ORIGIN", "")
+            if origin and urlsplit(origin).netloc != environ.get("HTTP_HOST", ""):
+                self.plugin.refuse(ws, "browsers may not use the plugin API (Origin %s)" % origin[:80])
+            else:
+                self.plugin.serve(ws)
             return []
         if path.startswith("/recordings/") and self.recordings is not None:
             return recordings_http.serve(self.recordings, environ, start_response)

@@ -29,6 +29,11 @@ RENDERS = 50              # CRM reads for popups at once; more wait their turn, 
 EXTENSION = re.compile(r"[0-9]{2,6}")   # ASCII digits only: a transfer never dials out
 
 
+def _pops_up(user):
+    """A known user whose popups are on (`crmagi users set USER --popups off` turns them off)."""
+    return user is not None and getattr(user, "popups", True)
+
+
 class PopupService:
     def __init__(self, book, directory, bus, content, call_id_for, system_name="", ami_driven=False,
                  transfer=None, fallback_extensions=(), clock=time.monotonic, dial=None):
@@ -42,6 +47,7 @@ class PopupService:
         self.transfer_call = transfer            # (linkedid, extension) -> (ok, text), or None
         self.dial_call = dial                    # click-to-call: (tab, message) -> answers the tab itself
         self.fallback_extensions = tuple(fallback_extensions)
+        self.on_seen = lambda user_id: None     # a tab of this user connected (`crmagi users` last seen)
         self.clock = clock
         self.queue = Queue(QUEUE_SIZE)
         self.render_slots = BoundedSemaphore(RENDERS)
@@ -93,8 +99,9 @@ class PopupService:
             del self.infos[linkedid]
 
     # -- call sources: publish (never block the AGI or AMI greenlets) ----------
-    def on_agi(self, kind, record, result):
-        """routes.CallFlow.notify: "ringing" after the inbound lookup, "ended" at hangup."""
+    def on_agi(self, kind, record, result, rings=False):
+        """routes.CallFlow.notify: "ringing" after the inbound lookup, "ended" at hangup.
+        ``rings``: the call's source reports which phones ring (a plugin PBX), as AMI does."""
         if kind == "ringing":
             info = callinfo.CallInfo(call_id=record.call_id, linkedid=record.linkedid, number=record.number,
                                      direction=record.direction, did=record.did, result=result,
@@ -102,7 +109,7 @@ class PopupService:
             owner = None
             if result is not None and result.caller and result.caller.owner:
                 owner = result.caller.owner.id
-            self.bus.publish({"e": "info", "info": callinfo.to_json(info), "owner": owner})
+            self.bus.publish({"e": "info", "info": callinfo.to_json(info), "owner": owner, "rings": rings})
         elif kind == "ended":
             self.bus.publish({"e": "ended", "call": record.call_id, "linkedid": record.linkedid})
 
@@ -140,17 +147,18 @@ class PopupService:
         info = callinfo.from_json(event["info"])
         self.infos[info.linkedid] = (info, self.clock())
         self.book.refresh(info.call_id, info)
-        if self.ami_driven:
-            return                    # AMI says which phones ring; this only brought the lookup
+        if self.ami_driven or event.get("rings"):
+            return                    # AMI (or the plugin) says which phones ring; this brought the lookup
         users = [self._user(event.get("owner"))]
         if users[0] is None:
             users = [self._user_at(extension) for extension in self.fallback_extensions]
-        for user in filter(None, users):
-            self.book.ring(info, user, "owner")
+        for user in users:
+            if _pops_up(user):
+                self.book.ring(info, user, "owner")
 
     def _on_ring(self, event):
         user = self._user_at(event["ext"])
-        if user is None:
+        if not _pops_up(user):
             return
         known = self.infos.get(event["linkedid"])
         info = known[0] if known else callinfo.CallInfo(
@@ -248,6 +256,7 @@ class PopupService:
     # -- tabs (called by the websocket server) --------------------------------
     def tab_joined(self, tab):
         self._post(self._tab_event, self.book.tab_joined, tab)
+        self.on_seen(tab.user_id)
 
     def tab_changed(self, tab):
         # A tab flapping focus sends many of these: only the latest state matters, so one
