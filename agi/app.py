@@ -19,13 +19,13 @@ from crmsync.spool import Spool
 from crmsync.userprefs import SeenRecorder, UserPrefs
 from crmsync.writer import CallWriter
 
-from . import metrics as metrics_mod
-from . import ended, routes
-from .config import DEFAULT_TENANT, require_url
-from .errors import ConfigError
-from .health import Health
-from .monitor import LocalView, MonitorServer
-from .server import FastAgiServer, Router
+from agi.ops import metrics as metrics_mod
+from agi.fastagi import ended, routes
+from agi.config import DEFAULT_TENANT, require_url
+from agi.errors import ConfigError
+from agi.ops.health import Health
+from agi.ops.monitor import LocalView, MonitorServer
+from agi.fastagi.server import FastAgiServer, Router
 
 log = logging.getLogger("crmagi")
 
@@ -66,7 +66,7 @@ class App:
         """``popup_server`` False: a FastAGI worker that only publishes popup events (over
         Redis) for worker 0, which holds the browsers' sockets and follows AMI.
         ``worker_metrics``: one worker of several; its metrics go to PROMETHEUS_MULTIPROC_DIR
-        and the parent (agi/workers.py) serves them all on [metrics] listen.
+        and the parent (agi/ops/workers.py) serves them all on [metrics] listen.
         ``shared``: one tenant of agi/tenants/server.py, which owns the FastAGI, popup and
         metrics listeners and hands this App its requests; it opens none itself.  ``tenant``:
         that tenant's name (its AstDB family, its plugin keys)."""
@@ -100,7 +100,7 @@ class App:
             ended_family=ended.family_of(tenant))
         self.live = self.ami = self.popups = self.click2call = self.plugin = self.plugin_effects = None
         if config.ami.host:
-            from . import live
+            from agi.ami import live
             self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
         if config.webpush.secret:
             self._build_popups(popup_server)
@@ -125,15 +125,15 @@ class App:
                                                                   LocalView(self.metrics, self.health))
 
     def _build_popups(self, serve):
-        from . import push
+        from agi import push
 
         if not serve:
             self.flow.notify = push.Publisher(self.config).on_agi
             return
         transfer = dial = None
         if self.live is not None:
-            from .click2call import ClickToCall
-            from .live import Transfers
+            from agi.ami.click2call import ClickToCall
+            from agi.ami.live import Transfers
             ami = self.config.ami
             transfer = Transfers(self.live.model, self.ami, ami.transfer_context, ami.agent_context)
             self.click2call = ClickToCall(ami, self.ami, self.live.model, self.directory, self.config.webpush.secret,
@@ -145,7 +145,7 @@ class App:
         if self.live is not None:
             self.live.notify = self.popups.service.on_ami
         self.popups.service.on_seen = SeenRecorder(UserPrefs(self.engine))
-        from .plugin import wiring
+        from agi.plugin import wiring
 
         self.plugin = wiring.build(self)
         self.popups.service.transfer_call = wiring.route_transfers(transfer, self.plugin)

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
-from . import redact
-from .errors import ConfigError
+from agi.ops import redact
+from agi.errors import ConfigError
 
 # Modules SuiteCRM ships with phone columns; a custom module names its table.
 KNOWN_MODULES = {
@@ -110,7 +110,7 @@ def _context(value):
 
 def setting(default, conv, help, secret=None):
     """``secret``: "value" (the whole value is secret) or "url" (the password in the URL);
-    such values are masked wherever crmagi shows or logs them (agi/redact.py)."""
+    such values are masked wherever crmagi shows or logs them (agi/ops/redact.py)."""
     return field(default=default, metadata={"conv": conv, "help": help, "secret": secret})
 
 
@@ -430,7 +430,7 @@ def require_url(config):
 
 def secret_values(config):
     """The current values of every setting marked secret (URL passwords as written and
-    %-decoded): what agi/redact.py masks in logs and output."""
+    %-decoded): what agi/ops/redact.py masks in logs and output."""
     found = []
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):

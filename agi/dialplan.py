@@ -3,7 +3,7 @@ from importlib import resources
 
 from jinja2 import Environment, StrictUndefined
 
-from . import ended
+from agi.fastagi import ended
 
 TEMPLATE = "extensions_crmagi.conf.j2"
 

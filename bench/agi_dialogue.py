@@ -1,12 +1,12 @@
 """The load generator's Asterisk: FastAGI sessions as res_agi.c drives them, many at once.
 
-Every call is what crmagi's dialplan include makes Asterisk do (agi/simulator.py SimulatedCall):
-the ``incoming`` FastAGI session on a fresh channel (env block from ``agi.simulator.env_block``,
+Every call is what crmagi's dialplan include makes Asterisk do (agi/demo/simulator.py SimulatedCall):
+the ``incoming`` FastAGI session on a fresh channel (env block from ``agi.demo.simulator.env_block``,
 byte for byte Asterisk 22's), then Dial's results are set on the channel (DIALSTATUS
 ANSWER/NOANSWER/BUSY, ANSWEREDTIME, DIALEDTIME, DIALEDPEERNUMBER = the owner's extension the
 server returned, MIXMONITOR_FILENAME, HANGUPCAUSE), then the hangup handler's ``hangup``
 session on the same, now dead, channel.  Every reply is Asterisk's, as
-``agi.asterisk_commands.answer`` makes it (200/510/511/520 texts, dead-channel rules), ONE
+``agi.demo.asterisk_commands.answer`` makes it (200/510/511/520 texts, dead-channel rules), ONE
 command answered per socket wake-up as res_agi.c does, and the final ``HANGUP`` line after
 the server closes.
 
@@ -23,9 +23,9 @@ import select
 import socket
 import time
 
-from agi.asterisk_commands import Channel, answer
-from agi.protocol import AgiEnv
-from agi.simulator import DEFAULT_THREADID, env_block, take_line
+from agi.demo.asterisk_commands import Channel, answer
+from agi.fastagi.protocol import AgiEnv
+from agi.demo.simulator import DEFAULT_THREADID, env_block, take_line
 
 DID = "4930123400"
 FALSE = {"no", "false", "off", "n", "f", "0"}
@@ -37,7 +37,7 @@ def serial_of(index, i):
 
 
 # -- Asterisk's replies, fast -----------------------------------------------------------
-# agi.asterisk_commands.answer() parses every line character by character; crmagi's calls
+# agi.demo.asterisk_commands.answer() parses every line character by character; crmagi's calls
 # are ~20 SET/GET VARIABLE lines each.  For those, when the line has the plain shape
 # (words and "quoted words" without backslashes), parse_args() is exactly a tokenizer, so
 # fast_answer() does the same thing without the per-character loop.  Everything else goes
@@ -67,7 +67,7 @@ def fast_answer(chan, line, astdb, assigned):
 
 
 def env_of(env):
-    """``agi.protocol.parse_env(env)[0]`` for a block env_block() made (checked in the smoke test)."""
+    """``agi.fastagi.protocol.parse_env(env)[0]`` for a block env_block() made (checked in the smoke test)."""
     parsed = AgiEnv()
     for line in env[:-2].decode("utf-8", "replace").split("\n"):
         key, _, value = line.partition(":")

@@ -1,6 +1,6 @@
 """AGI answer latency of `crmagi serve` on the core call path (issue #2).
 
-Places N simulated calls one after another (agi.simulator: Asterisk 22's bytes),
+Places N simulated calls one after another (agi.demo.simulator: Asterisk 22's bytes),
 each an `incoming` request (lookup, variables, CALLERID(name)) and its `hangup`,
 against a `crmagi serve` process using a SuiteCRM database in the local MariaDB.
 "Answer latency" is what Asterisk waits: from connect until crmagi closes the
@@ -16,7 +16,7 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import time  # noqa: E402
 
-from agi.simulator import SimulatedCall  # noqa: E402
+from agi.demo.simulator import SimulatedCall  # noqa: E402
 from common import create_database, drop_database, percentile, rss_mb, sql, start_server  # noqa: E402
 
 CALLERS = ["+4930111111", "+4930555555", "+4930999999", ""]   # contact, account, unknown, withheld

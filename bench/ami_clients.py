@@ -21,8 +21,8 @@ import gevent  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from agi import amiproto  # noqa: E402
-from agi.amiclient import AmiClient  # noqa: E402
+from agi.ami import amiproto  # noqa: E402
+from agi.ami.amiclient import AmiClient  # noqa: E402
 from common import SHARED  # noqa: E402
 
 

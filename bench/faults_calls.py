@@ -12,7 +12,7 @@ own direction, caller, Dial result and talk time; when crmagi refuses the first 
 (it is down) the dialplan goes on, as Asterisk's AGISTATUS=FAILURE does, and the hangup
 handler's AGI still runs when the call ends, ``down_hold`` seconds later.  Unless crmagi
 set CRM_HANGUP=done in the hangup handler's AGI (it was down, or killed mid-request), the
-include keeps the call's facts in AstDB (agi/ended.py); all calls share one AstDB, as on
+include keeps the call's facts in AstDB (agi/fastagi/ended.py); all calls share one AstDB, as on
 one Asterisk, so a later hangup request collects them.  For each
 session it records the wall-clock connect time, how long until crmagi closed, and how
 it ended (ok, refused, timeout): the answer times the reconciliation checks.
@@ -27,8 +27,8 @@ import time
 from faults_db import DID, UNKNOWN_DIGIT, USERS, caller_id, dialled
 from agi_dialogue import Call, LeanEngine, dial_result
 
-from agi import ended
-from agi.asterisk_commands import Channel
+from agi.fastagi import ended
+from agi.demo.asterisk_commands import Channel
 
 ANONYMOUS = ("", "anonymous", "Unknown")
 EXTENSIONS = sorted(USERS.values())

@@ -15,7 +15,7 @@ is crmagi's definition: uuid5 of ``[agi] system_name``/linkedid):
 Every call is checked, also those whose AGI requests found crmagi down: a call whose
 first request was refused is rebuilt by its hangup request, and one whose hangup request
 was refused or cut by kill -9 (crmagi never set CRM_HANGUP=done) is kept in AstDB by the
-include for a later hangup request to collect (agi/ended.py).
+include for a later hangup request to collect (agi/fastagi/ended.py).
 """
 import os
 import time

@@ -1,6 +1,6 @@
 """A load generator process (started by bench/load.py, config as JSON on stdin, results as
 JSON on stdout): the schedule of its share of the calls, paced open loop, run on the lean
-engine (bench/agi_dialogue.py) or on agi.simulator's SimulatedCall under gevent.
+engine (bench/agi_dialogue.py) or on agi.demo.simulator's SimulatedCall under gevent.
 
 Call ``i`` of process ``index`` starts at ``start_at + index / rate + i * procs / rate``
 with serial ``index * 10_000_000 + i + 1`` and linkedid ``"<epoch>.<serial>"``:
@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from agi_dialogue import DID, LeanEngine, dial_result, serial_of  # noqa: E402
 
-from agi.simulator import MAX_AGI_CONNECT  # noqa: E402
+from agi.demo.simulator import MAX_AGI_CONNECT  # noqa: E402
 
 ANONYMOUS = ("", "anonymous", "Unknown")
 
@@ -32,14 +32,14 @@ class CallError(Exception):
         self.kind, self.detail = kind, detail
 
 
-# -- the simulator engine: agi.simulator.SimulatedCall under gevent --------------------------
+# -- the simulator engine: agi.demo.simulator.SimulatedCall under gevent --------------------------
 
 def simulator_run(cfg, res, callers, rng, total, mono0, interval, addresses, epoch, index):
     from gevent import monkey
     monkey.patch_all()
     import gevent
     from gevent.pool import Pool
-    from agi.simulator import SimulatedCall
+    from agi.demo.simulator import SimulatedCall
 
     pool = Pool(max(1, cfg["concurrency"] // cfg["procs"]))
 

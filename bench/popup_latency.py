@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
-from agi.simulator import SimulatedCall  # noqa: E402
+from agi.demo.simulator import SimulatedCall  # noqa: E402
 from common import REPO, create_database, drop_database, percentile, rss_mb, sql, start_server  # noqa: E402
 from webpush import snippet  # noqa: E402
 

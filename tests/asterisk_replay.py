@@ -3,9 +3,9 @@
 What is about recordings lives here: the lossless transcript format (``A>``/``S>``
 lines), the channel model derived from each scenario's AMI stream (variables,
 linkedid, deadness as they stood when a recorded session ran) and ``FakeAsterisk``,
-which replays a recorded session's env and channel through agi/simulator.py.  How
+which replays a recorded session's env and channel through agi/demo/simulator.py.  How
 Asterisk answers (one command per socket wake-up, unsolicited and final ``HANGUP``,
-511 on a dead channel, 2047-byte lines) is agi/simulator.py's, shared with the product.
+511 on a dead channel, 2047-byte lines) is agi/demo/simulator.py's, shared with the product.
 
     fake = FakeAsterisk(load_scenario("01-inbound-answered"))
     result = fake.run_session(0, server.address)    # incoming; then 1: the hangup handler, same Channel
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from agi.protocol import AgiEnv, parse_env, reply_is_complete
-from agi.simulator import (AGI_BUF_LEN, DEAD_REPLY, Channel, SessionResult, parse_args,  # noqa: F401 (re-exported)
+from agi.fastagi.protocol import AgiEnv, parse_env, reply_is_complete
+from agi.demo.simulator import (AGI_BUF_LEN, DEAD_REPLY, Channel, SessionResult, parse_args,  # noqa: F401 (re-exported)
                            run_session)
 from conftest import ASTERISK  # the fixtures directory (conftest also monkey-patches first)
 
@@ -175,7 +175,7 @@ def load_scenario(name: str, directory=ASTERISK) -> Scenario:
 
 
 class FakeAsterisk:
-    """Replays a Scenario's sessions through agi/simulator.py, channels modelled on the recording."""
+    """Replays a Scenario's sessions through agi/demo/simulator.py, channels modelled on the recording."""
 
     def __init__(self, scenario: Scenario):
         self.scenario = scenario

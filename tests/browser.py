@@ -37,7 +37,7 @@ from gevent.pywsgi import WSGIServer
 from agi.app import App
 from conftest import missing
 from test_end_to_end import app_config
-from agi.simulator import SimulatedCall
+from agi.demo.simulator import SimulatedCall
 from fake_ami import FakeAmi, recorded_events
 from test_suitecrm_package import HARNESS, TOKEN_HARNESS
 from webpush import installer

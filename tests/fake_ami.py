@@ -10,7 +10,7 @@ import gevent
 from gevent import socket
 from gevent.server import StreamServer
 
-from agi import amiproto
+from agi.ami import amiproto
 from conftest import ASTERISK
 
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"

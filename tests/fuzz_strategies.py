@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from hypothesis import strategies as st
 
-from agi import amiproto
+from agi.ami import amiproto
 from asterisk_replay import load_agi_transcript
 from conftest import ASTERISK
 

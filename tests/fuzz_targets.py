@@ -17,12 +17,14 @@ from hypothesis import strategies as st
 
 import fuzz_strategies as fs
 import fuzz_text_strategies as ts
-from agi import amiproto, callstate, config, protocol
-from agi.amiclient import AmiClient
-from agi.asterisk_commands import parse_args
-from agi.callmodel import CallModel, Ended, RingingStopped
+from agi.ami import amiproto
+from agi.fastagi import callstate, protocol
+from agi import config
+from agi.ami.amiclient import AmiClient
+from agi.demo.asterisk_commands import parse_args
+from agi.ami.callmodel import CallModel, Ended, RingingStopped
 from agi.errors import AgiError, AmiError, AmiProtocolError, ConfigError
-from agi.session import AgiSession
+from agi.fastagi.session import AgiSession
 from crmsync import phone
 from test_end_to_end import INBOUND
 from webpush import auth, messages

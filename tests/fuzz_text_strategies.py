@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from hypothesis import strategies as st
 
-from agi import callstate
+from agi.fastagi import callstate
 from agi.config import SECTIONS
 from crmsync.models import CallRecord
 from fuzz_strategies import blown_up, env_blocks, mutated

@@ -13,7 +13,7 @@ import gevent
 from gevent import socket
 
 import fuzz_strategies as fs
-from agi import amiproto
+from agi.ami import amiproto
 from fuzz_text_strategies import _frame
 from webpush import auth
 

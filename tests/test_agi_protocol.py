@@ -1,10 +1,10 @@
-"""Tier a: agi/protocol.py on the bytes a real Asterisk 22.10.1 sent and received (fixtures/asterisk)."""
+"""Tier a: agi/fastagi/protocol.py on the bytes a real Asterisk 22.10.1 sent and received (fixtures/asterisk)."""
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agi.errors import AgiDeadChannel, AgiInvalidCommand, AgiProtocolError, AgiUsage
-from agi.protocol import (MAX_COMMAND, MAX_ENV_LINES, MAX_LINE, format_command, get_full_variable,
+from agi.fastagi.protocol import (MAX_COMMAND, MAX_ENV_LINES, MAX_LINE, format_command, get_full_variable,
                           get_variable, is_hangup, parse_env, parse_reply, quote, reply_is_complete,
                           set_variable, split_line, verbose)
 from asterisk_replay import load_agi_transcript, parse_args

@@ -2,7 +2,7 @@
 import gevent
 import pytest
 
-from agi.amiclient import AmiClient, Backoff
+from agi.ami.amiclient import AmiClient, Backoff
 from agi.errors import AmiDisconnected
 from fake_ami import FakeAmi, recorded_events
 

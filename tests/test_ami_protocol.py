@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from agi import amiproto
+from agi.ami import amiproto
 from agi.errors import AmiProtocolError
 from conftest import ASTERISK
 

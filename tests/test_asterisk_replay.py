@@ -12,7 +12,7 @@ import pytest
 from gevent.event import AsyncResult
 from gevent.server import StreamServer
 
-from agi.protocol import get_full_variable
+from agi.fastagi.protocol import get_full_variable
 from asterisk_replay import (AGI_BUF_LEN, DEAD_REPLY, FakeAsterisk, load_agi_transcript, load_scenario,
                              parse_args)
 from conftest import ASTERISK

@@ -1,7 +1,7 @@
 """CI smoke run of the benchmark harness (bench/, issue #3): tiny sizes, seconds, not the targets.
 
 * the load generator's fast reply path and env parsing give exactly what
-  agi.asterisk_commands.answer() and agi.protocol.parse_env() give (so its bytes are
+  agi.demo.asterisk_commands.answer() and agi.fastagi.protocol.parse_env() give (so its bytes are
   Asterisk's), on the recorded transcripts and on generated lines;
 * bench/run_all.py at 2k contacts / 600 accounts / 2k leads, 20 lookups, a 3-second load at
   20 calls/s: it completes, its report has every field, and the load had zero errors.
@@ -20,9 +20,9 @@ from conftest import ASTERISK, REPO
 sys.path.insert(0, str(REPO / "bench"))
 
 import agi_dialogue  # noqa: E402  (bench/agi_dialogue.py)
-from agi.asterisk_commands import Channel, answer  # noqa: E402
-from agi.protocol import parse_env  # noqa: E402
-from agi.simulator import env_block  # noqa: E402
+from agi.demo.asterisk_commands import Channel, answer  # noqa: E402
+from agi.fastagi.protocol import parse_env  # noqa: E402
+from agi.demo.simulator import env_block  # noqa: E402
 
 
 def _channel(dead=False):

@@ -1,4 +1,4 @@
-"""Tier a: the live call model (agi/callmodel.py) on every AMI stream recorded from Asterisk 22.
+"""Tier a: the live call model (agi/ami/callmodel.py) on every AMI stream recorded from Asterisk 22.
 
 Each scenario in shared/fixtures/asterisk is replayed through a CallModel configured as the
 recording dialplan needs, and the domain events are compared with what an operator expects.
@@ -16,9 +16,9 @@ from collections import Counter
 
 import pytest
 
-from agi import amiproto, callmodel
-from agi.callmodel import Answered, CallModel, Ended, Recording, Ringing, RingingStopped, Transferred
-from agi.channels import MAX_CHANNELS, MAX_LEGS
+from agi.ami import amiproto, callmodel
+from agi.ami.callmodel import Answered, CallModel, Ended, Recording, Ringing, RingingStopped, Transferred
+from agi.ami.channels import MAX_CHANNELS, MAX_LEGS
 from conftest import ASTERISK
 
 STREAMS = sorted(glob.glob(str(ASTERISK / "*.ami.txt")))

@@ -3,7 +3,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agi import callstate, protocol
+from agi.fastagi import callstate, protocol
 from crmsync.models import CallRecord
 
 

@@ -3,7 +3,7 @@ from click.testing import CliRunner
 
 from agi.cli import main
 from agi.config import load
-from agi.spoolfiles import spool_paths, volatile_reason
+from agi.ops.spoolfiles import spool_paths, volatile_reason
 from crmsync.spool import Spool
 from test_cli import ini
 

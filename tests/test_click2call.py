@@ -7,11 +7,11 @@ import gevent
 import pytest
 from gevent.event import Event
 
-from agi import clickmark, originate
-from agi.click2call import ClickToCall
+from agi.ami import clickmark, originate
+from agi.ami.click2call import ClickToCall
 from agi.config import load
 from agi.errors import AmiActionFailed
-from agi.originate_progress import Watch
+from agi.ami.originate_progress import Watch
 from crmsync.models import Caller, LookupResult, User
 from test_callmodel import load as load_ami
 from webpush import auth
@@ -321,7 +321,7 @@ def test_a_number_the_dialplan_does_not_route_fails_with_that_reason():
 
 
 def test_a_transfer_to_a_logged_in_agent_id_goes_through_agentrequest():
-    from agi.live import Transfers
+    from agi.ami.live import Transfers
 
     class LiveModel:
         agents = Agents()

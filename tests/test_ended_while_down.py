@@ -1,18 +1,18 @@
-"""Calls whose hangup request found crmagi down are kept in AstDB and finished later (agi/ended.py).
+"""Calls whose hangup request found crmagi down are kept in AstDB and finished later (agi/fastagi/ended.py).
 
 Tier a: the entry format.  Tier c: the App against MariaDB, with the simulated Asterisk
-doing what the dialplan include does when the hangup AGI fails (agi/simulator.py).
+doing what the dialplan include does when the hangup AGI fails (agi/demo/simulator.py).
 """
 from datetime import timezone
 
 import gevent
 import pytest
 
-from agi import ended
+from agi.fastagi import ended
 from agi.app import App
-from agi.asterisk_commands import Channel
+from agi.demo.asterisk_commands import Channel
 from agi.dialplan import render
-from agi.simulator import SimulatedCall
+from agi.demo.simulator import SimulatedCall
 from peer_asterisk import AsteriskPeer, free_port
 from test_end_to_end import CONTACT, app_config, call, crmagi_row, db, rows, wait_for  # noqa: F401 (fixture)
 

@@ -9,7 +9,7 @@ import time
 import gevent
 import pytest
 
-from agi.server import FastAgiServer, Router
+from agi.fastagi.server import FastAgiServer, Router
 
 ENV = (b"agi_network: yes\nagi_network_script: %s\nagi_request: agi://127.0.0.1:4573/%s\n"
        b"agi_channel: PJSIP/trunk-00000001\nagi_uniqueid: 1795699120.1\nagi_version: 22.10.1\n"

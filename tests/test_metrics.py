@@ -7,9 +7,9 @@ import pytest
 from prometheus_client import generate_latest, values
 from prometheus_client.multiprocess import mark_process_dead
 
-from agi.health import Health, merged_report, verdict
-from agi.metrics import Metrics, ami_reading, popups_reading, spool_reading
-from agi.monitor import LocalView, MergedView, MonitorServer
+from agi.ops.health import Health, merged_report, verdict
+from agi.ops.metrics import Metrics, ami_reading, popups_reading, spool_reading
+from agi.ops.monitor import LocalView, MergedView, MonitorServer
 from scrape import get, health, metrics, value
 
 

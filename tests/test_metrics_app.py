@@ -6,7 +6,7 @@ import gevent
 from gevent.pool import Pool
 
 from agi.app import App
-from agi.simulator import SimulatedCall
+from agi.demo.simulator import SimulatedCall
 from asterisk_replay import FakeAsterisk, load_scenario
 from conftest import drop_database
 from fake_ami import FakeAmi, recorded_events

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from agi.app import App
-from agi.simulator import SimulatedCall
+from agi.demo.simulator import SimulatedCall
 from crmsync.models import LiveUpdate
 from conftest import MARIADB_HOST, MARIADB_PORT, REPO
 from test_workers import free_port

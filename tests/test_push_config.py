@@ -2,7 +2,7 @@
 from click.testing import CliRunner
 
 from agi import push
-from agi.checks import webpush_problems
+from agi.ops.checks import webpush_problems
 from agi.cli import main
 from agi.config import load
 

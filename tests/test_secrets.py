@@ -14,10 +14,12 @@ import gevent
 import pytest
 from click.testing import CliRunner
 
-from agi import config, redact
+from agi import config
+
+from agi.ops import redact
 from agi.app import App
 from agi.cli import main
-from agi.simulator import SimulatedCall
+from agi.demo.simulator import SimulatedCall
 from conftest import MARIADB_HOST, MARIADB_PORT
 from crmsync.spool import Spool
 from fake_ami import FakeAmi

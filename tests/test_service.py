@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
-from agi import systemd
-from agi.asterisk_commands import answer
+from agi.ops import systemd
+from agi.demo.asterisk_commands import answer
 from agi.cli import main
-from agi.protocol import parse_env
-from agi.simulator import SimulatedCall, env_block
+from agi.fastagi.protocol import parse_env
+from agi.demo.simulator import SimulatedCall, env_block
 from fake_ami import FakeAmi
 
 GOLDEN = Path(__file__).parent / "golden" / "crmagi.service"

@@ -1,4 +1,4 @@
-"""agi/simulator.py: env blocks byte-exact against the recordings, and whole simulated calls.
+"""agi/demo/simulator.py: env blocks byte-exact against the recordings, and whole simulated calls.
 
 (How the simulator answers commands is proven against the recordings in test_asterisk_replay.py.)
 """
@@ -8,8 +8,8 @@ import pytest
 from gevent.pool import Pool
 from gevent.server import StreamServer
 
-from agi.protocol import parse_env, set_variable
-from agi.simulator import DEAD_REPLY, SimulatedCall, env_block
+from agi.fastagi.protocol import parse_env, set_variable
+from agi.demo.simulator import DEAD_REPLY, SimulatedCall, env_block
 from asterisk_replay import load_agi_transcript
 from conftest import ASTERISK
 

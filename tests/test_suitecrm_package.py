@@ -457,7 +457,7 @@ def default_static(static, monkeypatch):
 def test_websocket_url_from_listen():
     from types import SimpleNamespace
 
-    from agi.cli_suitecrm import websocket_url
+    from agi.cli.suitecrm import websocket_url
     from agi.errors import ConfigError
 
     assert websocket_url(SimpleNamespace(public_url="wss://x/ws", listen=("0.0.0.0", 8089))) == "wss://x/ws"

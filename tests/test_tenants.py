@@ -17,8 +17,8 @@ import websocket
 
 from agi import config as config_mod
 from agi.errors import ConfigError
-from agi.protocol import AgiEnv
-from agi.simulator import SimulatedCall
+from agi.fastagi.protocol import AgiEnv
+from agi.demo.simulator import SimulatedCall
 from agi.tenants import dispatch, registry
 from agi.tenants.server import TenantServer
 from conftest import create_suitecrm_database, drop_database, mariadb_url

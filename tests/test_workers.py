@@ -11,8 +11,8 @@ import time
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from agi.simulator import SimulatedCall
-from agi.workers import worker_spool
+from agi.demo.simulator import SimulatedCall
+from agi.ops.workers import worker_spool
 from scrape import health, metrics, value
 from test_end_to_end import wait_for
 

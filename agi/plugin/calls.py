@@ -3,7 +3,7 @@
 ``start`` runs what the ``incoming``/``outgoing`` AGI runs (lookup within ``[agi]
 timeout``, the Call row written by routes.write_start), ``end`` what the ``hangup`` AGI
 runs (the end written ahead, then completed), and ``ringing`` / ``answered`` /
-``transferred`` / ``recording`` become the call model's domain events (agi/callmodel.py),
+``transferred`` / ``recording`` become the call model's domain events (agi/ami/callmodel.py),
 handed to the live pipeline like the AMI listener's: the CRM updates and the popups
 cannot tell a plugin call from an Asterisk one.
 
@@ -21,8 +21,8 @@ import gevent
 from crmsync.linking import PENDING
 from crmsync.models import CallRecord
 
-from .. import callstate, routes
-from ..callmodel import Answered, Ended, Recording, Ringing, RingingStopped, Transferred
+from agi.fastagi import callstate, routes
+from agi.ami.callmodel import Answered, Ended, Recording, Ringing, RingingStopped, Transferred
 
 MAX_CALLS = 20000          # calls in progress (and ended ones remembered) per tenant
 CALL_TTL = 6 * 3600.0      # a call without events for this long is forgotten

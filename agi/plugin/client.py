@@ -10,7 +10,7 @@ import time
 
 import websocket
 
-from . import protocol
+from agi.plugin import protocol
 
 ANSWERS = ("welcome", "refused", "lookup_result", "ack", "error", "pong")
 

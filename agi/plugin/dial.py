@@ -1,6 +1,6 @@
 """Click-to-call for a tenant whose PBX speaks the plugin API instead of AMI.
 
-The same rules as AMI click-to-call (agi/click2call.py: the user's own phone only, the
+The same rules as AMI click-to-call (agi/ami/click2call.py: the user's own phone only, the
 number reduced and matched against ``[ami] originate_pattern``, the rate limit, the
 clicked record checked) and the same messages to the page; only the way the call is
 placed differs: an ``originate`` command to the PBX connection that owns the user's
@@ -10,10 +10,10 @@ places, which links the Call to the clicked record; that call's events drive the
 """
 import time
 
-from .. import clickmark, originate
-from ..click2call import MARK_GRACE, ClickToCall
-from ..originate_progress import NUMBER_DIAL
-from .calls import DIAL_STATUS
+from agi.ami import clickmark, originate
+from agi.ami.click2call import MARK_GRACE, ClickToCall
+from agi.ami.originate_progress import NUMBER_DIAL
+from agi.plugin.calls import DIAL_STATUS
 
 MAX_FOLLOWED = 1000
 

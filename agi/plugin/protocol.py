@@ -79,7 +79,7 @@ def ack(call, event, call_id):
 
 
 def lookup_result(message_id, result):
-    """The dialplan contract (agi/routes.py CONTRACT) as a message; ``result`` None = error."""
+    """The dialplan contract (agi/fastagi/routes.py CONTRACT) as a message; ``result`` None = error."""
     caller = result.caller if result is not None else None
     owner = caller.owner if caller is not None else None
     return {"type": "lookup_result", "id": message_id, "status": result.status if result is not None else "error",

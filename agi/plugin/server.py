@@ -18,8 +18,8 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 
 from crmsync.apikeys import ApiKeyError, check_secret
 
-from . import protocol
-from .calls import PluginCalls, linkedid_of
+from agi.plugin import protocol
+from agi.plugin.calls import PluginCalls, linkedid_of
 
 log = logging.getLogger("crmagi.plugin")
 HELLO_TIMEOUT = 10.0
@@ -177,7 +177,7 @@ class PluginServer:
 
     # -- commands from crmagi --------------------------------------------------
     def transfer(self, linkedid, extension):
-        """(ok, text) of a popup's transfer of a plugin call, as agi/live.py Transfers answers."""
+        """(ok, text) of a popup's transfer of a plugin call, as agi/ami/live.py Transfers answers."""
         connection = self.call_owner.get(linkedid)
         if connection is None or connection.closed:
             return False, "the PBX of this call is not connected"

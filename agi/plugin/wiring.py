@@ -1,7 +1,7 @@
 """The plugin API inside `crmagi serve`: its server, its effects, its share of transfers."""
 from crmsync.apikeys import KeyStore
 
-from .server import PluginServer
+from agi.plugin.server import PluginServer
 
 PLUGIN_PREFIX = "p:"
 
@@ -16,7 +16,7 @@ def build(app):
         return None
     live = app.live
     if live is None:
-        from ..live import LivePipeline
+        from agi.ami.live import LivePipeline
 
         live = LivePipeline(None, app.directory, app.writer, app.flow.call_id_for, app.config.agi.system_name,
                             app.config.dids, notify=app.popups.service.on_ami)
@@ -24,7 +24,7 @@ def build(app):
     server = PluginServer(app.tenant, KeyStore(app.engine, app.tenant), app.flow, live._enqueue)
     app.popups.server.plugin = server
     if app.popups.service.dial_call is None:        # no AMI: clicks go to the PBX that owns the phone
-        from .dial import PluginClickToCall
+        from agi.plugin.dial import PluginClickToCall
 
         app.click2call = PluginClickToCall(app.config.ami, server, app.directory, app.config.webpush.secret,
                                            internal_max_digits=app.config.lookup.internal_max_digits)

@@ -28,7 +28,7 @@ def claims_of(tenants) -> Claims:
 
 
 def pick(env, names, claims: Claims) -> Picked:
-    """``env``: the AGI environment (agi.protocol.AgiEnv); ``names``: the tenants served."""
+    """``env``: the AGI environment (agi.fastagi.protocol.AgiEnv); ``names``: the tenants served."""
     script = env.script
     first, sep, rest = script.partition("/")
     if sep:

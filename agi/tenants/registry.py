@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Dict
 
-from .. import config as config_mod
-from ..errors import ConfigError
+from agi import config as config_mod
+from agi.errors import ConfigError
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 # (section, key) a tenant file may not set: they are the shared server's.

@@ -25,13 +25,14 @@ from prometheus_client.samples import Sample
 
 from webpush.server import make_wsgi_server
 
-from .. import config as config_mod
-from .. import redact, routes
-from ..app import App
-from ..errors import ConfigError
-from ..monitor import MonitorServer
-from ..server import FastAgiServer, Route, Router
-from . import dispatch, registry
+from agi import config as config_mod
+from agi.ops import redact
+from agi.fastagi import routes
+from agi.app import App
+from agi.errors import ConfigError
+from agi.ops.monitor import MonitorServer
+from agi.fastagi.server import FastAgiServer, Route, Router
+from agi.tenants import dispatch, registry
 
 log = logging.getLogger("crmagi.tenants")
 DRAIN_SECONDS = 4 * 3600.0       # a removed tenant's calls in progress may still hang up

@@ -1,0 +1,1 @@
+"""AMI: the client, the pure live call model and its effects, click-to-call (Originate)."""

@@ -1,0 +1,169 @@
+"""The AMI listener: AMI events -> the pure call model -> effects on the CRM (and popups).
+
+The AMI reader must never wait on the database, so domain events go through a
+bounded queue to one effects greenlet, which keeps their order.  After every
+(re)connect the calls in progress are resynced from CoreShowChannels and the
+agents from the Agents list, so a restart of crmagi or Asterisk loses nothing.
+"""
+import logging
+import time
+
+import gevent
+from gevent.queue import Full, Queue
+
+from crmsync.models import LiveUpdate
+
+from agi.ami import callmodel, originate
+from agi.ami.amiclient import AmiClient
+from agi.fastagi.routes import user_for_extension
+from agi.errors import AmiError
+
+log = logging.getLogger("crmagi.live")
+QUEUE_SIZE = 10000
+EXPIRE_EVERY = 60.0
+# What the call model reads (agi/ami/callhandlers.py), as whitelist filters for this AMI session:
+# Asterisk then sends nothing else (no Newexten, AGIExec*, Cdr, DeviceStateChange, RTCP...).
+MODEL_EVENTS = ("AgentCalled", "AgentComplete", "AgentConnect", "AgentLogin", "AgentLogoff",
+                "AgentRingNoAnswer", "AttendedTransfer", "BlindTransfer", "BridgeEnter", "BridgeLeave",
+                "BridgeMerge", "DialBegin", "DialEnd", "Hangup", "LocalBridge", "MixMonitorStart",
+                "Newchannel", "OriginateResponse", "QueueCallerJoin", "QueueCallerLeave",
+                "QueueMemberStatus", "Rename", "Shutdown", "FullyBooted")
+EVENT_FILTERS = ("Event: (%s)" % "|".join(MODEL_EVENTS),      # a prefix match lets a few extra
+                 "Variable: (MIXMONITOR_FILENAME|CRM_DIRECTION|CRM_DID)")   # events in: harmless
+
+
+class LivePipeline:
+    """Feeds the call model and turns its domain events into CRM updates and notifications."""
+
+    def __init__(self, model, directory, writer, call_id_for, system_name="", dids=(), notify=None,
+                 clock=time.monotonic):
+        self.model = model
+        self.directory = directory
+        self.writer = writer
+        self.call_id_for = call_id_for
+        self.system_name = system_name
+        self.dids = {d.number: d for d in dids}
+        self.notify = notify or (lambda event: None)
+        self.observe = None            # click-to-call progress: sees every AMI event first
+        self.clock = clock
+        self.queue = Queue(QUEUE_SIZE)
+        self.stats = {"events": 0, "dropped": 0}
+        self._worker = None
+        self._expirer = None
+
+    # -- AMI handler interface (AmiClient finds on_* methods) ---------------
+    def on_event(self, message):
+        if self.observe is not None:
+            try:
+                self.observe(message)
+            except Exception:
+                log.exception("click-to-call progress failed on %s", message.event)
+        for event in self.model.feed(message, self.clock()):
+            self._enqueue(event)
+
+    def on_connected(self, client):
+        """Resync after every (re)connect: calls in progress, agents and queue members,
+        so a restart of crmagi or of Asterisk loses nothing and repeats nothing."""
+        try:
+            client.filter(EVENT_FILTERS)
+            listed = []
+            for action in ("Agents", "QueueStatus", "CoreShowChannels"):
+                # Events keep arriving while the list is sent: a channel born after this
+                # snapshot is not in it, and must not be taken for one that hung up meanwhile.
+                known_before = set(self.model.chans)
+                _, events = client.action(action, collect=True, timeout=10)
+                listed.extend(events)
+            for event in self.model.load_channels(listed, self.clock(), known_before):
+                self._enqueue(event)
+            log.info("AMI resync: %d listed item(s), %d call(s) in progress", len(listed), len(self.model))
+        except AmiError as exc:
+            log.warning("AMI resync failed: %s", exc)
+
+    # -- effects -----------------------------------------------------------
+    def _enqueue(self, event):
+        try:
+            self.queue.put_nowait(event)
+        except Full:
+            self.stats["dropped"] += 1
+            log.error("effects queue full (%d): dropping %s", QUEUE_SIZE, type(event).__name__)
+
+    def start(self):
+        self._worker = gevent.spawn(self._run)
+        if self.model is not None:      # None: the plugin API's pipeline, fed domain events only
+            self._expirer = gevent.spawn(self._expire_loop)
+        return self
+
+    def stop(self):
+        for greenlet in (self._worker, self._expirer):
+            if greenlet is not None:
+                greenlet.kill()
+
+    def _run(self):
+        for event in self.queue:
+            self.stats["events"] += 1
+            try:
+                self.notify(event)
+                self.apply(event)
+            except Exception:
+                log.exception("effect of %r failed", event)
+
+    def _expire_loop(self):
+        while True:
+            gevent.sleep(EXPIRE_EVERY)
+            for event in self.model.expire(self.clock()):
+                self._enqueue(event)
+
+    def apply(self, event):
+        """The CRM side of one domain event (popups are the notifier's business)."""
+        kind = type(event).__name__
+        call_id = self.call_id_for(self.system_name, event.linkedid)
+        if kind == "Answered":
+            self._update(call_id, "answered", event.extension)
+        elif kind == "Transferred":
+            self._update(call_id, "transferred", event.to_extension)
+        elif kind == "Recording":
+            self.writer.submit_live(LiveUpdate(call_id, "recording", path=event.path))
+        elif kind == "Ringing" and event.did in self.dids:
+            did = self.dids[event.did]
+            self.writer.submit_live(LiveUpdate(call_id, "attribution", did=event.did, campaign=did.campaign,
+                                               lead_source=did.lead_source, group=did.group))
+
+    def _update(self, call_id, kind, extension):
+        user = user_for_extension(self.directory, extension) if extension else None
+        self.writer.submit_live(LiveUpdate(call_id, kind, extension=extension, user_id=user.id if user else None))
+
+
+class Transfers:
+    """Click-to-transfer from a popup: Redirect the caller's channel to an extension; an
+    app_agent_pool agent id logged in now goes to ``agent_context`` (AgentRequest), which
+    rings the phone the agent is logged in from."""
+
+    def __init__(self, model, client, context, agent_context="agent-request"):
+        self.model, self.client, self.context, self.agent_context = model, client, context, agent_context
+
+    def __call__(self, linkedid, extension):
+        channel = self.model.caller_channel(linkedid)
+        if channel is None:
+            return False, "the call is no longer in progress"
+        logged = {agent: phone for agent, (_, phone) in self.model.agents.logged.items()}
+        context, exten = originate.destination(extension, self.context, logged, self.agent_context)
+        try:
+            response = self.client.action("Redirect", [("Channel", channel), ("Context", context),
+                                                       ("Exten", exten), ("Priority", "1")])
+        except AmiError as exc:
+            return False, "Asterisk did not take the transfer: %s" % exc
+        if (response.response or "").lower() != "success":
+            return False, "Asterisk refused the transfer: %s" % (response.get("Message") or response.response)
+        return True, "transferred to %s" % extension
+
+
+def build(config, directory, writer, call_id_for, notify=None):
+    """The AMI client and live-call pipeline for ``config``; None when [ami] host is empty."""
+    ami = config.ami
+    if not ami.host:
+        return None
+    model = callmodel.CallModel.from_settings(ami, internal_max_digits=config.lookup.internal_max_digits)
+    live = LivePipeline(model, directory, writer, call_id_for, config.agi.system_name, config.dids, notify)
+    client = AmiClient(ami.host, ami.port, ami.username, ami.secret, live,
+                       ping_interval=ami.ping_interval, timeout=ami.timeout)
+    return live, client

@@ -1,0 +1,1 @@
+"""FastAGI: the pure codec, the server, the call flow of incoming/outgoing/hangup."""

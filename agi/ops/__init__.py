@@ -1,0 +1,1 @@
+"""Running as a service: metrics, health, systemd, worker processes, spool files, secrets, checks."""

@@ -1,0 +1,95 @@
+"""`crmagi serve` with ``[agi] workers`` > 1: one process per core on one port.
+
+Python runs one core per process, so each worker is a whole `crmagi serve`
+(its own gevent hub, database pool and spool file) binding the same port with
+SO_REUSEPORT; the kernel spreads the connections.  This parent starts them,
+restarts one that dies, passes SIGTERM/SIGINT on, and serves /metrics and
+/healthz for all of them: the workers write their metrics to files in
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode), which this
+process merges when scraped (agi/ops/metrics.py).
+"""
+import glob
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from agi.ops import systemd
+
+log = logging.getLogger("crmagi.workers")
+RESTART_DELAY = 1.0
+
+
+def worker_command(config_path, index, listen=None):
+    cmd = [sys.executable, "-m", "agi.cli", "serve", "--worker", str(index)]
+    if config_path:
+        cmd += ["-c", config_path]
+    if listen:
+        cmd += ["--listen", listen]
+    return cmd
+
+
+def run_workers(config_path, count, listen=None, metrics_listen=None):
+    """Run ``count`` workers until SIGTERM/SIGINT; returns the exit status."""
+    metrics_dir, own_dir = metrics_directory(os.environ)
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+    procs = {i: subprocess.Popen(worker_command(config_path, i, listen), env=env) for i in range(count)}
+    monitor = None
+    if metrics_listen:
+        from agi.ops.monitor import MergedView, MonitorServer
+
+        view = MergedView(metrics_dir, lambda: sum(p.poll() is None for p in procs.values()), count)
+        monitor = MonitorServer(metrics_listen, view).start()
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    log.info("started %d FastAGI workers: %s", count, ", ".join(str(p.pid) for p in procs.values()))
+    # Ready once started: the workers bind at once, and a worker that cannot is restarted below.
+    systemd.notify("READY=1\nSTATUS=%d FastAGI workers" % count)
+    while not stopping:
+        for index, proc in list(procs.items()):
+            if proc.poll() is not None:
+                log.error("worker %d (pid %d) exited with %s; restarting", index, proc.pid, proc.returncode)
+                _forget_worker(proc.pid, metrics_dir)
+                time.sleep(RESTART_DELAY)
+                procs[index] = subprocess.Popen(worker_command(config_path, index, listen), env=env)
+        time.sleep(0.2)
+    systemd.notify("STOPPING=1\nSTATUS=draining")
+    for proc in procs.values():
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs.values():
+        proc.wait()
+    if monitor is not None:
+        monitor.stop()
+    if own_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def metrics_directory(environ):
+    """(directory, made here).  PROMETHEUS_MULTIPROC_DIR when set (emptied: files of an earlier
+    run would add old counts to this one's), else a fresh temporary directory."""
+    given = environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not given:
+        return tempfile.mkdtemp(prefix="crmagi-metrics-"), True
+    os.makedirs(given, exist_ok=True)
+    for path in glob.glob(os.path.join(given, "*.db")):
+        os.unlink(path)
+    return given, False
+
+
+def _forget_worker(pid, metrics_dir):
+    """A dead worker's gauges leave the merged view; its counters stay (totals never go back)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, metrics_dir)
+
+
+def worker_spool(path, index):
+    """Each worker keeps its own spool file: SQLite locking across processes is not wanted here."""
+    root, ext = os.path.splitext(path)
+    return "%s.w%d%s" % (root, index, ext or ".sqlite")
