@@ -40,6 +40,8 @@ def settings(ami_port=None, agi_port=0, spool="spool.sqlite"):
             "[agi]\nlisten = 127.0.0.1:%d\nspool = %s\nflush_interval = 0.2\n"
             "[ami]\nhost = 127.0.0.1\nport = %d\nusername = crm\nsecret = %s\ntimeout = 1\n"
             "[webpush]\nlisten = 127.0.0.1:0\nsecret = %s\nredis_url = redis://:%s@127.0.0.1:6379/0\n"
+            # not the default 9108: another crmagi on the box (a benchmark) may hold it
+            "[metrics]\nlisten = 127.0.0.1:0\n"
             % (DB_PASSWORD, MARIADB_HOST, MARIADB_PORT, agi_port, spool, ami, AMI_SECRET, WEB_SECRET,
                REDIS_PASSWORD))
 
