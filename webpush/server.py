@@ -126,6 +126,15 @@ class _Handler(WebSocketHandler):
         log.debug("%s", self.format_request())
 
 
+def spend(holder, now, rate, burst):
+    """Token bucket kept on ``holder.budget`` / ``holder.budget_at`` (a tab, a plugin
+    connection): takes one message's token; False once the holder sends faster than
+    ``rate`` a second beyond a burst of ``burst``."""
+    holder.budget = min(burst, holder.budget + (now - holder.budget_at) * rate) - 1
+    holder.budget_at = now
+    return holder.budget >= 0
+
+
 def make_wsgi_server(listen, app, max_sockets):
     """The popup listener (gevent-websocket with crmagi's bounded frames and quiet junk
     handling) for ``app``: one PushServer's, or agi/tenants/server.py's dispatch."""
@@ -300,11 +309,8 @@ class PushServer:
             self._handle(tab, message)
 
     def _spend(self, tab):
-        """Token bucket: a tab sends a few messages a minute; a flood is not a browser."""
-        now = self.clock()
-        tab.budget = min(BURST, tab.budget + (now - tab.budget_at) * RATE) - 1
-        tab.budget_at = now
-        return tab.budget >= 0
+        """A tab sends a few messages a minute; a flood is not a browser."""
+        return spend(tab, self.clock(), RATE, BURST)
 
     def _handle(self, tab, message):
         kind = message["type"]

@@ -17,6 +17,7 @@ from gevent.event import AsyncResult
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 
 from crmsync.apikeys import ApiKeyError, check_secret
+from webpush.server import spend
 
 from agi.plugin import protocol
 from agi.plugin.calls import PluginCalls, linkedid_of
@@ -136,10 +137,7 @@ class PluginServer:
 
     @staticmethod
     def _spend(connection):
-        now = time.monotonic()
-        connection.budget = min(BURST, connection.budget + (now - connection.budget_at) * RATE) - 1
-        connection.budget_at = now
-        if connection.budget < 0:
+        if not spend(connection, time.monotonic(), RATE, BURST):
             raise protocol.BadMessage("rate: more than %d messages a second" % RATE)
 
     def _dispatch(self, connection, message):
