@@ -206,14 +206,19 @@ class App:
             engine.dispose()
 
     def serve_forever(self, stopping=None):
-        """Until SIGTERM/SIGINT, then drain; ``stopping()`` is called first (sd_notify)."""
-        import signal
+        serve_until_signalled(self.stop, stopping)
 
-        stopped = gevent.event.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(sig, stopped.set)
-        stopped.wait()
-        log.info("stopping: draining FastAGI sessions")
-        if stopping is not None:
-            stopping()
-        self.stop()
+
+def serve_until_signalled(stop, stopping=None):
+    """Serve until SIGTERM/SIGINT, then drain with ``stop()``; ``stopping()`` is called first
+    (sd_notify).  One App, or agi/tenants/server.py's TenantServer."""
+    import signal
+
+    stopped = gevent.event.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        gevent.signal_handler(sig, stopped.set)
+    stopped.wait()
+    log.info("stopping: draining FastAGI sessions")
+    if stopping is not None:
+        stopping()
+    stop()

@@ -18,7 +18,6 @@ import signal
 import time
 
 import gevent
-import gevent.event
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -28,7 +27,7 @@ from webpush.server import make_wsgi_server
 from agi import config as config_mod
 from agi.ops import redact
 from agi.fastagi import routes
-from agi.app import App
+from agi.app import App, serve_until_signalled
 from agi.errors import ConfigError
 from agi.ops.monitor import MonitorServer
 from agi.fastagi.server import FastAgiServer, Route, Router
@@ -149,13 +148,7 @@ class TenantServer:
         self.monitor.stop()
 
     def serve_forever(self, stopping=None):
-        stopped = gevent.event.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            gevent.signal_handler(sig, stopped.set)
-        stopped.wait()
-        if stopping is not None:
-            stopping()
-        self.stop()
+        serve_until_signalled(self.stop, stopping)
 
 
 class TenantsView:
