@@ -268,3 +268,15 @@ def test_click_to_call_without_a_pbx_owning_the_phone_is_refused(app):
     answer = json.loads(tab.recv())
     assert answer["state"] == "refused" and "no connected PBX owns your extension 101" in answer["text"]
     tab.close()
+
+
+def test_an_end_whose_start_was_lost_still_writes_the_call_linked_by_its_number(app, db):
+    _, secret = make_key(app, "events")
+    ws, _ = connect(app, secret)
+    ack = ask(ws, {"type": "call", "event": "end", "call": "lost-1", "cause": "noanswer", "direction": "in",
+                   "from": "+4930111111", "to": "4930123400"})
+    assert ack["type"] == "ack"
+    row = call_row(db, ack["call_id"], status="Not Held")
+    assert (row["direction"], row["parent_id"]) == ("Inbound", CONTACT)
+    assert crmagi_row(db, ack["call_id"])["did"] == "4930123400"
+    ws.close()

@@ -273,18 +273,19 @@ def _rebuild_from_channel(session, flow):
         return None
     env = session.env
     target = session.get_variable("CRM_DID" if direction == "Inbound" else "CRM_DIALED")
-    return _rebuild(flow, direction, _linkedid(session), env.get("uniqueid", ""), env.get("callerid"), target)
+    return rebuild(flow, direction, _linkedid(session), env.get("uniqueid", ""), env.get("callerid"), target)
 
 
-def _rebuild(flow, direction, linkedid, uniqueid, callerid, target):
-    """``target``: the DID of an inbound call, the dialled number of an outbound one."""
+def rebuild(flow, direction, linkedid, uniqueid, callerid, target):
+    """The start of a call whose start request never ran (also a plugin call whose ``start``
+    was lost).  ``target``: the DID of an inbound call, the dialled number of an outbound one."""
     if direction not in ("Inbound", "Outbound"):
         return None
     if direction == "Inbound":
         number, did, extension = callstate.clean(callerid), target or None, None
     else:
         number, did, extension = target or "", None, callstate.clean(callerid)
-    log.info("hangup for %s without a start record: rebuilding the call from the channel", linkedid)
+    log.info("call %s ends without a start record: rebuilding its start", linkedid)
     # The lookup is left to the writer (PENDING), which runs it when the CRM answers.
     return CallRecord(call_id=flow.call_id_for(flow.system_name, linkedid), linkedid=linkedid,
                       uniqueid=uniqueid, direction=direction, number=number, did=did,
@@ -318,18 +319,18 @@ def _collect_ended(session, flow):
 def _ended_record(entry, flow):
     values = entry.values
     target = values["CRM_DID"] if values["CRM_DIRECTION"] == "Inbound" else values["CRM_DIALED"]
-    return _end_of_call(values, lambda: _rebuild(flow, values["CRM_DIRECTION"], values["linkedid"],
+    return _end_of_call(values, lambda: rebuild(flow, values["CRM_DIRECTION"], values["linkedid"],
                                                  values["uniqueid"], values["callerid"], target),
                         ended_at=entry.ended_at)
 
 
-def _end_of_call(values, rebuild, ended_at=None):
+def _end_of_call(values, start_of, ended_at=None):
     """The finished CallRecord from the hangup request's variables (read now, or kept in
-    AstDB): CRM_CALL's start, else ``rebuild()``'s; None when it is no crmagi call."""
+    AstDB): CRM_CALL's start, else ``start_of()``'s; None when it is no crmagi call."""
     record = callstate.unpack(values["CRM_CALL"])
     rebuilt = record is None
     if rebuilt:
-        record = rebuild()
+        record = start_of()
         if record is None:
             return None
     _apply_hangup(record, values, ended_at=ended_at)

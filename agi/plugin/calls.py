@@ -18,7 +18,6 @@ from typing import Dict, Optional
 
 import gevent
 
-from crmsync.linking import PENDING
 from crmsync.models import CallRecord
 
 from agi.fastagi import callstate, routes
@@ -111,12 +110,9 @@ class PluginCalls:
         """An event for a call whose start never came (crmagi restarted, the plugin lost it):
         the call is rebuilt like a hangup without CRM_CALL, its lookup left to the writer."""
         inbound = message.get("direction", "in") == "in"
-        record = CallRecord(call_id=self.flow.call_id_for(self.flow.system_name, linkedid), linkedid=linkedid,
-                            uniqueid=linkedid, direction="Inbound" if inbound else "Outbound",
-                            number=callstate.clean(message.get("from" if inbound else "to")),
-                            started_at=_now(), did=message.get("did") or message.get("to") if inbound else None,
-                            extension=None if inbound else callstate.clean(message.get("from")),
-                            lookup_status=PENDING)
+        target = message.get("did") or message.get("to") if inbound else callstate.clean(message.get("to"))
+        record = routes.rebuild(self.flow, "Inbound" if inbound else "Outbound", linkedid, linkedid,
+                                message.get("from"), target)
         return self._keep(linkedid, record)
 
     def _keep(self, linkedid, record):
