@@ -20,7 +20,7 @@ from agi.cli.plugin import plugin  # noqa: E402
 from agi.cli.spool import spool  # noqa: E402
 from agi.cli.suitecrm import suitecrm  # noqa: E402
 from agi.cli.users import users  # noqa: E402
-from agi.cli.options import CONFIG_OPTION  # noqa: E402
+from agi.cli.options import CONFIG_OPTION, tenant_config  # noqa: E402
 from agi.errors import ConfigError  # noqa: E402
 
 log = logging.getLogger("crmagi")
@@ -215,14 +215,8 @@ def systemd_unit(config_path, user, exec_path):
 def dialplan(config_path, tenant):
     """Print the extensions.conf include, filled with the configured host and port."""
     from agi.dialplan import render
-    from agi.tenants.registry import config_of
 
-    cfg = _load(config_path)
-    if tenant:
-        try:
-            cfg = config_of(cfg, tenant)
-        except ConfigError as exc:
-            raise click.ClickException(str(exc)) from None
+    cfg = tenant_config(config_path, tenant) if tenant else _load(config_path)
     click.echo(render(cfg, tenant or ""), nl=False)
 
 

@@ -6,22 +6,16 @@ A key is printed once, at creation; the tenant's database keeps only its scrypt 
 """
 import click
 
-from agi import config as config_mod
-from agi.cli.options import CONFIG_OPTION
+from agi.cli.options import CONFIG_OPTION, TENANT_OPTION, tenant_config
 from agi.errors import ConfigError
-
-TENANT_OPTION = click.option("--tenant", default=config_mod.DEFAULT_TENANT, show_default=True,
-                             help="The tenant whose keys these are.")
 
 
 def _store(config_path, tenant):
     from crmsync.apikeys import KeyStore
     from agi.app import build_engine
 
-    from agi.tenants.registry import config_of
-
+    cfg = tenant_config(config_path, tenant)
     try:
-        cfg = config_of(config_mod.load(config_path), tenant)
         return KeyStore(build_engine(cfg), tenant)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None

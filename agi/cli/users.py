@@ -5,19 +5,7 @@ popups on/off are crmagi's own (crmsync/userprefs.py), in the tenant's database.
 """
 import click
 
-from agi import config as config_mod
-from agi.cli.keys import TENANT_OPTION
-from agi.cli.options import CONFIG_OPTION
-from agi.errors import ConfigError
-
-
-def _tenant(config_path, tenant):
-    from agi.tenants.registry import config_of
-
-    try:
-        return config_of(config_mod.load(config_path), tenant)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+from agi.cli.options import CONFIG_OPTION, TENANT_OPTION, tenant_config
 
 
 def _directory_and_prefs(cfg):
@@ -45,7 +33,7 @@ def list_users(config_path, tenant):
     """Active CRM users with their extension, devices, agent ids, popups and last seen (UTC)."""
     from crmsync.db import CrmUnavailable
 
-    directory, prefs = _directory_and_prefs(_tenant(config_path, tenant))
+    directory, prefs = _directory_and_prefs(tenant_config(config_path, tenant))
     try:
         people, seen = directory.users(), prefs.load()
     except CrmUnavailable as exc:
@@ -71,7 +59,7 @@ def set_user(config_path, tenant, user, devices, agents, popups):
     """Change USER (user name or users.id): devices, agent ids, popups."""
     from crmsync.userprefs import parse_extensions
 
-    directory, prefs = _directory_and_prefs(_tenant(config_path, tenant))
+    directory, prefs = _directory_and_prefs(tenant_config(config_path, tenant))
     found = [u for u in directory.users() if user in (u.id, u.user_name)]
     if not found:
         raise click.ClickException("no active CRM user %r (see `crmagi users list`)" % user)
