@@ -59,7 +59,7 @@ class LivePipeline:
             except Exception:
                 log.exception("click-to-call progress failed on %s", message.event)
         for event in self.model.feed(message, self.clock()):
-            self._enqueue(event)
+            self.enqueue(event)
 
     def on_connected(self, client):
         """Resync after every (re)connect: calls in progress, agents and queue members,
@@ -74,13 +74,15 @@ class LivePipeline:
                 _, events = client.action(action, collect=True, timeout=10)
                 listed.extend(events)
             for event in self.model.load_channels(listed, self.clock(), known_before):
-                self._enqueue(event)
+                self.enqueue(event)
             log.info("AMI resync: %d listed item(s), %d call(s) in progress", len(listed), len(self.model))
         except AmiError as exc:
             log.warning("AMI resync failed: %s", exc)
 
     # -- effects -----------------------------------------------------------
-    def _enqueue(self, event):
+    def enqueue(self, event):
+        """One domain event for the effects greenlet, in order (the call model's, or the
+        plugin API's: agi/plugin/wiring.py); never blocks."""
         try:
             self.queue.put_nowait(event)
         except Full:
@@ -111,7 +113,7 @@ class LivePipeline:
         while True:
             gevent.sleep(EXPIRE_EVERY)
             for event in self.model.expire(self.clock()):
-                self._enqueue(event)
+                self.enqueue(event)
 
     def apply(self, event):
         """The CRM side of one domain event (popups are the notifier's business)."""

@@ -21,7 +21,7 @@ def build(app):
         live = LivePipeline(None, app.directory, app.writer, app.flow.call_id_for, app.config.agi.system_name,
                             app.config.dids, notify=app.popups.service.on_ami)
         app.plugin_effects = live
-    server = PluginServer(app.tenant, KeyStore(app.engine, app.tenant), app.flow, live._enqueue)
+    server = PluginServer(app.tenant, KeyStore(app.engine, app.tenant), app.flow, live.enqueue)
     app.popups.server.plugin = server
     if app.popups.service.dial_call is None:        # no AMI: clicks go to the PBX that owns the phone
         from agi.plugin.dial import PluginClickToCall
