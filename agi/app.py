@@ -9,6 +9,7 @@ import sqlite3
 
 import gevent
 
+from crmlocale import catalogues
 from crmsync.calls import CallStore
 from crmsync.db import make_engine, make_probe_engine, ping, watch_errors
 from crmsync.directory import Directory
@@ -82,7 +83,8 @@ class App:
         for watched in {self.engine, self.read_engine}:
             watch_errors(watched, self.metrics.db_error)
         self.directory = Directory(self.read_engine, lookup_rules(config))
-        self.store = CallStore(self.engine, system_user=config.crm.system_user)
+        self.store = CallStore(self.engine, system_user=config.crm.system_user,
+                               gettext=catalogues.language(config.crm.default_language).gettext)
         self.spool = open_spool(config)
         linker = Linker(self.directory, {spec.name: spec for spec in module_specs(config)},
                         anonymous_account=config.lookup.anonymous_account)

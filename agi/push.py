@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from crmsync.callaccess import CallAccess
 from crmsync.calls import CallStore
 from crmsync.history import History
+from crmsync.userlocale import UserLocale, UserLocales
 from webpush.bus import make_bus
 from webpush.content import PopupContent
 from webpush.hub import Hub
@@ -52,6 +53,12 @@ def build_recordings(config, engine):
                       url_seconds=rec.url_seconds)
 
 
+def site_locale(config):
+    """What users who set nothing in their SuiteCRM profile get ([crm], from config.php)."""
+    crm = config.crm
+    return UserLocale(crm.default_language, crm.date_format, crm.time_format, crm.timezone)
+
+
 class Publisher:
     """A FastAGI worker other than 0: publishes its calls' popup events on Redis, serves nothing."""
 
@@ -67,9 +74,11 @@ class Popups:
         self.hub = Hub()
         self.book = PopupBook(self.hub, request_render=None, pending_seconds=web.pending_seconds)
         self.history = History(engine, limit=web.history_limit)
+        self.locales = UserLocales(engine, site_locale(config))
         self.content = content = PopupContent(directory, self.history, site_url=config.crm.site_url,
                                               anonymous_account=config.lookup.anonymous_account,
-                                              history_limit=web.history_limit)
+                                              history_limit=web.history_limit, locales=self.locales,
+                                              site_locale=self.locales.site)
         self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
                                     CallStore.call_id_for, config.agi.system_name,
                                     ami_driven=bool(config.ami.host), transfer=transfer, dial=dial,
@@ -80,7 +89,8 @@ class Popups:
                         "every browser will be refused (see `crmagi check`)")
         self.server = PushServer(web.listen, web.secret, origins, self.service, self.hub,
                                  directory, token_seconds=web.token_seconds, max_sockets=web.max_sockets,
-                                 recordings=build_recordings(config, engine))
+                                 recordings=build_recordings(config, engine), locales=self.locales,
+                                 site_language=config.crm.default_language)
 
     def warm_up(self):
         """Reflect the history tables and compile the templates before the first ring, not
