@@ -33,11 +33,11 @@ _CRM_ERRORS = (CrmUnavailable, SchemaError, SQLAlchemyError)
 _HISTORY_TTL = 10.0      # seconds: a queue call rings many users at once, ask the CRM once
 _HISTORY_KEEP = 256
 _NOTIFY_MAX = 160
-# Values SuiteCRM stores as keys (call_status_dom, call_direction_dom ...) and the history's
+# Values SuiteCRM stores as keys (call_status_dom, call_direction_dom, dom_email_status ...) and the history's
 # kinds: the popup shows them in the user's language.
 CRM_WORDS = (N_("Call"), N_("Meeting"), N_("Note"), N_("Task"), N_("Email"), N_("Held"), N_("Not Held"),
              N_("Completed"), N_("Deferred"), N_("Inbound"), N_("Outbound"), N_("Contacts"), N_("Accounts"),
-             N_("Leads"))
+             N_("Leads"), N_("sent"), N_("archived"), N_("read"), N_("replied"), N_("unread"), N_("draft"))
 
 
 class Rendered(NamedTuple):
