@@ -57,8 +57,10 @@ def environment(language=None) -> Environment:
     env = Environment(loader=PackageLoader("webpush.templates", "."), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True, extensions=["jinja2.ext.i18n"])
-    env.install_gettext_translations((language or catalogues.language("")).translations, newstyle=True)
-    env.filters.update(isotime=_isotime, staff_key=_staff_key)
+    translations = (language or catalogues.language("")).translations
+    env.install_gettext_translations(translations, newstyle=True)
+    # A CRM value (a status, a module name) translated as it is: _() would %-format it.
+    env.filters.update(isotime=_isotime, staff_key=_staff_key, word=translations.gettext)
     return env
 
 
