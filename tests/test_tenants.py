@@ -211,6 +211,53 @@ def test_sighup_adds_and_removes_tenants_without_dropping_the_others_calls(serve
     assert new.start().variables["CRM_STATUS"] == "found"
 
 
+def test_a_reload_mid_traffic_drops_no_call_of_any_tenant(server, two_crms, tmp_path):
+    """Calls of both tenants keep arriving (each rings 0.3 s) while SIGHUP removes globex and
+    adds initech: every call that acme, globex or initech took is finished in its own CRM,
+    globex's calls under way included (a draining tenant still takes their hangups); a
+    globex call placed after the reload is refused at once."""
+    running, folder = server
+    urls, engines = two_crms
+    taken = {"acme": [], "globex": [], "initech": []}
+    refused = []
+
+    def one_call(name):
+        call = SimulatedCall(running.address, "incoming", number="4930123400", callerid="+4930111111",
+                             prefix=name + "/")
+        first = call.start()
+        if first.variables.get("CRM_STATUS") != "found":
+            refused.append((name, first.variables))
+            return
+        taken[name].append(call.uniqueid)
+        gevent.sleep(0.3)
+        assert call.finish({"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "3"}).agistatus == "SUCCESS"
+
+    def traffic(seconds):
+        jobs, until = [], time.monotonic() + seconds
+        while time.monotonic() < until:
+            names = ("acme", "initech") if "initech" in running.apps else ("acme", "globex")
+            jobs += [gevent.spawn(one_call, name) for name in names]
+            gevent.sleep(0.05)
+        return jobs
+
+    background = gevent.spawn(traffic, 3.0)
+    gevent.sleep(1.0)
+    os.remove(os.path.join(str(folder), "globex.ini"))
+    tenant_file(folder, "initech", urls["globex"], tmp_path)
+    os.kill(os.getpid(), signal.SIGHUP)
+    jobs = background.get()
+    gevent.joinall(jobs, raise_error=True)
+    assert all(name == "globex" for name, _ in refused)    # only globex calls raced the reload
+    assert len(taken["acme"]) >= 20 and len(taken["globex"]) >= 5 and len(taken["initech"]) >= 5
+    held = {name: lambda engine=engine: {r["linkedid"] for r in rows(
+        engine, "SELECT linkedid FROM crmagi_calls WHERE status='Held'")} for name, engine in engines.items()}
+    wait_for(lambda: held["acme"]() == set(taken["acme"]), timeout=15)
+    wait_for(lambda: held["globex"]() == set(taken["globex"]) | set(taken["initech"]), timeout=15)
+    late = SimulatedCall(running.address, "incoming", number="4930123400", callerid="+4930111111",
+                         prefix="globex/")
+    assert late.start().variables == {"CRM_STATUS": "error"}
+
+
 def test_metrics_carry_the_tenant_label(server):
     import urllib.request
 
