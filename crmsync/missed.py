@@ -7,7 +7,8 @@ users of ``[webpush] fallback_extensions``.  Each entry has one SuiteCRM alert (
 ``index.php?module=Alerts&action=get``), so it shows even without crmagi's socket.
 A later call with the same number that connects, inbound or outbound, closes every
 open entry of that number, for everyone, and marks their alerts read (the bell lists
-only ``is_read != 1``).
+only ``is_read != 1``).  SuiteCRM escapes ``" ' < >`` of what it reads but not ``&``, and its
+beans store text HTML-encoded: names and descriptions are written encoded (``_stored``).
 
 The statements join the finish of the call in ONE transaction (crmsync/calls.py):
 the finish applies once (the first finish wins), so a spool replay or a second box
@@ -18,9 +19,9 @@ without the bell.
 import html
 import logging
 import uuid
-from dataclasses import dataclass
 from datetime import timezone
 from typing import Callable, Iterable, List, Optional
+from urllib.parse import quote
 
 from sqlalchemy import CHAR, Column, DateTime, Index, Integer, MetaData, String, Table, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -105,10 +106,11 @@ def alert_description(attempts, last):
 
 
 def alert_url(rec):
-    """Where the bell's link goes: the caller's record, else the missed Call."""
-    if rec.parent_module and rec.parent_id:
-        return "index.php?module=%s&action=DetailView&record=%s" % (rec.parent_module, rec.parent_id)
-    return "index.php?module=Calls&action=DetailView&record=%s" % rec.call_id
+    """Where the bell's link goes: the caller's record, else the missed Call.  Stored as is (not
+    HTML-encoded: SuiteCRM redirects to it verbatim), every part percent-encoded."""
+    known = rec.parent_module and rec.parent_id
+    module, record = (rec.parent_module, rec.parent_id) if known else ("Calls", rec.call_id)
+    return "index.php?module=%s&action=DetailView&record=%s" % (quote(module, safe=""), quote(record, safe=""))
 
 
 class MissedCalls:
@@ -181,7 +183,7 @@ class MissedCalls:
                 "date_entered": now, "date_modified": now, "modified_user_id": self.system_user,
                 "created_by": self.system_user, "description": _stored(alert_description(attempts, when)),
                 "deleted": 0, "assigned_user_id": user_id, "is_read": 0, "target_module": "Calls",
-                "type": "info", "url_redirect": _stored(alert_url(rec)), "reminder_id": None}
+                "type": "info", "url_redirect": alert_url(rec), "reminder_id": None}
 
     def _again(self, row, rec, now):
         entry_id, user_id, attempts, alert_id, _ = row

@@ -52,7 +52,7 @@ def test_a_missed_call_alerts_its_owner_and_counts_attempts(store, engine):
         SALLY, 1, 1, SALLY, 0)
     # Stored HTML-encoded, as SuiteCRM's beans store text: its bell prints the value as stored.
     assert entry["alert_name"] == "Missed call: Ann O&#039;Neil &lt;b&gt; (%s)" % number
-    assert entry["url_redirect"] == "index.php?module=Contacts&amp;action=DetailView&amp;record=c-" + number[-6:]
+    assert entry["url_redirect"] == "index.php?module=Contacts&action=DetailView&record=c-" + number[-6:]
     assert entry["alert_description"].startswith("Attempts: 1.")
     store.finish(call(number, False, name="Ann O'Neil <b>"))
     [entry] = entries(engine, number)

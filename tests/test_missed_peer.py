@@ -126,7 +126,8 @@ def test_a_call_to_102_is_missed_in_the_bell_and_the_list_and_a_call_back_closes
     wait_for(lambda: (app.directory.user(SALLY).extension or "") == "101", timeout=5, what="Sally at 101")
     chrome.on(page).find_element("css selector", "#crmagi-missed .crmagi-missed-callback").click()
     dial = wait_for(lambda: [d for d in (chrome.run(page, DIALS) or {}).values()
-                             if d["state"] in ("refused", "failed", "ended")], timeout=40, what="the call back's end")[0]
+                             if d["state"] in ("refused", "failed", "ended")],
+                    timeout=40, what="the call back's end")[0]
     assert (dial["module"], dial["record"], dial["number"]) == ("Contacts", record, caller)
     assert "connected" in dial["states"], dial
     wait_for(lambda: chrome.run(page, MISSED) == [], timeout=20, what="the entry closed in the list")
@@ -136,3 +137,7 @@ def test_a_call_to_102_is_missed_in_the_bell_and_the_list_and_a_call_back_closes
     page = open_page(chrome, crm.url + "/index.php?module=Home&action=index")
     wait_for(lambda: chrome.run(page, BELL)["count"] == str(len(before)), timeout=30,
              what="the bell count back to %d" % len(before))
+    # The alert's own link (SuiteCRM's Alerts redirect) opens the contact.
+    landed = crm.http("sally").open(crm.url + "/index.php?module=Alerts&action=redirect&record=" + mine[0][0],
+                                    timeout=120)
+    assert landed.geturl().endswith("index.php?module=Contacts&action=DetailView&record=" + record)
