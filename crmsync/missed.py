@@ -74,6 +74,8 @@ ALERT_TEXT = {
 }
 LIST_LIMIT = 50          # entries shown per user, newest first
 
+_OPEN_ROWS_BEFORE = ("SELECT `id`, `alert_id` FROM `crmagi_missed` WHERE `number_key` = %s AND `open` = 1 "
+                     "AND `last_at` <= %s FOR UPDATE")
 _OPEN_ROWS = ("SELECT `id`, `user_id`, `attempts`, `alert_id`, `first_at` FROM `crmagi_missed` "
               "WHERE `number_key` = %s AND `open` = 1 FOR UPDATE")
 
@@ -136,7 +138,8 @@ class MissedCalls:
             self._bell = True
         else:
             self._bell = False
-            log.warning("the CRM has no alerts table (SugarCRM 6.5?): missed calls go to crmagi's list only")
+            log.warning("the CRM database has no alerts table (SugarCRM CE 6.5, the demo CRM): missed calls go to "
+                        "crmagi's list only, not to the bell")
 
     # -- the finish of a call ------------------------------------------------------
 
@@ -205,15 +208,19 @@ class MissedCalls:
 
     def _close(self, tx, key, rec, now):
         """Every open entry of the number, for every user, and their alerts; only entries
-        whose last attempt came before this call ended (a miss during it stays open)."""
-        ended = _utc(rec.ended_at) or now
-        out = []
-        if self._bell:
-            out.append(("UPDATE `alerts` SET `is_read` = 1, `date_modified` = %s WHERE `id` IN "
-                        "(SELECT `alert_id` FROM `crmagi_missed` WHERE `number_key` = %s AND `open` = 1 "
-                        "AND `last_at` <= %s)", (now, key, ended)))
-        out.append(("UPDATE `crmagi_missed` SET `open` = NULL, `closed_at` = %s, `closed_by` = %s "
-                    "WHERE `number_key` = %s AND `open` = 1 AND `last_at` <= %s", (now, rec.call_id, key, ended)))
+        whose last attempt came before this call ended (a miss during it stays open).
+        Read first, then written by primary key: an UPDATE of ``alerts`` through a subquery
+        scans the whole table on MariaDB (a dependent subquery), on every connected call."""
+        rows = tx.read(_OPEN_ROWS_BEFORE, (key, _utc(rec.ended_at) or now))
+        if not rows:
+            return []
+        marks = ", ".join(["%s"] * len(rows))
+        out = [("UPDATE `crmagi_missed` SET `open` = NULL, `closed_at` = %%s, `closed_by` = %%s WHERE `id` IN (%s)"
+                % marks, (now, rec.call_id) + tuple(row[0] for row in rows))]
+        alert_ids = tuple(row[1] for row in rows if row[1])
+        if alert_ids and self._bell:
+            out.append(("UPDATE `alerts` SET `is_read` = 1, `date_modified` = %%s WHERE `id` IN (%s)"
+                        % ", ".join(["%s"] * len(alert_ids)), (now,) + alert_ids))
         return out
 
     # -- the list ------------------------------------------------------------------
