@@ -152,6 +152,8 @@ class CrmSettings:
     query_timeout: float = setting(5.0, _float, "seconds a database read or write may take before it is abandoned")
     system_user: str = setting("1", _str, "users.id written as created_by/modified_user_id of Call records")
     site_url: str = setting("", _str, "SuiteCRM base URL, used in links (e.g. https://crm.example.com/)")
+    missed_calls: bool = setting(True, _bool, "missed inbound calls notify their responsible user (else the users of "
+                                 "[webpush] fallback_extensions) in SuiteCRM's bell and crmagi's missed-calls list")
     # What SuiteCRM's config.php gives users who set nothing themselves (crmagi reads the rest of
     # each user's language, formats and zone from SuiteCRM's user_preferences).
     default_language: str = setting("en_us", _language, "config.php default_language: Call subjects, and "

@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 from crmsync.callaccess import CallAccess
 from crmsync.calls import CallStore
 from crmsync.history import History
-from crmsync.userlocale import UserLocale, UserLocales
+from crmsync.userlocale import UserLocales, site_of
 from webpush.bus import make_bus
 from webpush.content import PopupContent
 from webpush.hub import Hub
+from webpush.missedlist import MissedBoard
 from webpush.popups import PopupBook
 from webpush.recordings import Recordings
 from webpush.recstore import LocalStore, RemoteStore
@@ -53,12 +54,6 @@ def build_recordings(config, engine):
                       url_seconds=rec.url_seconds)
 
 
-def site_locale(config):
-    """What users who set nothing in their SuiteCRM profile get ([crm], from config.php)."""
-    crm = config.crm
-    return UserLocale(crm.default_language, crm.date_format, crm.time_format, crm.timezone)
-
-
 class Publisher:
     """A FastAGI worker other than 0: publishes its calls' popup events on Redis, serves nothing."""
 
@@ -69,12 +64,13 @@ class Publisher:
 
 
 class Popups:
-    def __init__(self, config, directory, engine, transfer=None, dial=None):
+    def __init__(self, config, directory, engine, transfer=None, dial=None, missed=None):
+        """``missed``: crmsync/missed.py MissedCalls, whose open entries the tabs list."""
         web = config.webpush
         self.hub = Hub()
         self.book = PopupBook(self.hub, request_render=None, pending_seconds=web.pending_seconds)
         self.history = History(engine, limit=web.history_limit)
-        self.locales = UserLocales(engine, site_locale(config))
+        self.locales = UserLocales(engine, site_of(config.crm))
         self.content = content = PopupContent(directory, self.history, site_url=config.crm.site_url,
                                               anonymous_account=config.lookup.anonymous_account,
                                               history_limit=web.history_limit, locales=self.locales,
@@ -82,7 +78,8 @@ class Popups:
         self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
                                     CallStore.call_id_for, config.agi.system_name,
                                     ami_driven=bool(config.ami.host), transfer=transfer, dial=dial,
-                                    fallback_extensions=web.fallback_extensions)
+                                    fallback_extensions=web.fallback_extensions,
+                                    missed=MissedBoard(self.hub, missed.open_for, content) if missed else None)
         origins = allowed_origins(config)
         if not origins:
             log.warning("popups: [webpush] allowed_origins is empty and [crm] site_url has no origin: "

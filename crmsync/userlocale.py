@@ -39,6 +39,12 @@ class UserLocale:
     timezone: str = "UTC"            # an IANA zone name
 
 
+def site_of(crm) -> UserLocale:
+    """What users who set nothing in their SuiteCRM profile get: the [crm] settings naming
+    config.php's defaults (``default_language``, ``date_format``, ``time_format``, ``timezone``)."""
+    return UserLocale(crm.default_language, crm.date_format, crm.time_format, crm.timezone)
+
+
 def from_preferences(contents, site: UserLocale) -> UserLocale:
     """The locale in one ``user_preferences.contents`` value, the site's where a key is unset (pure)."""
     try:

@@ -145,3 +145,15 @@ def test_call_subjects_in_the_site_language_fit_50_characters():
     out = CallRecord(call_id="c", linkedid="l", uniqueid="u", number="", direction="Outbound", started_at=now,
                      status="Held")
     assert outcome.subject(out, de) == "Ausgehender Anruf an unbekannte Nummer"
+
+
+def test_missed_call_alerts_are_written_in_the_site_language_format_and_zone():
+    from crmsync.missed import alert_description, alert_name
+
+    de = catalogues.language("de_DE").gettext
+    last = datetime(2026, 12, 6, 11, 20, tzinfo=timezone.utc)
+    assert alert_name("+4930111", "Ann Smith", de) == "Verpasster Anruf: Ann Smith (+4930111)"
+    assert alert_name("+4930111", "", de) == "Verpasster Anruf: +4930111"
+    berlin = lambda when: dates.display(when, "d.m.Y", "H:i", "Europe/Berlin")  # noqa: E731
+    assert alert_description(3, last, de, berlin) == "Versuche: 3. Letzter: 06.12.2026 12:20."
+    assert alert_description(1, last) == "Attempts: 1. Last: 2026-12-06 11:20 UTC."

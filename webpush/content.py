@@ -68,6 +68,11 @@ def _isotime(when):
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _when(locale):
+    """The templates' ``when(datetime)``: the user's date and time format, in their zone."""
+    return lambda moment: dates.display(moment, locale.date_format, locale.time_format, locale.timezone)
+
+
 def _staff_key(user):
     """What the phone book search matches: name, extension, department, title, lowercase."""
     parts = (user.full_name, user.extension, user.department, user.title)
@@ -114,18 +119,21 @@ class PopupContent:
         query = "&".join("%s=%s" % (key, quote(str(value), safe="")) for key, value in params.items())
         return self.url("index.php?" + query)
 
+    def record_url(self, module, record_id):
+        return self._index(module=module, action="DetailView", record=record_id)
+
     # -- rendering ---------------------------------------------------------------
 
     def render(self, call, for_user=None) -> Rendered:
         result = call.result
         status = result.status if result else None
         kind = {"found": "known", "anonymous": "unidentified"}.get(status, "unknown")
-        locale = self.locale_of(for_user)
+        locale = self.locale_of(for_user.id if for_user else None)
         language = catalogues.language(locale.language)
         number = _display_number(call.number, result.e164 if result else None) or language.gettext("withheld")
         context = dict(
             kind=kind, call_id=call.call_id, crm_url=self.url, number=number, inbound=call.direction != "Outbound",
-            when=lambda moment: dates.display(moment, locale.date_format, locale.time_format, locale.timezone),
+            when=_when(locale),
             dial_number=call.number if kind != "unidentified" else "",
             queue=call.queue or "", cnam=_plain(call.caller_name), lookup_failed=result is None,
             edit_call_url=self._index(module="Calls", action="EditView", record=call.call_id),
@@ -134,11 +142,17 @@ class PopupContent:
         title, notify = self._texts(kind, call, number, result, language.gettext)
         return Rendered(html, title, notify)
 
-    def locale_of(self, user):
+    def locale_of(self, user_id):
         """The user's SuiteCRM language, formats and zone; the site's when unknown."""
-        if self.locales is None or user is None:
+        if self.locales is None or user_id is None:
             return self.site_locale
-        return self.locales.get(user.id)
+        return self.locales.get(user_id)
+
+    def render_for(self, template, user_id, **context):
+        """Another fragment (the missed-calls list) in the user's language, formats and zone."""
+        locale = self.locale_of(user_id)
+        env = self._env(catalogues.language(locale.language))
+        return env.get_template(template).render(when=_when(locale), **context)
 
     def _env(self, language):
         env = self._envs.get(language.code)
@@ -153,7 +167,7 @@ class PopupContent:
         return dict(
             module=caller.module, record_id=caller.record_id, name=caller.name or "",
             account=caller.account_name or "",
-            record_url=self._index(module=caller.module, action="DetailView", record=caller.record_id),
+            record_url=self.record_url(caller.module, caller.record_id),
             history=self._history(call, caller), owner=owner, owner_is_you=mine,
             transfer_owner=bool(owner and owner.extension and not mine))
 
