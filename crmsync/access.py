@@ -89,10 +89,12 @@ class RecordAccess:
                     return False
                 if scope == "all":
                     return True
-                records = self._records.setdefault(table, Schema(self.engine, [table])).table(table)
+                if table not in self._records:
+                    self._records[table] = Schema(self.engine, [table])
+                records = self._records[table].table(table)
                 owned = conn.execute(select(self._owned(records, user_id)).where(
                     records.c.id == record_id, records.c.deleted == 0)).scalar()
-                return may_view(scope, bool(owned), scope == "group" and self._in_group(
+                return may_view(scope, bool(owned), scope == "group" and not owned and self._in_group(
                     conn, tables, user_id, module, record_id))
 
     def recordings(self, user_id: str, call_ids) -> Optional[Dict[str, str]]:

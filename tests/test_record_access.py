@@ -170,11 +170,14 @@ def test_the_decision_is_kept_for_the_call_and_asked_again_for_the_next(sql, con
         sql("UPDATE acl_roles_users SET deleted = 0 WHERE user_id = %s", SALLY)
 
 
-def test_a_crm_that_cannot_tell_shows_nothing_of_the_record(content):
+def test_a_crm_that_cannot_tell_shows_nothing_of_the_record_until_it_can(sql, content):
+    working = content.access
     content.access = RecordAccess(make_engine("mysql+pymysql://root@127.0.0.1:1/x", connect_timeout=1,
                                               query_timeout=1))
-    out = content.render(CallInfo("call-r5", "l", "+16502530001", result=found()), for_user=user(MAX, "max", "102"))
-    assert "crmagi-restricted" in Text(out.html).classes
+    call, max_ = CallInfo("call-r5", "l", "+16502530001", result=found()), user(MAX, "max", "102")
+    assert "crmagi-restricted" in Text(content.render(call, for_user=max_).html).classes
+    content.access = working                # back: the failure was not kept for the call
+    assert "crmagi-known" in Text(content.render(call, for_user=max_).html).classes
 
 
 def test_the_phone_book_lists_active_people_and_not_the_user_themself(sql, content):

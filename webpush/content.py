@@ -167,12 +167,10 @@ class PopupContent:
         if self.access is None or user is None:
             return True
         key = (call.call_id, user.id, caller.module, caller.record_id)
-        return self._allowed.get(key, lambda: self._ask_access(user, caller))
-
-    def _ask_access(self, user, caller):
         table = next((spec.table for spec in self.directory.rules.modules if spec.name == caller.module), None)
-        try:
-            return table is not None and self.access.can_view(user.id, caller.module, table, caller.record_id)
+        try:    # a failure is not kept: the next render of the call asks again
+            return table is not None and self._allowed.get(key, lambda: self.access.can_view(
+                user.id, caller.module, table, caller.record_id))
         except _CRM_ERRORS as exc:
             log.warning("popup: cannot tell whether user %s may view %s %s, so not shown: %s",
                         user.id, caller.module, caller.record_id, exc)
