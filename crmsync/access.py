@@ -33,7 +33,12 @@ NOT_SET = 0
 ACTIONS = ("access", "view", "admin")
 TABLES = ("users", "calls", "acl_actions", "acl_roles_actions", "acl_roles_users", "securitygroups",
           "securitygroups_users", "securitygroups_acl_roles", "securitygroups_records")
-REQUIRED = ("users", "acl_actions", "acl_roles_actions", "acl_roles_users")
+# What popups cannot decide without (`crmagi check`); security groups are optional (SugarCRM CE 6.5 has none).
+REQUIRED_COLUMNS = {"users": ("id", "is_admin", "status", "deleted"),
+                    "acl_actions": ("id", "name", "category", "acltype", "aclaccess", "deleted"),
+                    "acl_roles_actions": ("role_id", "action_id", "access_override", "deleted"),
+                    "acl_roles_users": ("role_id", "user_id", "deleted")}
+REQUIRED = tuple(REQUIRED_COLUMNS)
 MAX_CALLS = 100
 
 
