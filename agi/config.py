@@ -131,6 +131,8 @@ class CrmSettings:
                                  "permissive wins (off: the least)")
     acl_user_role_precedence: bool = setting(True, _bool, "SuiteCRM's securitysuite_user_role_precedence: a "
                                              "user's own roles override those of their security groups")
+    missed_calls: bool = setting(True, _bool, "missed inbound calls notify their responsible user (else the users of "
+                                 "[webpush] fallback_extensions) in SuiteCRM's bell and crmagi's missed-calls list")
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,9 @@ class AgiSettings:
     timeout: float = setting(0.5, _float, "seconds: a request always answers within this, with what it has")
     reply_timeout: float = setting(2.0, _float, "seconds to wait for Asterisk's reply to one command")
     max_sessions: int = setting(500, _int, "concurrent FastAGI sessions per worker; more wait in the accept queue")
-    workers: int = setting(1, _int, "worker processes sharing the port (SO_REUSEPORT); one per core")
+    workers: int = setting(1, _int, "worker processes sharing the port (SO_REUSEPORT); one per core. The parent "
+                                    "restarts a worker that dies; a worker whose parent dies (even by SIGKILL) "
+                                    "drains and exits within a second")
     set_callerid_name: bool = setting(True, _bool, "set CALLERID(name) to the record's name when found")
     log_internal: bool = setting(False, _bool, "also log calls between internal extensions")
     spool: str = setting("", _str, "local file keeping writes the CRM database could not take yet; empty: "

@@ -12,6 +12,7 @@ from crmsync.history import History
 from webpush.bus import make_bus
 from webpush.content import PopupContent
 from webpush.hub import Hub
+from webpush.missedlist import MissedBoard
 from webpush.popups import PopupBook
 from webpush.recordings import Recordings
 from webpush.recstore import LocalStore, RemoteStore
@@ -68,7 +69,8 @@ class Publisher:
 
 
 class Popups:
-    def __init__(self, config, directory, engine, transfer=None, dial=None):
+    def __init__(self, config, directory, engine, transfer=None, dial=None, missed=None):
+        """``missed``: crmsync/missed.py MissedCalls, whose open entries the tabs list."""
         web = config.webpush
         self.hub = Hub()
         self.book = PopupBook(self.hub, request_render=None, pending_seconds=web.pending_seconds)
@@ -79,7 +81,8 @@ class Popups:
         self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
                                     CallStore.call_id_for, config.agi.system_name,
                                     ami_driven=bool(config.ami.host), transfer=transfer, dial=dial,
-                                    fallback_extensions=web.fallback_extensions)
+                                    fallback_extensions=web.fallback_extensions,
+                                    missed=MissedBoard(self.hub, missed.open_for, content) if missed else None)
         origins = allowed_origins(config)
         if not origins:
             log.warning("popups: [webpush] allowed_origins is empty and [crm] site_url has no origin: "

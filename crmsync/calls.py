@@ -138,9 +138,11 @@ def _driver_errors(engine):
 class CallStore:
     """Idempotent writes of CallRecords into SuiteCRM; errors surface as CrmUnavailable."""
 
-    def __init__(self, engine, system_user="1"):
+    def __init__(self, engine, system_user="1", missed=None):
         self.engine = engine
         self.system_user = system_user
+        # crmsync/missed.py MissedCalls: its statements join each finish's transaction.
+        self.missed = missed
         self._schema = Schema(engine, CALL_TABLES, {t: CALL_COLUMNS[t] for t in CALL_TABLES})
         self._links = {}
         self._ready = False
@@ -164,6 +166,8 @@ class CallStore:
                     raise
             self._add_missing_columns()
             self._schema.check()
+            if self.missed is not None:
+                self.missed.ensure_table()
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
         self._ready = True
@@ -261,6 +265,8 @@ class CallStore:
         owner = row[3] if row is not None else rec.assigned_user_id
         transferred, answered_before = (row[1], row[2]) if row is not None else (None, None)
         statements += self._end_statements(rec, now, owner, transferred, answered_before)
+        if self.missed is not None:
+            statements += self.missed.statements(tx, rec, owner, now)
         tx.commit(statements)
         return True
 

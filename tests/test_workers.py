@@ -184,3 +184,34 @@ def test_one_worker_follows_ami_and_updates_that_beat_their_row_wait_for_it(crm_
         proc.wait(timeout=15)
         engine.dispose()
         feed.close()
+
+
+def test_workers_exit_when_their_parent_is_killed(crm_url, tmp_path):
+    """SIGKILL of the parent cannot be passed on: the workers notice and drain by themselves
+    instead of keeping the port, the AMI login and database connections as orphans."""
+    port = free_port()
+    ini = tmp_path / "crmagi.ini"
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
+    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.DEVNULL)
+    try:
+        assert place_calls(port, 1) == 1
+        children = wait_for(lambda: subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split(), timeout=10)
+        assert len(children) == 2
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+    def alive(pid):
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        try:
+            with open("/proc/%s/stat" % pid) as stat:        # a zombie is gone too
+                return stat.read().split(") ")[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    wait_for(lambda: not any(alive(pid) for pid in children), timeout=15)

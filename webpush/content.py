@@ -129,6 +129,9 @@ class PopupContent:
         query = "&".join("%s=%s" % (key, quote(str(value), safe="")) for key, value in params.items())
         return self.url("index.php?" + query)
 
+    def record_url(self, module, record_id):
+        return self._index(module=module, action="DetailView", record=record_id)
+
     # -- rendering ---------------------------------------------------------------
 
     def render(self, call, for_user=None) -> Rendered:
@@ -155,7 +158,7 @@ class PopupContent:
         return dict(
             module=caller.module, record_id=caller.record_id, name=caller.name or "(no name)",
             account=caller.account_name or "",
-            record_url=self._index(module=caller.module, action="DetailView", record=caller.record_id),
+            record_url=self.record_url(caller.module, caller.record_id),
             history=self._history(call, caller), owner=owner, owner_is_you=mine,
             transfer_owner=bool(owner and owner.extension and not mine))
 

@@ -40,6 +40,9 @@ Server -> browser
                                     | {"call": C, "missing": "recording not available"}]}
       P is a path on this server (webpush/recording_urls.py); Calls the user may not see, or
       without a recording, are left out.
+  {"type": "missed", "html": H, "count": N}
+      the user's missed-calls list (webpush/missedlist.py), on connect and when it changes;
+      H is the rendered, escaped fragment (empty list: N is 0), shown beside the popups.
   {"type": "pong"}
 """
 import json
@@ -112,3 +115,7 @@ def result(call_id, ok, text):
 
 def dial_status(ref, state, reason, text, call=""):
     return {"type": "dial_status", "ref": ref, "state": state, "reason": reason, "text": text, "call": call}
+
+
+def missed(html, count):
+    return {"type": "missed", "html": html, "count": count}

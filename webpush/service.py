@@ -36,7 +36,7 @@ def _pops_up(user):
 
 class PopupService:
     def __init__(self, book, directory, bus, content, call_id_for, system_name="", ami_driven=False,
-                 transfer=None, fallback_extensions=(), clock=time.monotonic, dial=None):
+                 transfer=None, fallback_extensions=(), clock=time.monotonic, dial=None, missed=None):
         self.book = book
         self.directory = directory
         self.bus = bus
@@ -48,6 +48,7 @@ class PopupService:
         self.dial_call = dial                    # click-to-call: (tab, message) -> answers the tab itself
         self.fallback_extensions = tuple(fallback_extensions)
         self.on_seen = lambda user_id: None     # a tab of this user connected (`crmagi users` last seen)
+        self.missed = missed                      # webpush/missedlist.py MissedBoard, or None
         self.clock = clock
         self.queue = Queue(QUEUE_SIZE)
         self.render_slots = BoundedSemaphore(RENDERS)
@@ -65,10 +66,14 @@ class PopupService:
     def start(self):
         self.bus.subscribe(self.post_event)
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._sweep_loop)]
+        if self.missed is not None:
+            self.missed.start()
         return self
 
     def stop(self):
         self.bus.close()
+        if self.missed is not None:
+            self.missed.stop()
         gevent.killall(self._greenlets + list(self._renders))
 
     def _run(self):
@@ -184,6 +189,8 @@ class PopupService:
     def _on_ended(self, event):
         self.book.ended(event["call"])
         self.infos.pop(event.get("linkedid"), None)     # thousands of calls a minute: keep none
+        if self.missed is not None:
+            self.missed.changed()       # a missed call opens an entry, a connected one closes them
 
     def _on_tabs(self, event):
         user_id = self.boxes.heard_tabs(event) if self.boxes else None
@@ -257,6 +264,8 @@ class PopupService:
     def tab_joined(self, tab):
         self._post(self._tab_event, self.book.tab_joined, tab)
         self.on_seen(tab.user_id)
+        if self.missed is not None:
+            self.missed.joined(tab)
 
     def tab_changed(self, tab):
         # A tab flapping focus sends many of these: only the latest state matters, so one

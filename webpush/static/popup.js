@@ -176,6 +176,22 @@
     for (var i = 0; i < nodes.length; i++) { remove(nodes[i].getAttribute('data-crmagi-call')); }
   }
 
+  // The missed-calls list beside the popups: rendered and escaped by the server
+  // (templates/missed.html.j2), replaced whole on every change; empty when nothing is open.
+  function showMissed(message) {
+    var box = document.getElementById('crmagi-missed');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'crmagi-missed';
+      box.className = 'crmagi-missed';
+      document.body.appendChild(box);
+    }
+    box.innerHTML = message.html || '';
+    localTimes(box);
+    status.missed = message.count || 0;
+    document.dispatchEvent(new CustomEvent('crmagi:missed', { detail: { count: status.missed } }));
+  }
+
   var handlers = {
     // After a reconnect the server shows this tab what belongs here (it moved this tab's
     // popups to another tab when the socket dropped): what is on screen now is stale.
@@ -190,7 +206,8 @@
     update: setState,
     result: function (m) { setState({ call: m.call, state: m.ok ? 'transfer_ok' : 'transfer_failed', text: m.text }); },
     close: function (m) { remove(m.call); },
-    dial_status: dialStatus
+    dial_status: dialStatus,
+    missed: showMissed
   };
 
   // For the page's other crmagi scripts (recordings.js): the socket and its message handlers.
@@ -220,7 +237,7 @@
     // A hint only: crmagi links the call to it only if the CRM says it carries the number.
     var module = link.getAttribute('data-crmagi-module'), record = link.getAttribute('data-crmagi-record');
     if (module && record) { return { module: module, record: record }; }
-    if (link.closest('#crmagi-popups')) { return { module: '', record: '' }; }
+    if (link.closest('#crmagi-popups, #crmagi-missed')) { return { module: '', record: '' }; }
     var row = link.closest('tr');
     if (row) {
       var box = row.querySelector('input[name="mass[]"]');         // a list view row
