@@ -9,6 +9,7 @@ import sqlite3
 
 import gevent
 
+from crmlocale import catalogues, dates
 from crmsync.calls import CallStore
 from crmsync.db import make_engine, make_probe_engine, ping, watch_errors
 from crmsync.directory import Directory
@@ -17,6 +18,7 @@ from crmsync.livecalls import LiveCalls
 from crmsync.missed import MissedCalls
 from crmsync.models import LookupRules, ModuleSpec
 from crmsync.spool import Spool
+from crmsync.userlocale import site_of
 from crmsync.userprefs import SeenRecorder, UserPrefs
 from crmsync.writer import CallWriter
 
@@ -55,8 +57,10 @@ def build_missed(config, engine, directory):
         users = (directory.user_by_extension(ext) for ext in config.webpush.fallback_extensions)
         return [user.id for user in users if user is not None]
 
+    site = site_of(config.crm)
     return MissedCalls(engine, region=config.lookup.default_region, system_user=config.crm.system_user,
-                       fallback_users=fallback_users)
+                       fallback_users=fallback_users, gettext=catalogues.language(site.language).gettext,
+                       when=lambda moment: dates.display(moment, site.date_format, site.time_format, site.timezone))
 
 
 def build_engine(config, read_only=False):
@@ -99,7 +103,8 @@ class App:
             watch_errors(watched, self.metrics.db_error)
         self.directory = Directory(self.read_engine, lookup_rules(config))
         self.missed = build_missed(config, self.engine, self.directory)
-        self.store = CallStore(self.engine, system_user=config.crm.system_user, missed=self.missed)
+        self.store = CallStore(self.engine, system_user=config.crm.system_user, missed=self.missed,
+                               gettext=catalogues.language(config.crm.default_language).gettext)
         self.spool = open_spool(config)
         linker = Linker(self.directory, {spec.name: spec for spec in module_specs(config)},
                         anonymous_account=config.lookup.anonymous_account)

@@ -108,6 +108,31 @@ def _context(value):
     return text
 
 
+def _language(value):
+    """A SuiteCRM language code such as en_us, ru_RU, de_DE."""
+    text = value.strip()
+    if not re.fullmatch(r"[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?", text):
+        raise ValueError("%r is not a SuiteCRM language code such as en_us, ru_RU or de_DE" % value)
+    return text
+
+
+def _date_format(value):
+    from crmlocale.dates import check_format
+
+    return check_format(value.strip())
+
+
+def _timezone(value):
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    text = value.strip()
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("%r is not a time zone name such as UTC or Europe/Berlin" % value) from None
+    return text
+
+
 def setting(default, conv, help, secret=None):
     """``secret``: "value" (the whole value is secret) or "url" (the password in the URL);
     such values are masked wherever crmagi shows or logs them (agi/ops/redact.py)."""
@@ -133,6 +158,13 @@ class CrmSettings:
                                              "user's own roles override those of their security groups")
     missed_calls: bool = setting(True, _bool, "missed inbound calls notify their responsible user (else the users of "
                                  "[webpush] fallback_extensions) in SuiteCRM's bell and crmagi's missed-calls list")
+    # What SuiteCRM's config.php gives users who set nothing themselves (crmagi reads the rest of
+    # each user's language, formats and zone from SuiteCRM's user_preferences).
+    default_language: str = setting("en_us", _language, "config.php default_language: Call subjects, and "
+                                    "popups of users without a language preference")
+    date_format: str = setting("m/d/Y", _date_format, "config.php datef: PHP date letters for users without one")
+    time_format: str = setting("H:i", _date_format, "config.php timef: PHP time letters for users without one")
+    timezone: str = setting("UTC", _timezone, "time zone of users without one (SuiteCRM's default: UTC)")
 
 
 @dataclass(frozen=True)

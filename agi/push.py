@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from crmsync.access import RecordAccess
 from crmsync.calls import CallStore
 from crmsync.history import History
+from crmsync.userlocale import UserLocales, site_of
 from webpush.bus import make_bus
 from webpush.content import PopupContent
 from webpush.hub import Hub
@@ -75,9 +76,11 @@ class Popups:
         self.hub = Hub()
         self.book = PopupBook(self.hub, request_render=None, pending_seconds=web.pending_seconds)
         self.history = History(engine, limit=web.history_limit)
+        self.locales = UserLocales(engine, site_of(config.crm))
         self.content = content = PopupContent(directory, self.history, site_url=config.crm.site_url,
                                               anonymous_account=config.lookup.anonymous_account,
-                                              history_limit=web.history_limit, access=record_access(config, engine))
+                                              history_limit=web.history_limit, locales=self.locales,
+                                              site_locale=self.locales.site, access=record_access(config, engine))
         self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
                                     CallStore.call_id_for, config.agi.system_name,
                                     ami_driven=bool(config.ami.host), transfer=transfer, dial=dial,
@@ -89,7 +92,8 @@ class Popups:
                         "every browser will be refused (see `crmagi check`)")
         self.server = PushServer(web.listen, web.secret, origins, self.service, self.hub,
                                  directory, token_seconds=web.token_seconds, max_sockets=web.max_sockets,
-                                 recordings=build_recordings(config, engine))
+                                 recordings=build_recordings(config, engine), locales=self.locales,
+                                 site_language=config.crm.default_language)
 
     def warm_up(self):
         """Reflect the history tables and compile the templates before the first ring, not

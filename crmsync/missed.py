@@ -64,14 +64,10 @@ ALERT_COLUMNS = ("id", "name", "date_entered", "date_modified", "modified_user_i
                  "description", "deleted", "assigned_user_id", "is_read", "target_module", "type",
                  "url_redirect", "reminder_id")
 
-# The alert's texts, in one place for translation.  SuiteCRM stores text HTML-encoded and
-# its bell prints it as stored, so every value is encoded before it is written (_stored).
-ALERT_TEXT = {
-    "name_known": "Missed call: {name} ({number})",
-    "name_unknown": "Missed call: {number}",
-    "description": "Attempts: {attempts}. Last: {last}.",
-    "time": "%Y-%m-%d %H:%M UTC",
-}
+# The alert's texts are written once, in the site's default language ([crm] default_language,
+# as Call subjects; ``_`` below is its gettext), with its date format and zone.  SuiteCRM stores
+# text HTML-encoded and its bell prints it as stored, so every value is encoded before it is
+# written (_stored).
 LIST_LIMIT = 50          # entries shown per user, newest first
 
 _OPEN_ROWS_BEFORE = ("SELECT `id`, `alert_id` FROM `crmagi_missed` WHERE `number_key` = %s AND `open` = 1 "
@@ -96,15 +92,19 @@ def _stored(text):
     return html.escape(text or "", quote=True).replace("&#x27;", "&#039;")
 
 
-def alert_name(number, name):
+def _utc_text(when):
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def alert_name(number, name, _=rules._same):
     number = rules._one_line(number)
     if name:
-        return ALERT_TEXT["name_known"].format(name=rules._one_line(name), number=number)
-    return ALERT_TEXT["name_unknown"].format(number=number)
+        return _("Missed call: %(name)s (%(number)s)") % {"name": rules._one_line(name), "number": number}
+    return _("Missed call: %s") % number
 
 
-def alert_description(attempts, last):
-    return ALERT_TEXT["description"].format(attempts=attempts, last=last.strftime(ALERT_TEXT["time"]))
+def alert_description(attempts, last, _=rules._same, when=_utc_text):
+    return _("Attempts: %(attempts)s. Last: %(last)s.") % {"attempts": attempts, "last": when(last)}
 
 
 def alert_url(rec):
@@ -118,11 +118,13 @@ def alert_url(rec):
 class MissedCalls:
     """Statements for the finish of a call, and the open entries of users (for the list)."""
 
-    def __init__(self, engine, region="US", system_user="1", fallback_users: Callable[[], List[str]] = list):
+    def __init__(self, engine, region="US", system_user="1", fallback_users: Callable[[], List[str]] = list,
+                 gettext=rules._same, when=_utc_text):
         self.engine = engine
         self.region = region
         self.system_user = system_user
         self.fallback_users = fallback_users        # user ids of [webpush] fallback_extensions
+        self.gettext, self.when = gettext, when     # the site's language, and its date format and zone
         self._alerts = Schema(engine, ("alerts",), {"alerts": ALERT_COLUMNS})
         self._bell = None
 
@@ -182,9 +184,11 @@ class MissedCalls:
         return out
 
     def _alert(self, alert_id, user_id, rec, attempts, when, now):
-        return {"id": alert_id, "name": _stored(alert_name(rec.number, rec.parent_name or rec.caller_name)),
+        name = alert_name(rec.number, rec.parent_name or rec.caller_name, self.gettext)
+        return {"id": alert_id, "name": _stored(name),
                 "date_entered": now, "date_modified": now, "modified_user_id": self.system_user,
-                "created_by": self.system_user, "description": _stored(alert_description(attempts, when)),
+                "created_by": self.system_user, "description": _stored(
+                    alert_description(attempts, when, self.gettext, self.when)),
                 "deleted": 0, "assigned_user_id": user_id, "is_read": 0, "target_module": "Calls",
                 "type": "info", "url_redirect": alert_url(rec), "reminder_id": None}
 

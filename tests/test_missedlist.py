@@ -1,12 +1,14 @@
 """The missed-calls list beside the popup (webpush/missedlist.py, templates/missed.html.j2):
 what a tab is sent when it connects and when the entries change, rendered and escaped.
 The entries' storage is tested on MariaDB in test_missed.py; here they come from a dict."""
+import dataclasses
 import json
 from datetime import datetime, timezone
 
 import gevent
 
 from crmsync.models import MissedEntry
+from crmsync.userlocale import UserLocale
 from test_hub import Quick
 from webpush.content import PopupContent
 from webpush.hub import Hub, Tab, user_room
@@ -17,9 +19,16 @@ KNOWN = MissedEntry("e1", "3063920092", 3, WHEN, WHEN, module="Contacts", record
 UNKNOWN = MissedEntry("e2", "4930111", 1, WHEN, WHEN, caller_name='<img src=x onerror="alert(1)">')
 
 
+class Locales:
+    """crmsync.userlocale.UserLocales as the popup content asks it: a user's SuiteCRM settings."""
+
+    def get(self, user_id):
+        return UserLocale("ru_RU", "d.m.Y", "H:i", "Europe/Moscow") if user_id == "u-ru" else UserLocale()
+
+
 def board(entries):
     hub = Hub()
-    content = PopupContent(directory=None, history=None, site_url="https://crm.example.com/")
+    content = PopupContent(directory=None, history=None, site_url="https://crm.example.com/", locales=Locales())
     return hub, MissedBoard(hub, lambda users: {u: list(entries.get(u, ())) for u in users}, content, delay=0.01)
 
 
@@ -47,7 +56,16 @@ def test_a_tab_gets_its_users_list_escaped_with_call_back_links():
     assert 'href="tel:4930111">' in html                  # unknown caller: no record hint
     assert 'href="https://crm.example.com/index.php?module=Contacts&amp;action=DetailView&amp;record=c1"' in html
     assert 'data-crmagi-attempts="3">3 attempts<' in html and 'data-crmagi-attempts="1">1 attempt<' in html
-    assert '<time datetime="2026-12-06T11:20:00Z">' in html
+    assert '<time datetime="2026-12-06T11:20:00Z">12/06/2026 11:20</time>' in html    # the site's format, UTC
+
+
+def test_the_list_is_in_each_users_language_format_and_zone():
+    hub, missed = board({"u-ru": [KNOWN, UNKNOWN, dataclasses.replace(UNKNOWN, entry_id="e3", attempts=5)]})
+    html = messages_of(joined(hub, missed, "u-ru"))[0]["html"]
+    assert ">Пропущенные звонки <" in html and ">Перезвонить</a>" in html and ">Контакты</span>" in html
+    assert 'data-crmagi-attempts="3">3 попытки<' in html and 'data-crmagi-attempts="1">1 попытка<' in html
+    assert 'data-crmagi-attempts="5">5 попыток<' in html
+    assert '<time datetime="2026-12-06T11:20:00Z">06.12.2026 14:20</time>' in html
 
 
 def test_a_change_is_sent_once_to_every_tab_of_the_user_and_an_empty_list_clears_it():

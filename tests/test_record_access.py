@@ -146,7 +146,7 @@ def test_a_user_who_may_not_view_the_record_gets_the_module_and_nothing_of_it(co
     assert "crmagi-history" not in page.classes and "crmagi-record-link" not in page.classes
     assert "crmagi-edit-call" in page.classes and "crmagi-phonebook" in page.classes   # the call still works
     assert (out.title, out.notify) == ("Call from +1 650-253-0001",
-                                       "+1 650-253-0001 — a Contacts record you cannot open")
+                                       "+1 650-253-0001 — a record you cannot open (Contacts)")
 
 
 def test_a_user_who_may_view_it_gets_the_record(content):

@@ -20,8 +20,12 @@ Browser -> server
   {"type": "ping"}
 
 Server -> browser
-  {"type": "welcome", "user": U, "token_expires": unix}
-  {"type": "refused", "reason": "..."}  then the socket closes (code 4401 or 4403).
+  {"type": "welcome", "user": U, "token_expires": unix, "lang": L, "texts": {msgid: text}}
+      L: the catalogue of the user's SuiteCRM language (en, ru, de); texts: the script's own
+      texts in it (t() in popup.js and recordings.js), empty for English.
+  {"type": "refused", "reason": "...", "text": "..."}  then the socket closes (code 4401 or 4403).
+      reason: English (the console, the script's logic); text: the sentence the page shows,
+      in the user's language when the token named the user.
   {"type": "token", "token": T}         a fresh token, before the old one expires, so a
                                         reconnect after a crmagi restart still authenticates.
   {"type": "popup", "call": C, "html": H, "title": S, "notify": S}
@@ -93,8 +97,11 @@ def recordings(items):
     return {"type": "recordings", "items": items}
 
 
-def refused(reason):
-    return {"type": "refused", "reason": reason}
+def refused(reason, text=None):
+    message = {"type": "refused", "reason": reason}
+    if text is not None:
+        message["text"] = text
+    return message
 
 
 def popup(call_id, html, title, notify):

@@ -80,11 +80,12 @@ class MissedBoard:
         except Exception as exc:    # noqa: BLE001 - the list waits for the next refresh
             log.warning("missed-calls list unavailable: %s", exc)
             return {}
-        return {user_id: messages.encode(messages.missed(self.render(entries), len(entries)))
+        return {user_id: messages.encode(messages.missed(self.render(entries, user_id), len(entries)))
                 for user_id, entries in found.items()}
 
-    def render(self, entries):
-        return self.content.env.get_template(TEMPLATE).render(entries=[self._view(e) for e in entries])
+    def render(self, entries, user_id=None):
+        """The list in the user's SuiteCRM language, date format and zone (webpush/content.py)."""
+        return self.content.render_for(TEMPLATE, user_id, entries=[self._view(e) for e in entries])
 
     def _view(self, entry):
         known = bool(entry.module and entry.record_id)

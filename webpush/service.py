@@ -18,6 +18,8 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.queue import Full, Queue
 
+from crmlocale.catalogues import phrase
+
 from . import callinfo, messages
 from .boxes import Boxes
 
@@ -295,13 +297,13 @@ class PopupService:
     def _transfer(self, tab, call_id, extension):
         popup = self.book.get(tab.user_id, call_id)
         if popup is None:
-            ok, text = False, "this call is not yours (or is over)"
+            ok, text = False, phrase("this call is not yours (or is over)")
         elif self.transfer_call is None:
-            ok, text = False, "transfer needs the AMI listener ([ami] host)"
+            ok, text = False, phrase("transfer needs the AMI listener ([ami] host)")
         elif not EXTENSION.fullmatch(extension):
-            ok, text = False, "not an extension: %r" % extension[:20]
+            ok, text = False, phrase("not an extension: %s", repr(extension[:20]))
         elif getattr(tab, "transferring", False):
-            ok, text = False, "a transfer is already under way"
+            ok, text = False, phrase("a transfer is already under way")
         else:
             tab.transferring = True
             gevent.spawn(self._do_transfer, tab, call_id, popup.info.linkedid, extension)
@@ -311,11 +313,11 @@ class PopupService:
     def _do_transfer(self, tab, call_id, linkedid, extension):
         try:
             if self._user_at(extension) is None:     # only to a colleague's phone, never outside
-                ok, text = False, "extension %s is not a CRM user's phone" % extension
+                ok, text = False, phrase("extension %s is not a CRM user's phone", extension)
             else:
                 ok, text = self.transfer_call(linkedid, extension)
         except Exception as exc:
-            ok, text = False, "transfer failed: %s" % exc
+            ok, text = False, phrase("transfer failed: %s", exc)
         finally:
             tab.transferring = False
         self._result(tab, call_id, ok, text)
@@ -323,10 +325,11 @@ class PopupService:
     def dial(self, tab, message):
         if self.dial_call is None:
             tab.send(messages.encode(messages.dial_status(
-                message.get("ref") or "", "refused", "no_ami", "click-to-call needs the AMI connection ([ami] host)")))
+                message.get("ref") or "", "refused", "no_ami",
+                tab.say(phrase("click-to-call needs the AMI connection ([ami] host)")))))
             return
         self.dial_call(tab, message)
 
     @staticmethod
     def _result(tab, call_id, ok, text):
-        tab.send(messages.encode(messages.result(call_id, ok, text)))
+        tab.send(messages.encode(messages.result(call_id, ok, tab.say(text))))
