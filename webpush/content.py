@@ -156,7 +156,8 @@ class PopupContent:
         result = call.result
         status = result.status if result else None
         kind = {"found": "known", "anonymous": "unidentified"}.get(status, "unknown")
-        if kind == "known" and not self._may_view(call, result.caller, for_user):
+        if kind == "known" and not self.may_view(for_user.id if for_user else None, result.caller.module,
+                                                 result.caller.record_id, about=call.call_id):
             kind = "restricted"
         locale = self.locale_of(for_user.id if for_user else None)
         language = catalogues.language(locale.language)
@@ -205,17 +206,18 @@ class PopupContent:
     def _restricted(_call, result, _for_user):
         return dict(module=result.caller.module)
 
-    def _may_view(self, call, caller, user):
-        if self.access is None or user is None:
+    def may_view(self, user_id, module, record_id, about=""):
+        """May the user view the record (crmsync/access.py)?  Kept per (``about``: the call or
+        missed-call entry, user, record) for _ACCESS_TTL; True without a user or an ACL to ask."""
+        if self.access is None or user_id is None:
             return True
-        key = (call.call_id, user.id, caller.module, caller.record_id)
-        table = next((spec.table for spec in self.directory.rules.modules if spec.name == caller.module), None)
-        try:    # a failure is not kept: the next render of the call asks again
-            return table is not None and self._allowed.get(key, lambda: self.access.can_view(
-                user.id, caller.module, table, caller.record_id))
+        table = next((spec.table for spec in self.directory.rules.modules if spec.name == module), None)
+        try:    # a failure is not kept: the next render asks again
+            return table is not None and self._allowed.get((about, user_id, module, record_id), lambda: (
+                self.access.can_view(user_id, module, table, record_id)))
         except _CRM_ERRORS as exc:
             log.warning("popup: cannot tell whether user %s may view %s %s, so not shown: %s",
-                        user.id, caller.module, caller.record_id, exc)
+                        user_id, module, record_id, exc)
             return False
 
     def _unknown(self, call, result, _for_user):
