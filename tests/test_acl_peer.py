@@ -140,10 +140,10 @@ def test_a_role_that_denies_viewing_contacts(peer, records, app, chrome):
     assert "Chris Olliver" in names and "Sally Bronsen" not in names, names
     assert popup.find_elements("css selector", 'button[data-crmagi-transfer="104"]')
     shots = os.environ.get("CRMAGI_SCREENSHOTS")
-    if shots:                                # what sally sees: SuiteCRM's Home (dashlets loaded) and the popup
+    if shots:                                # what sally sees: the popup over SuiteCRM's Home, with its top bar
         time.sleep(4)
         data = chrome.on(page).execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "clip": {"x": 0, "y": 0, "width": 1400, "height": 440, "scale": 0.8}})["data"]
+            "format": "png", "clip": {"x": 640, "y": 0, "width": 760, "height": 430, "scale": 1}})["data"]
         with open(os.path.join(shots, "popup-restricted.png"), "wb") as handle:
             handle.write(base64.b64decode(data))
     call.hangup()
