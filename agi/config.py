@@ -108,6 +108,36 @@ def _context(value):
     return text
 
 
+class PlainError(ValueError):
+    """A converter's error whose message does not quote the value: shown even for a secret."""
+
+
+# SQLAlchemy backends crmagi speaks (crmsync/dialect/) and the one driver each needs.
+_DATABASES = {"mysql": "pymysql", "mariadb": "pymysql", "mssql": "pymssql", "sqlite": None}
+
+
+def _crm_url(value):
+    """A database URL crmagi can use; the SQL Server driver is an extra (crmagi[mssql])."""
+    value = value.strip()
+    if not value:
+        return value
+    scheme = value.partition("://")[0].lower() if "://" in value else ""
+    backend, _, driver = scheme.partition("+")
+    supported = "mysql+pymysql://, mssql+pymssql:// or sqlite:///"
+    if not backend:
+        raise PlainError("not a database URL (%s)" % supported)
+    if backend not in _DATABASES:
+        raise PlainError("%s databases are not supported (%s)" % (backend, supported))
+    if backend == "mssql":
+        if driver != "pymssql":
+            raise PlainError("SQL Server is reached through pymssql: write mssql+pymssql://user:pass@host/db")
+        import importlib.util
+        if importlib.util.find_spec("pymssql") is None:
+            raise PlainError("mssql+pymssql needs the mssql extra, which is not installed: "
+                             "pip install 'crmagi[mssql]'")
+    return value
+
+
 def setting(default, conv, help, secret=None):
     """``secret``: "value" (the whole value is secret) or "url" (the password in the URL);
     such values are masked wherever crmagi shows or logs them (agi/ops/redact.py)."""
@@ -120,7 +150,8 @@ DEFAULT_TENANT = "default"
 
 @dataclass(frozen=True)
 class CrmSettings:
-    url: str = setting("", _str, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm",
+    url: str = setting("", _crm_url, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm "
+                       "(SQL Server: mssql+pymssql://u:p@host:1433/sugarcrm with crmagi[mssql])",
                        secret="url")
     pool_size: int = setting(20, _int, "database connections kept open")
     connect_timeout: float = setting(3.0, _float, "seconds to wait for a database connection")
@@ -312,7 +343,7 @@ def _build(section, cls, values, base=None):
         try:
             kwargs[key] = known[key].metadata["conv"](raw)
         except ValueError as exc:
-            if known[key].metadata.get("secret"):      # the converter's message quotes the value
+            if known[key].metadata.get("secret") and not isinstance(exc, PlainError):   # it quotes the value
                 exc = "invalid value (not shown: it holds a secret)"
             raise ConfigError("config [%s] %s: %s" % (section, key, exc)) from None
     return dataclasses.replace(base or cls(), **kwargs)

@@ -53,6 +53,16 @@ class SqlServer(MySQL):
             pass
         return first
 
+    def driver_statement(self, compiled):
+        # TOP's count is a post-compile parameter on SQL Server: rendered into the text here.
+        state = compiled.construct_expanded_state(dict(compiled.params))
+        return state.statement, dict(state.parameters)
+
+    def phone_index(self, engine):
+        """The phone index's SQL for this database (crmsync/phoneindex.py)."""
+        from .mssql_index import SqlServerIndexSql
+        return SqlServerIndexSql(engine)
+
     def connect_args(self, parsed, connect_timeout, query_timeout):
         green(query_timeout)
         # login_timeout bounds connect and login, which FreeTDS does without the wait callback.

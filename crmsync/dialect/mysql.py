@@ -67,6 +67,16 @@ class MySQL:
             pass
         return first
 
+    def driver_statement(self, compiled):
+        """(text, parameters) of a compiled SQLAlchemy statement, for a DBAPI cursor (the index
+        lookup runs its compiled UNION so, without SQLAlchemy's per-call work)."""
+        return str(compiled), dict(compiled.params)
+
+    def phone_index(self, engine):
+        """The phone index's SQL for this database (crmsync/phoneindex.py)."""
+        from .mysql_index import MySqlIndexSql
+        return MySqlIndexSql(engine)
+
     # -- errors -----------------------------------------------------------------------
 
     def is_duplicate(self, exc):

@@ -25,6 +25,9 @@ class SQLite(MySQL):
         raw.commit()
         return first or []
 
+    def phone_index(self, engine):
+        return None        # no triggers: lookups scan the phone columns
+
     def is_duplicate(self, exc):
         return "UNIQUE constraint failed" in str(getattr(exc, "orig", exc))
 
