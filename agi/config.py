@@ -112,8 +112,8 @@ class PlainError(ValueError):
     """A converter's error whose message does not quote the value: shown even for a secret."""
 
 
-# SQLAlchemy backends crmagi speaks (crmsync/dialect/) and the one driver each needs.
-_DATABASES = {"mysql": "pymysql", "mariadb": "pymysql", "mssql": "pymssql", "sqlite": None}
+# SQLAlchemy backends crmagi speaks (crmsync/dialect/).
+_DATABASES = ("mysql", "mariadb", "mssql", "sqlite")
 
 
 def _crm_url(value):
