@@ -394,9 +394,8 @@ def test_each_table_gets_one_statement_level_trigger_of_tsql():
         assert trigger.body.isascii()      # OBJECT_DEFINITION gives back exactly this text
         for statement in statements[1:]:
             check_tsql(statement)
-        fields = dict(CONTACTS=CONTACTS, ACCOUNTS=ACCOUNTS, LEADS=LEADS)
-        spec = next((s for s in fields.values() if s.table == trigger.table), None)
-        if spec:
+        spec = next((spec for spec in (CONTACTS, ACCOUNTS, LEADS) if spec.table == trigger.table), None)
+        if spec:      # SET NOCOUNT, the module's deleted records, then per field: changed, new
             assert len(statements) == 2 + 2 * len(spec.phone_fields)
             assert all("[dbo].[crmagi_digits_rev](n.[%s])" % f in trigger.body for f in spec.phone_fields)
 

@@ -12,15 +12,17 @@ statement (a duplicate key, a deadlock) ends the batch and rolls the transaction
 a failing statement stops a MariaDB multi-statement packet; without it SQL Server would
 run the statements after the error and commit them.
 """
+import gevent.socket
+
 from .mysql import MySQL
 
 DUPLICATE_KEY = 2627         # PRIMARY KEY / UNIQUE constraint
 DUPLICATE_INDEX_KEY = 2601   # unique index
 DEADLOCK = 1205              # chosen as the deadlock victim (1205 is a lock wait timeout on MySQL)
-LOCK_TIMEOUT = 1222          # SET LOCK_TIMEOUT expired
 
 
 class SqlServer(MySQL):
+    """The MySQL part with what T-SQL says differently (the statement builders are shared)."""
     name = "mssql"
     packed = True
     # T-SQL names the lock on the table: UPDLOCK is what FOR UPDATE takes (others may read,
@@ -29,7 +31,6 @@ class SqlServer(MySQL):
     lock_suffix = ""
     duplicate_errors = (DUPLICATE_KEY, DUPLICATE_INDEX_KEY)
     deadlock_errors = (DEADLOCK,)
-    retry_errors = (LOCK_TIMEOUT, DEADLOCK)
 
     @staticmethod
     def quote(name):
@@ -104,8 +105,7 @@ class _GreenWait:
         self.seconds = 0.0
 
     def __call__(self, fileno):
-        import gevent.socket
-        import pymssql
+        import pymssql      # the mssql extra: imported only once an mssql engine exists
         timeout = pymssql.OperationalError(
             "Adaptive Server connection timed out: no reply within %g s ([crm] query_timeout)" % self.seconds)
         gevent.socket.wait_read(fileno, timeout=self.seconds or None, timeout_exc=timeout)

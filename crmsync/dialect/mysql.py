@@ -20,13 +20,13 @@ def errno(exc):
 
 
 class MySQL:
+    """MariaDB/MySQL; also the base of the other parts, which change what differs."""
     name = "mysql"
     packed = True              # a transaction is one round trip
     lock_hint = ""             # after a table name in a locking SELECT (SQL Server's table hint)
     lock_suffix = " FOR UPDATE"
     duplicate_errors = (DUPLICATE_KEY,)
     deadlock_errors = (DEADLOCK,)
-    retry_errors = (LOCK_WAIT_TIMEOUT, DEADLOCK)    # the phone index rebuild redoes its batch
 
     @staticmethod
     def quote(name):
