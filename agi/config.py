@@ -119,15 +119,12 @@ _DATABASES = ("mysql", "mariadb", "mssql", "sqlite")
 def _crm_url(value):
     """A database URL crmagi can use; the SQL Server driver is an extra (crmagi[mssql])."""
     value = value.strip()
-    if not value:
-        return value
-    scheme = value.partition("://")[0].lower() if "://" in value else ""
-    backend, _, driver = scheme.partition("+")
-    supported = "mysql+pymysql://, mssql+pymssql:// or sqlite:///"
-    if not backend:
-        raise PlainError("not a database URL (%s)" % supported)
+    if "://" not in value:
+        return value        # not a URL: the engine's own error names it when crmagi connects
+    backend, _, driver = value.partition("://")[0].lower().partition("+")
     if backend not in _DATABASES:
-        raise PlainError("%s databases are not supported (%s)" % (backend, supported))
+        raise PlainError("%s databases are not supported (mysql+pymysql://, mssql+pymssql:// or sqlite:///)"
+                         % backend)
     if backend == "mssql":
         if driver != "pymssql":
             raise PlainError("SQL Server is reached through pymssql: write mssql+pymssql://user:pass@host/db")
