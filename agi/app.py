@@ -99,7 +99,10 @@ class App:
             late_lookup_wait=config.crm.query_timeout, click_secret=config.webpush.secret,
             ended_family=ended.family_of(tenant))
         self.live = self.ami = self.popups = self.click2call = self.plugin = self.plugin_effects = None
-        if config.ami.host:
+        # One process follows AMI: with [agi] workers > 1, each worker parsing the whole stream
+        # and writing every update twice cost a third of a call's CPU.  The others' calls get
+        # their updates from worker 0 (an update that beats its row waits: LiveUpdate.awaited).
+        if config.ami.host and popup_server:
             from agi.ami import live
             self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
         if config.webpush.secret:

@@ -140,6 +140,10 @@ class LiveUpdate:
     campaign: Optional[str] = None
     lead_source: Optional[str] = None
     group: Optional[str] = None
+    # The call went through crmagi's dialplan include, so its row is coming even when it is
+    # not there yet: with [agi] workers > 1 only worker 0 follows AMI, and the row may be
+    # in flight or spooled in the worker that took the AGI request.
+    awaited: bool = False
 
     def to_json(self):
         return dataclasses.asdict(self)
