@@ -151,3 +151,19 @@ class LiveUpdate:
     @classmethod
     def from_json(cls, data):
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class MissedEntry:
+    """One open missed-calls entry of a user (crmsync/missed.py): a number that called and
+    nobody answered, since the last call with it that connected."""
+    entry_id: str
+    number: str                         # as the caller ID came (what a call back dials)
+    attempts: int
+    first_at: Optional[datetime]        # UTC-aware
+    last_at: Optional[datetime]
+    module: str = ""                    # the caller's record, when the lookup found one
+    record_id: str = ""
+    name: str = ""
+    caller_name: str = ""               # CNAM of an unknown caller (untrusted text)
+    call_id: str = ""                   # the last missed Call

@@ -29,6 +29,7 @@ from crmsync.db import CrmUnavailable, Schema, make_engine
 from crmsync.dialect import mssql as mssql_part
 from crmsync.dialect import mssql_index
 from crmsync.livecalls import LiveCalls
+from crmsync.missed import MISSED, MissedCalls
 from crmsync.models import CallRecord, LiveUpdate, ModuleSpec
 from crmsync.phoneindex import STATE_TABLE, PhoneIndex
 from crmsync.records import index_union, module_query
@@ -66,7 +67,7 @@ def suitecrm(crm_url_module):
     engine = create_engine(crm_url_module)
     metadata = MetaData()
     metadata.reflect(engine, only=["calls", "calls_users", "calls_contacts", "calls_leads", "users", "contacts",
-                                   "accounts", "accounts_contacts", "leads"])
+                                   "accounts", "accounts_contacts", "leads", "alerts"])
     engine.dispose()
     return dict(metadata.tables)
 
@@ -95,6 +96,9 @@ class Captured:
 
     def read(self, sql, params, names=False):
         self.statements.append((sql, tuple(params)))
+        if "[crmagi_missed]" in sql or "`crmagi_missed`" in sql:      # one open entry of the number
+            return [("m-1", "u-1", 1, "a-1", datetime(2026, 12, 6))] if "[user_id]" in sql or "`user_id`" in sql \
+                else [("m-1", "a-1")]
         return []
 
     def commit(self, statements):
@@ -132,11 +136,17 @@ def hot_path_statements(engine, tables, monkeypatch):
     monkeypatch.setattr(calls, "Schema", _reflected(tables))
     captured = Captured()
     monkeypatch.setattr(sqlbatch, "transaction", captured.transaction)
-    store = CallStore(engine)
+    missed = MissedCalls(engine, region="RU")
+    missed._alerts._tables, missed._bell = {"alerts": tables["alerts"]}, True
+    store = CallStore(engine, missed=missed)
     store._ready = True       # crmagi_calls is created by ensure_tables, checked on its own below
     rec = _record()
     assert store.start(rec) is True
     assert store.finish(rec) is True          # the read finds nothing: inserts, then ends the call
+    # A missed call (its entry and alert again), and one for another user (a new entry and alert).
+    for owner in ("u-1", "u-9"):
+        assert store.finish(_record(call_id=owner + "-missed", dial_status="NOANSWER", talk_seconds=0,
+                                    answered_user_id=None, answered_extension=None, assigned_user_id=owner))
     live = LiveCalls(store)
     for change in _live_updates(rec.call_id):
         assert live.apply(change) is True
@@ -240,7 +250,10 @@ def test_every_call_row_statement_is_tsql(suitecrm, mssql_engine, monkeypatch):
         check_tsql(tsql(sql, params))
     texts = [sql for sql, _ in statements]
     locks = [sql for sql in texts if "WITH (UPDLOCK, ROWLOCK)" in sql]
-    assert len(locks) == 1 + 4          # the finish's read, and each live update's
+    assert len(locks) == 3 + 1 + 2 + 4      # the finishes' reads, the open entries, each live update's
+    assert any(sql.startswith("INSERT INTO [alerts]") for sql in texts)
+    assert any(sql.startswith("UPDATE [crmagi_missed] SET [open] = NULL") for sql in texts)
+    assert any(sql.startswith("UPDATE [crmagi_missed] SET [attempts]") for sql in texts)
     assert any("INTERSECT SELECT %s" in sql for sql in texts)          # the NULL-safe comparison
     assert any("[transfers] = COALESCE([transfers], 0) + 1" in sql for sql in texts)
 
@@ -305,7 +318,7 @@ def ddl_of(metadata, tables=None):
     return statements
 
 
-@pytest.mark.parametrize("table", [CRMAGI_CALLS, apikeys.API_KEYS, userprefs.CRMAGI_USERS],
+@pytest.mark.parametrize("table", [CRMAGI_CALLS, apikeys.API_KEYS, userprefs.CRMAGI_USERS, MISSED],
                          ids=lambda table: table.name)
 def test_crmagi_tables_create_on_sql_server(table):
     statements = ddl_of(table.metadata, [table])
@@ -315,6 +328,8 @@ def test_crmagi_tables_create_on_sql_server(table):
     assert "PRIMARY KEY" in statements[0]
     if table is userprefs.CRMAGI_USERS:
         assert "popups BIT NOT NULL" in statements[0]
+    if table is MISSED:     # one open entry per number and user; closed ones (NULL) unlimited
+        assert any(s.endswith("WHERE [open] IS NOT NULL") for s in statements)
 
 
 def test_a_column_added_to_an_older_crmagi_calls_uses_tsql():

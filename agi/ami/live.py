@@ -11,6 +11,7 @@ import time
 import gevent
 from gevent.queue import Full, Queue
 
+from crmlocale.catalogues import phrase
 from crmsync.models import LiveUpdate
 
 from agi.ami import callmodel, originate
@@ -165,17 +166,17 @@ class Transfers:
     def __call__(self, linkedid, extension):
         channel = self.model.caller_channel(linkedid)
         if channel is None:
-            return False, "the call is no longer in progress"
+            return False, phrase("the call is no longer in progress")
         logged = {agent: phone for agent, (_, phone) in self.model.agents.logged.items()}
         context, exten = originate.destination(extension, self.context, logged, self.agent_context)
         try:
             response = self.client.action("Redirect", [("Channel", channel), ("Context", context),
                                                        ("Exten", exten), ("Priority", "1")])
         except AmiError as exc:
-            return False, "Asterisk did not take the transfer: %s" % exc
+            return False, phrase("Asterisk did not take the transfer: %s", exc)
         if (response.response or "").lower() != "success":
-            return False, "Asterisk refused the transfer: %s" % (response.get("Message") or response.response)
-        return True, "transferred to %s" % extension
+            return False, phrase("Asterisk refused the transfer: %s", response.get("Message") or response.response)
+        return True, phrase("transferred to %s", extension)
 
 
 def build(config, directory, writer, call_id_for, notify=None):
