@@ -108,6 +108,33 @@ def _context(value):
     return text
 
 
+class PlainError(ValueError):
+    """A converter's error whose message does not quote the value: shown even for a secret."""
+
+
+# SQLAlchemy backends crmagi speaks (crmsync/dialect/).
+_DATABASES = ("mysql", "mariadb", "mssql", "sqlite")
+
+
+def _crm_url(value):
+    """A database URL crmagi can use; the SQL Server driver is an extra (crmagi[mssql])."""
+    value = value.strip()
+    if "://" not in value:
+        return value        # not a URL: the engine's own error names it when crmagi connects
+    backend, _, driver = value.partition("://")[0].lower().partition("+")
+    if backend not in _DATABASES:
+        raise PlainError("%s databases are not supported (mysql+pymysql://, mssql+pymssql:// or sqlite:///)"
+                         % backend)
+    if backend == "mssql":
+        if driver != "pymssql":
+            raise PlainError("SQL Server is reached through pymssql: write mssql+pymssql://user:pass@host/db")
+        import importlib.util
+        if importlib.util.find_spec("pymssql") is None:
+            raise PlainError("mssql+pymssql needs the mssql extra, which is not installed: "
+                             "pip install 'crmagi[mssql]'")
+    return value
+
+
 def _language(value):
     """A SuiteCRM language code such as en_us, ru_RU, de_DE."""
     text = value.strip()
@@ -145,7 +172,8 @@ DEFAULT_TENANT = "default"
 
 @dataclass(frozen=True)
 class CrmSettings:
-    url: str = setting("", _str, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm",
+    url: str = setting("", _crm_url, "SQLAlchemy URL of the SuiteCRM database, e.g. mysql+pymysql://u:p@127.0.0.1/suitecrm "
+                       "(SQL Server: mssql+pymssql://u:p@host:1433/sugarcrm with crmagi[mssql])",
                        secret="url")
     pool_size: int = setting(20, _int, "database connections kept open")
     connect_timeout: float = setting(3.0, _float, "seconds to wait for a database connection")
@@ -352,7 +380,7 @@ def _build(section, cls, values, base=None):
         try:
             kwargs[key] = known[key].metadata["conv"](raw)
         except ValueError as exc:
-            if known[key].metadata.get("secret"):      # the converter's message quotes the value
+            if known[key].metadata.get("secret") and not isinstance(exc, PlainError):   # it quotes the value
                 exc = "invalid value (not shown: it holds a secret)"
             raise ConfigError("config [%s] %s: %s" % (section, key, exc)) from None
     return dataclasses.replace(base or cls(), **kwargs)

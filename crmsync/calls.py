@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from sqlalchemy import CHAR, Column, DateTime, Integer, MetaData, String, Table, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import dialect as dialects
 from . import outcome as rules
 from . import sqlbatch
 from .db import CALL_COLUMNS, CALL_TABLES, CrmUnavailable, Schema, SchemaError
@@ -25,9 +26,6 @@ from .models import CallRecord
 
 # Fixed for ever: call ids derive from it, so changing it would fork every call in flight.
 _NAMESPACE = uuid.UUID("30398352-e430-4a67-8fe8-a4332115f8a3")
-
-_MYSQL_DUPLICATE_KEY = 1062
-_MYSQL_DEADLOCK = 1213
 
 _META = MetaData()
 # crmagi's own table, so it is declared here; SuiteCRM's tables are only ever reflected.
@@ -87,21 +85,6 @@ def _now():
     return _utc(datetime.now(timezone.utc))
 
 
-def _mysql_errno(exc):
-    args = getattr(getattr(exc, "orig", exc), "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
-def _is_duplicate(exc):
-    if _mysql_errno(exc) == _MYSQL_DUPLICATE_KEY:
-        return True
-    return "UNIQUE constraint failed" in str(getattr(exc, "orig", exc))     # sqlite
-
-
-def _is_deadlock(exc):
-    return _mysql_errno(exc) == _MYSQL_DEADLOCK
-
-
 def _fit(table, values):
     """Make strings acceptable to a strict-mode utf8mb3 column: BMP only, cut to length."""
     lengths = _lengths(table)
@@ -141,6 +124,8 @@ class CallStore:
     def __init__(self, engine, system_user="1", missed=None, gettext=None):
         self.engine = engine
         self.system_user = system_user
+        self.dialect = dialects.of(engine)
+        self._statements = _Statements(self.dialect)
         # crmsync/missed.py MissedCalls: its statements join each finish's transaction.
         self.missed = missed
         self.gettext = gettext or (lambda text: text)    # the site's default language, for subjects
@@ -180,7 +165,7 @@ class CallStore:
         with self.engine.begin() as conn:
             for col in missing:
                 kind = col.type.compile(dialect=self.engine.dialect)
-                conn.exec_driver_sql("ALTER TABLE crmagi_calls ADD COLUMN %s %s" % (col.name, kind))
+                conn.exec_driver_sql(self.dialect.add_column_sql(CRMAGI_CALLS.name, col.name, kind))
 
     def start(self, rec):
         """Insert the call; False (and nothing changed) when the call id already exists."""
@@ -231,7 +216,7 @@ class CallStore:
                 tx.commit(self.insert_statements(rec, _now()))
         except self._dbapi_errors as exc:
             # A concurrent or earlier start (or finish) inserted the same call id.
-            if _is_duplicate(exc):
+            if self.dialect.is_duplicate(exc):
                 return False
             raise
         return True
@@ -245,20 +230,14 @@ class CallStore:
                 with sqlbatch.transaction(self.engine) as tx:
                     return self._finish_in(tx, rec)
             except self._dbapi_errors as exc:
-                if attempt == 3 or not (_is_duplicate(exc) or _is_deadlock(exc)):
+                if attempt == 3 or not (self.dialect.is_duplicate(exc) or self.dialect.is_deadlock(exc)):
                     raise
         return False  # pragma: no cover
-
-    # The call's state and its current owner, locked (FOR UPDATE serialises concurrent
-    # finishes of one call on MySQL): one round trip.
-    _FINISH_READ = ("SELECT m.`ended_at`, m.`transfer_user_id`, m.`answered_extension`, c.`assigned_user_id` "
-                    "FROM `crmagi_calls` m LEFT JOIN `calls` c ON c.`id` = m.`call_id` "
-                    "WHERE m.`call_id` = %s FOR UPDATE")
 
     def _finish_in(self, tx, rec):
         """Read the call (one round trip), then every write and the COMMIT (one more)."""
         now = _now()
-        found = tx.read(self._FINISH_READ, (rec.call_id,))
+        found = tx.read(self._statements.finish_read, (rec.call_id,))
         row = found[0] if found else None
         if row is not None and row[0] is not None:
             return False                    # finished before: the first finish wins
@@ -284,7 +263,7 @@ class CallStore:
         if rec.answered_user_id and rec.answered_user_id != owner and not transferred:
             # The agent who took the call owns it ("My Calls"); the first owner keeps a link.
             values["assigned_user_id"] = rec.answered_user_id
-        statements = [sqlbatch.update("calls", _fit(calls, values), "id", rec.call_id)]
+        statements = [self.update("calls", _fit(calls, values), "id", rec.call_id)]
         if rec.answered_user_id:
             statements.append(self.link_user_statement(rec.call_id, rec.answered_user_id, now))
         end = {key: getattr(done, key) for key in _END_FIELDS}
@@ -294,7 +273,7 @@ class CallStore:
             end.pop("answered_extension")
             end.pop("answered_user_id")
         end.update(ended_at=ended, updated_at=now)
-        statements.append(sqlbatch.update("crmagi_calls", _fit(CRMAGI_CALLS, end), "call_id", rec.call_id))
+        statements.append(self.update("crmagi_calls", _fit(CRMAGI_CALLS, end), "call_id", rec.call_id))
         return statements
 
     def insert_statements(self, rec, now):
@@ -303,7 +282,7 @@ class CallStore:
         started = _utc(rec.started_at) or now
         parent = rec.parent_module if rec.parent_module and rec.parent_id else None
         planned = dataclasses.replace(rec, status="Planned", outcome=None)
-        out = [sqlbatch.insert("crmagi_calls", _fit(CRMAGI_CALLS, {
+        out = [self.insert("crmagi_calls", _fit(CRMAGI_CALLS, {
             "call_id": rec.call_id, "linkedid": rec.linkedid, "uniqueid": rec.uniqueid,
             "direction": rules.normalize_direction(rec.direction), "number": rec.number,
             "did": rec.did, "extension": rec.extension,
@@ -312,7 +291,7 @@ class CallStore:
             "link_column": rec.link_column or None, "lookup_status": rec.lookup_status,
             "status": "Planned", "started_at": started, "updated_at": now}))]
         calls = self.table("calls")
-        out.append(sqlbatch.insert("calls", _fit(calls, {
+        out.append(self.insert("calls", _fit(calls, {
             "id": rec.call_id, "name": rules.subject(planned, self.gettext),
             "description": rules.description(planned),
             "date_entered": now, "date_modified": now,
@@ -325,21 +304,22 @@ class CallStore:
             "status": "Planned", "direction": rules.normalize_direction(rec.direction)})))
         if parent and rec.link_table:
             link = self.table(rec.link_table)
-            out.append(sqlbatch.insert(rec.link_table, _fit(link, {
+            out.append(self.insert(rec.link_table, _fit(link, {
                 "id": str(uuid.uuid4()), "call_id": rec.call_id, rec.link_column: rec.parent_id,
                 "required": "1", "accept_status": "none", "date_modified": now, "deleted": 0})))
         if rec.assigned_user_id:
             out.append(self.link_user_statement(rec.call_id, rec.assigned_user_id, now))
         return out
 
-    # calls_users (accept) for the user, unless a live link exists already: one statement.
-    _LINK_USER = ("INSERT INTO `calls_users` (`id`, `call_id`, `user_id`, `required`, `accept_status`, "
-                  "`date_modified`, `deleted`) SELECT %s, %s, %s, '1', 'accept', %s, 0 WHERE NOT EXISTS "
-                  "(SELECT 1 FROM `calls_users` WHERE `call_id` = %s AND `user_id` = %s AND `deleted` = 0)")
+    def insert(self, table, values):
+        return sqlbatch.insert(table, values, self.dialect)
+
+    def update(self, table, values, key, key_value):
+        return sqlbatch.update(table, values, key, key_value, self.dialect)
 
     def link_user_statement(self, call_id, user_id, now):
         self.table("calls_users")        # checked to exist, as every table written
-        return self._LINK_USER, (str(uuid.uuid4()), call_id, user_id, now, call_id, user_id)
+        return self._statements.link_user, (str(uuid.uuid4()), call_id, user_id, now, call_id, user_id)
 
     def table(self, name):
         if name in CALL_TABLES:
@@ -349,6 +329,33 @@ class CallStore:
         if schema is None:
             schema = self._links[name] = Schema(self.engine, (name,))
         return schema.table(name)
+
+
+class _Statements:
+    """The fixed statements of the call rows, in the engine's dialect (quoting, row lock)."""
+
+    def __init__(self, dialect):
+        q = dialect.quote
+        # The call's state and its current owner, locked (FOR UPDATE, or SQL Server's UPDLOCK,
+        # serialises concurrent finishes of one call): one round trip.
+        self.finish_read = (
+            "SELECT m.{ended_at}, m.{transfer_user_id}, m.{answered_extension}, c.{assigned_user_id} "
+            "FROM {crmagi_calls} m{hint} LEFT JOIN {calls} c ON c.{id} = m.{call_id} "
+            "WHERE m.{call_id} = %s{suffix}").format(
+                hint=dialect.lock_hint, suffix=dialect.lock_suffix, **_quoted(q, (
+                    "ended_at", "transfer_user_id", "answered_extension", "assigned_user_id",
+                    "crmagi_calls", "calls", "id", "call_id")))
+        # calls_users (accept) for the user, unless a live link exists already: one statement.
+        self.link_user = (
+            "INSERT INTO {calls_users} ({id}, {call_id}, {user_id}, {required}, {accept_status}, "
+            "{date_modified}, {deleted}) SELECT %s, %s, %s, '1', 'accept', %s, 0 WHERE NOT EXISTS "
+            "(SELECT 1 FROM {calls_users} WHERE {call_id} = %s AND {user_id} = %s AND {deleted} = 0)").format(
+                **_quoted(q, ("calls_users", "id", "call_id", "user_id", "required", "accept_status",
+                              "date_modified", "deleted")))
+
+
+def _quoted(quote, names):
+    return {name: quote(name) for name in names}
 
 
 def _unavailable(exc):

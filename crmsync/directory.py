@@ -41,6 +41,7 @@ from typing import NamedTuple, Optional
 
 from sqlalchemy import exc as sa_exc, select
 
+from . import dialect as dialects
 from . import phone
 from .db import CrmUnavailable, Schema, SchemaError, driver_error
 from .models import Caller, LookupResult, LookupRules, User
@@ -282,7 +283,7 @@ class Directory:
         if self._index_compiled is None:
             union = index_union(self._module_queries())
             compiled = union.statement.compile(dialect=self.engine.dialect)
-            self._index_compiled = (union, str(compiled), dict(compiled.params))
+            self._index_compiled = (union, *dialects.of(self.engine).driver_statement(compiled))
         return self._index_compiled
 
     def _search_scan(self, caller, explain):

@@ -28,13 +28,14 @@ from typing import NamedTuple
 from sqlalchemy import bindparam, exc as sa_exc, select, text
 
 from . import phone, triggers
+from .dialect.mysql import LOCK_WAIT_TIMEOUT, DEADLOCK, errno
 from .triggers import INDEX_TABLE, MAX_ID_LENGTH, digits_rev
 
 log = logging.getLogger(__name__)
 
 STAGE_TABLE = "crmagi_phone_stage"
 ASCII = "CHARACTER SET ascii COLLATE ascii_bin"
-_RETRY_ERRORS = (1205, 1213)     # lock wait timeout, deadlock: the batch is simply redone
+_RETRY_ERRORS = (LOCK_WAIT_TIMEOUT, DEADLOCK)     # the batch is simply redone
 _ATTEMPTS = 5
 
 
@@ -43,18 +44,22 @@ class Batch(NamedTuple):
     existing: dict      # (record_id, field) -> (digits_rev, e164, national, parsed)
 
 
+LOCK_WAIT = ("SET SESSION innodb_lock_wait_timeout = 10", "SET SESSION innodb_lock_wait_timeout = DEFAULT")
+
+
 @contextmanager
-def session(engine):
+def session(engine, lock_wait=LOCK_WAIT):
     """One connection in REPEATABLE READ: the conditional writes must read the source rows
-    with shared locks (InnoDB does so for INSERT/DELETE … SELECT above READ COMMITTED)."""
+    with shared locks (InnoDB does so for INSERT/DELETE … SELECT above READ COMMITTED).
+    ``lock_wait``: the statements setting a 10 s lock wait and restoring the default."""
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
-        conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = 10")
+        conn.exec_driver_sql(lock_wait[0])
         try:
             yield conn
         finally:
             conn.rollback()
-            conn.exec_driver_sql("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+            conn.exec_driver_sql(lock_wait[1])
             conn.commit()
 
 
@@ -170,7 +175,7 @@ class Sync:
                 with transaction(self.conn):
                     return self._write(spec, writes, extras)
             except sa_exc.OperationalError as exc:
-                if _mysql_errno(exc) not in _RETRY_ERRORS or attempt == _ATTEMPTS:
+                if errno(exc) not in _RETRY_ERRORS or attempt == _ATTEMPTS:
                     raise
                 log.info("rebuild batch of %s: %s; retrying", spec.name, exc.orig)
 
@@ -269,8 +274,3 @@ class Sync:
             else:
                 found.append((key, "%s: digits_rev %r, but %r gives %r" % (label, have[0], want[1], want[0])))
         return found
-
-
-def _mysql_errno(exc):
-    args = getattr(getattr(exc, "orig", None), "args", ())
-    return args[0] if args else None

@@ -23,9 +23,10 @@ from datetime import timezone
 from typing import Callable, Iterable, List, Optional
 from urllib.parse import quote
 
-from sqlalchemy import CHAR, Column, DateTime, Index, Integer, MetaData, String, Table, inspect, select
+from sqlalchemy import CHAR, Column, DateTime, Index, Integer, MetaData, String, Table, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import dialect as dialects
 from . import outcome as rules
 from . import phone
 from .calls import _fit, _unavailable, _utc
@@ -56,7 +57,9 @@ MISSED = Table(
     Column("open", Integer),
     Column("closed_at", DateTime),
     Column("closed_by", CHAR(36)),
-    Index("crmagi_missed_open", "number_key", "user_id", "open", unique=True),
+    # SQL Server's unique indexes count NULLs as equal: there the index holds open entries only.
+    Index("crmagi_missed_open", "number_key", "user_id", "open", unique=True,
+          mssql_where=text("[open] IS NOT NULL")),
     Index("crmagi_missed_user", "user_id", "open"),
     mysql_engine="InnoDB",
 )
@@ -70,10 +73,45 @@ ALERT_COLUMNS = ("id", "name", "date_entered", "date_modified", "modified_user_i
 # written (_stored).
 LIST_LIMIT = 50          # entries shown per user, newest first
 
-_OPEN_ROWS_BEFORE = ("SELECT `id`, `alert_id` FROM `crmagi_missed` WHERE `number_key` = %s AND `open` = 1 "
-                     "AND `last_at` <= %s FOR UPDATE")
-_OPEN_ROWS = ("SELECT `id`, `user_id`, `attempts`, `alert_id`, `first_at` FROM `crmagi_missed` "
-              "WHERE `number_key` = %s AND `open` = 1 FOR UPDATE")
+
+
+class _Sql:
+    """The statements of the finish's part, in the engine's dialect (crmsync/dialect/)."""
+
+    def __init__(self, dialect):
+        self.q = q = dialect.quote
+        names = {name: q(name) for name in ("id", "alert_id", "crmagi_missed", "number_key", "open", "last_at",
+                                            "user_id", "attempts", "first_at", "alerts")}
+        locked = dict(names, hint=dialect.lock_hint, suffix=dialect.lock_suffix)
+        self.open_rows_before = ("SELECT {id}, {alert_id} FROM {crmagi_missed}{hint} WHERE {number_key} = %s "
+                                 "AND {open} = 1 AND {last_at} <= %s{suffix}").format(**locked)
+        self.open_rows = ("SELECT {id}, {user_id}, {attempts}, {alert_id}, {first_at} FROM {crmagi_missed}{hint} "
+                          "WHERE {number_key} = %s AND {open} = 1{suffix}").format(**locked)
+        self.first = "INSERT INTO %s (%s) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s, 1, %%s, %%s, %%s, %%s, 1)" % (
+            q("crmagi_missed"), ", ".join(map(q, (
+                "id", "number_key", "number", "user_id", "parent_type", "parent_id", "parent_name", "caller_name",
+                "attempts", "first_at", "last_at", "last_call_id", "alert_id", "open"))))
+        self.alert = "INSERT INTO %s (%s) VALUES (%s)" % (
+            q("alerts"), ", ".join(map(q, ALERT_COLUMNS)), ", ".join(["%s"] * len(ALERT_COLUMNS)))
+        self.again = ("UPDATE {m} SET {attempts} = {attempts} + 1, {last_at} = %s, {last_call_id} = %s, "
+                      "{parent_type} = COALESCE(%s, {parent_type}), {parent_id} = COALESCE(%s, {parent_id}), "
+                      "{parent_name} = COALESCE(%s, {parent_name}) WHERE {id} = %s").format(
+                          m=q("crmagi_missed"), **{n: q(n) for n in ("attempts", "last_at", "last_call_id",
+                                                                      "parent_type", "parent_id", "parent_name",
+                                                                      "id")})
+
+    def alert_update(self, columns):
+        return "UPDATE %s SET %s WHERE %s = %%s" % (self.q("alerts"), ", ".join("%s = %%s" % self.q(k)
+                                                                                for k in columns), self.q("id"))
+
+    def close(self, count):
+        return "UPDATE %s SET %s = NULL, %s = %%s, %s = %%s WHERE %s IN (%s)" % (
+            self.q("crmagi_missed"), self.q("open"), self.q("closed_at"), self.q("closed_by"), self.q("id"),
+            ", ".join(["%s"] * count))
+
+    def read_alerts(self, count):
+        return "UPDATE %s SET %s = 1, %s = %%s WHERE %s IN (%s)" % (
+            self.q("alerts"), self.q("is_read"), self.q("date_modified"), self.q("id"), ", ".join(["%s"] * count))
 
 
 def number_key(number, region) -> Optional[str]:
@@ -126,6 +164,7 @@ class MissedCalls:
         self.fallback_users = fallback_users        # user ids of [webpush] fallback_extensions
         self.gettext, self.when = gettext, when     # the site's language, and its date format and zone
         self._alerts = Schema(engine, ("alerts",), {"alerts": ALERT_COLUMNS})
+        self._sql = _Sql(dialects.of(engine))
         self._bell = None
 
     def ensure_table(self):
@@ -158,7 +197,7 @@ class MissedCalls:
         users = [owner] if owner else [u for u in self.fallback_users() if u]
         if not users:
             return []
-        rows = {row[1]: row for row in tx.read(_OPEN_ROWS, (key,))}
+        rows = {row[1]: row for row in tx.read(self._sql.open_rows, (key,))}
         out = []
         for user_id in dict.fromkeys(users):
             row = rows.get(user_id)
@@ -168,9 +207,7 @@ class MissedCalls:
     def _first(self, key, user_id, rec, now):
         when = _utc(rec.started_at) or now
         alert_id = str(uuid.uuid4()) if self._bell else None
-        out = [("INSERT INTO `crmagi_missed` (`id`, `number_key`, `number`, `user_id`, `parent_type`, "
-                "`parent_id`, `parent_name`, `caller_name`, `attempts`, `first_at`, `last_at`, `last_call_id`, "
-                "`alert_id`, `open`) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 1, %s, %s, %s, %s, 1)",
+        out = [(self._sql.first,
                 tuple(_fit(MISSED, {"id": str(uuid.uuid4()), "number_key": key, "number": rec.number,
                                     "user_id": user_id, "parent_type": rec.parent_module,
                                     "parent_id": rec.parent_id, "parent_name": rec.parent_name,
@@ -178,8 +215,7 @@ class MissedCalls:
                                     "last_call_id": rec.call_id, "alert_id": alert_id}).values()))]
         if alert_id:
             alerts = self._alerts.table("alerts")
-            out.append(("INSERT INTO `alerts` (%s) VALUES (%s)" % (
-                ", ".join("`%s`" % c for c in ALERT_COLUMNS), ", ".join(["%s"] * len(ALERT_COLUMNS))),
+            out.append((self._sql.alert,
                 tuple(_fit(alerts, self._alert(alert_id, user_id, rec, 1, when, now)).values())))
         return out
 
@@ -196,9 +232,7 @@ class MissedCalls:
         entry_id, user_id, attempts, alert_id, _ = row
         when = _utc(rec.started_at) or now
         attempts += 1
-        out = [("UPDATE `crmagi_missed` SET `attempts` = `attempts` + 1, `last_at` = %s, `last_call_id` = %s, "
-                "`parent_type` = COALESCE(%s, `parent_type`), `parent_id` = COALESCE(%s, `parent_id`), "
-                "`parent_name` = COALESCE(%s, `parent_name`) WHERE `id` = %s",
+        out = [(self._sql.again,
                 (when, rec.call_id, rec.parent_module, rec.parent_id,
                  _fit(MISSED, {"parent_name": rec.parent_name})["parent_name"], entry_id))]
         if alert_id and self._bell:
@@ -206,8 +240,7 @@ class MissedCalls:
             # Unread again: the user dismissed the bell, but the caller kept trying.
             values = _fit(self._alerts.table("alerts"), {k: alert[k] for k in (
                 "name", "description", "date_modified", "is_read", "url_redirect")})
-            out.append(("UPDATE `alerts` SET %s WHERE `id` = %%s" % ", ".join("`%s` = %%s" % k for k in values),
-                        tuple(values.values()) + (alert_id,)))
+            out.append((self._sql.alert_update(values), tuple(values.values()) + (alert_id,)))
         return out
 
     def _close(self, tx, key, rec, now):
@@ -215,16 +248,13 @@ class MissedCalls:
         whose last attempt came before this call ended (a miss during it stays open).
         Read first, then written by primary key: an UPDATE of ``alerts`` through a subquery
         scans the whole table on MariaDB (a dependent subquery), on every connected call."""
-        rows = tx.read(_OPEN_ROWS_BEFORE, (key, _utc(rec.ended_at) or now))
+        rows = tx.read(self._sql.open_rows_before, (key, _utc(rec.ended_at) or now))
         if not rows:
             return []
-        marks = ", ".join(["%s"] * len(rows))
-        out = [("UPDATE `crmagi_missed` SET `open` = NULL, `closed_at` = %%s, `closed_by` = %%s WHERE `id` IN (%s)"
-                % marks, (now, rec.call_id) + tuple(row[0] for row in rows))]
+        out = [(self._sql.close(len(rows)), (now, rec.call_id) + tuple(row[0] for row in rows))]
         alert_ids = tuple(row[1] for row in rows if row[1])
         if alert_ids and self._bell:
-            out.append(("UPDATE `alerts` SET `is_read` = 1, `date_modified` = %%s WHERE `id` IN (%s)"
-                        % ", ".join(["%s"] * len(alert_ids)), (now,) + alert_ids))
+            out.append((self._sql.read_alerts(len(alert_ids)), (now,) + alert_ids))
         return out
 
     # -- the list ------------------------------------------------------------------

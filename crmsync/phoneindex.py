@@ -28,9 +28,9 @@ from typing import Callable, List, NamedTuple, Optional, Tuple
 
 from sqlalchemy import exc as sa_exc, func, select, text
 
+from . import dialect as dialects
 from . import indexsync, phone, triggers
 from .db import Schema, SchemaError
-from .indexsync import ASCII
 from .models import LookupRules
 from .triggers import INDEX_TABLE, MAX_ID_LENGTH
 
@@ -41,7 +41,7 @@ MAX_CANDIDATES = 1000
 
 
 class PhoneIndexError(Exception):
-    """The phone index cannot be used here (not MariaDB/MySQL, or not installed)."""
+    """The phone index cannot be used here (not MariaDB/MySQL/SQL Server, or not installed)."""
 
 
 class RebuildStats(NamedTuple):
@@ -59,13 +59,18 @@ class PhoneIndex:
         self.last_rebuild: Optional[RebuildStats] = None
         self._schema = Schema(engine, [spec.table for spec in rules.modules])
         self._wanted = None      # (trigger bodies, fingerprint): they depend on the rules only
+        try:
+            # The SQL of the index tables and triggers on this database (crmsync/dialect/).
+            self.sql = dialects.of(engine).phone_index(engine)
+        except ValueError:
+            self.sql = None
 
     @property
     def supported(self):
-        return self.engine.dialect.name in ("mysql", "mariadb")
+        return self.sql is not None
 
     def require_supported(self):
-        """PhoneIndexError unless the CRM database is MariaDB or MySQL."""
+        """PhoneIndexError unless the CRM database is MariaDB, MySQL or SQL Server."""
         if not self.supported:
             raise PhoneIndexError("the phone index needs MariaDB or MySQL; this CRM database is %s "
                                   "(lookups scan the phone columns instead)" % self.engine.dialect.name)
@@ -90,36 +95,12 @@ class PhoneIndex:
             raise SchemaError("; ".join(problems))
         return tables
 
-    def _id_collation(self, conn):
-        table = self.rules.modules[0].table
-        row = conn.execute(text(
-            "SELECT CHARACTER_SET_NAME, COLLATION_NAME FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :t AND COLUMN_NAME = 'id'"), {"t": table}).first()
-        return "CHARACTER SET %s COLLATE %s" % tuple(row) if row and row[0] else ""
-
     def ensure_table(self):
         """Create crmagi_phone_index and its state table (idempotent)."""
         self.require_supported()
         self._tables()
         with self.engine.begin() as conn:
-            ids = self._id_collation(conn)
-            conn.exec_driver_sql(
-                "CREATE TABLE IF NOT EXISTS `%s` ("
-                " module VARCHAR(100) %s NOT NULL,"
-                " record_id VARCHAR(%d) %s NOT NULL,"
-                " field VARCHAR(64) %s NOT NULL,"
-                " digits_rev VARCHAR(%d) %s NOT NULL,"
-                " e164 VARCHAR(16) %s NULL,"
-                " national VARCHAR(32) %s NULL,"
-                " parsed TINYINT(1) NOT NULL DEFAULT 0,"
-                " PRIMARY KEY (module, record_id, field),"
-                " KEY crmagi_phone_index_digits (digits_rev),"
-                " KEY crmagi_phone_index_e164 (e164)"
-                ") ENGINE=InnoDB COMMENT='crmagi: phone numbers of the CRM records, kept by triggers'"
-                % (INDEX_TABLE, ASCII, MAX_ID_LENGTH, ids, ASCII, triggers.KEY_DIGITS, ASCII, ASCII, ASCII))
-            conn.exec_driver_sql(
-                "CREATE TABLE IF NOT EXISTS `%s` (name VARCHAR(64) %s NOT NULL PRIMARY KEY,"
-                " value VARCHAR(255) NOT NULL) ENGINE=InnoDB" % (STATE_TABLE, ASCII))
+            self.sql.create_tables(conn, self.rules.modules[0].table, STATE_TABLE)
 
     def install_triggers(self) -> List[str]:
         """Create or replace the triggers of the configured tables, drop those of other tables.
@@ -131,20 +112,17 @@ class PhoneIndex:
         self.require_supported()
         self.ensure_table()
         wanted = self._generated()[0]
-        mariadb = self.engine.dialect.name == "mariadb" or getattr(self.engine.dialect, "is_mariadb", False)
         changes = []
         with self._ddl() as conn:
-            present = triggers.installed(conn)
+            present = self.sql.installed(conn)
             for name, (table, _) in sorted(present.items()):
                 if name not in wanted or wanted[name][0] != table:
-                    conn.exec_driver_sql("DROP TRIGGER IF EXISTS `%s`" % name)
+                    self.sql.drop_trigger(conn, name)
                     changes.append("dropped %s on %s" % (name, table))
-            for name, (table, event, body) in sorted(wanted.items()):
+            for name, (table, body, event) in sorted(wanted.items()):
                 if name in present and present[name] == (table, body):
                     continue
-                if not mariadb:
-                    conn.exec_driver_sql("DROP TRIGGER IF EXISTS `%s`" % name)
-                conn.exec_driver_sql(triggers.create_statement(name, table, event, body, replace=mariadb))
+                self.sql.create_trigger(conn, name, table, body, event)
                 changes.append("%s %s on %s" % ("replaced" if name in present else "created", name, table))
             if changes:
                 self._forget_build(conn)
@@ -155,8 +133,8 @@ class PhoneIndex:
         self.require_supported()
         dropped = []
         with self._ddl() as conn:
-            for name, (table, _) in sorted(triggers.installed(conn).items()):
-                conn.exec_driver_sql("DROP TRIGGER IF EXISTS `%s`" % name)
+            for name, (table, _) in sorted(self.sql.installed(conn).items()):
+                self.sql.drop_trigger(conn, name)
                 dropped.append("dropped %s on %s" % (name, table))
             self._forget_build(conn)
         return dropped
@@ -165,24 +143,24 @@ class PhoneIndex:
         """Drop the index tables; only once no trigger writes to them (uninstall first)."""
         self.require_supported()
         with self._ddl() as conn:
-            if triggers.installed(conn):
+            if self.sql.installed(conn):
                 raise PhoneIndexError("crmagi triggers still write to %s: uninstall them first" % INDEX_TABLE)
-            conn.exec_driver_sql("DROP TABLE IF EXISTS `%s`, `%s`" % (INDEX_TABLE, STATE_TABLE))
+            self.sql.drop_tables(conn, STATE_TABLE)
 
     @contextmanager
     def _ddl(self):
         """A transaction whose DDL gives up after 10 s instead of queueing the CRM's own queries
         behind a metadata lock it waits for (e.g. a long transaction on contacts)."""
         with self.engine.begin() as conn:
-            conn.exec_driver_sql("SET SESSION lock_wait_timeout = 10")
+            conn.exec_driver_sql(self.sql.ddl_lock_wait[0])
             try:
                 yield conn
             finally:
-                conn.exec_driver_sql("SET SESSION lock_wait_timeout = DEFAULT")
+                conn.exec_driver_sql(self.sql.ddl_lock_wait[1])
 
     def _forget_build(self, conn):
-        if indexsync.table_exists(conn, STATE_TABLE):
-            conn.exec_driver_sql("DELETE FROM `%s`" % STATE_TABLE)
+        if self.sql.table_exists(conn, STATE_TABLE):
+            conn.exec_driver_sql("DELETE FROM %s" % self.sql.quote(STATE_TABLE))
 
     # -- readiness ---------------------------------------------------------------
 
@@ -207,14 +185,14 @@ class PhoneIndex:
 
     def _generated(self):
         if self._wanted is None:
-            self._wanted = (triggers.bodies(self.rules.modules), triggers.fingerprint(self.rules.modules))
+            self._wanted = (self.sql.wanted(self.rules.modules), self.sql.fingerprint(self.rules.modules))
         return self._wanted
 
     def _trigger_problems(self, conn):
         """'' when every wanted trigger is installed as generated, else what is wrong."""
         wanted = self._generated()[0]
-        present = triggers.installed(conn, sorted({table for table, _, _ in wanted.values()}))
-        missing = [name for name, (table, _, body) in sorted(wanted.items()) if present.get(name) != (table, body)]
+        present = self.sql.installed(conn, sorted({table for table, _, _ in wanted.values()}))
+        missing = [name for name, (table, body, _) in sorted(wanted.items()) if present.get(name) != (table, body)]
         if missing:
             return "triggers missing or outdated: %s" % ", ".join(missing)
         return ""
@@ -229,8 +207,7 @@ class PhoneIndex:
         tail = phone.suffix(caller, min(suffix_digits, triggers.KEY_DIGITS))
         if not (tail.isascii() and tail.isdigit()):
             return []
-        stmt = text("SELECT module, record_id, field FROM %s WHERE digits_rev LIKE :p LIMIT %d"
-                    % (INDEX_TABLE, limit))
+        stmt = text(self.sql.candidates_sql(limit))
         if conn is None:
             with self.engine.connect() as own:
                 return [tuple(row) for row in own.execute(stmt, {"p": tail[::-1] + "%"})]
@@ -240,7 +217,7 @@ class PhoneIndex:
         """Rows written by a trigger whose e164/national await the next rebuild."""
         self.require_supported()
         with self.engine.connect() as conn:
-            if not indexsync.table_exists(conn, INDEX_TABLE):
+            if not self.sql.table_exists(conn, INDEX_TABLE):
                 return 0
             return conn.execute(text("SELECT COUNT(*) FROM %s WHERE parsed = 0" % INDEX_TABLE)).scalar()
 
@@ -266,8 +243,7 @@ class PhoneIndex:
         self.ensure_table()
         tables = self._tables()
         started = time.monotonic()
-        records = written = deleted = 0
-        with indexsync.session(self.engine) as conn:
+        with indexsync.session(self.engine, self.sql.session_settings) as conn:
             with indexsync.transaction(conn):
                 triggers_ok = not self._trigger_problems(conn)
                 state = dict(conn.execute(text("SELECT name, value FROM %s" % STATE_TABLE)).all())
@@ -275,19 +251,9 @@ class PhoneIndex:
                 log.warning("rebuilding without the crmagi triggers: edits made meanwhile are not indexed "
                             "(run `crmagi index install`); lookups will not use the index")
             full = full or state.get("region") != self.rules.default_region
-            sync = indexsync.Sync(conn, self.rules, self.batch_size, self._id_collation(conn))
-            try:
-                for spec in self.rules.modules:
-                    for batch in sync.batches(spec, tables[spec.table]):
-                        w, d = sync.apply(spec, batch, full)
-                        records, written, deleted = records + len(batch.rows), written + w, deleted + d
-                        if progress:
-                            progress(len(batch.rows))
-                deleted += sync.drop_unconfigured()
-            finally:
-                sync.drop_stage()
+            records, written, deleted = self.sql.rebuild(conn, self.rules, tables, self.batch_size, full, progress)
             with indexsync.transaction(conn):
-                conn.exec_driver_sql("DELETE FROM `%s`" % STATE_TABLE)
+                conn.exec_driver_sql("DELETE FROM %s" % self.sql.quote(STATE_TABLE))
                 if triggers_ok and not self._trigger_problems(conn):
                     conn.execute(text("INSERT INTO %s (name, value) VALUES ('fingerprint', :f), ('region', :r),"
                                       " ('built_at', :b)" % STATE_TABLE),
@@ -307,7 +273,7 @@ class PhoneIndex:
         """
         self.require_supported()
         tables = self._tables()
-        with indexsync.session(self.engine) as conn:
-            if not indexsync.table_exists(conn, INDEX_TABLE):
+        with indexsync.session(self.engine, self.sql.session_settings) as conn:
+            if not self.sql.table_exists(conn, INDEX_TABLE):
                 return ["%s: table not found (run `crmagi index install`)" % INDEX_TABLE]
             return indexsync.Sync(conn, self.rules, self.batch_size).check(tables, sample, limit)

@@ -15,15 +15,17 @@ the pool's ROLLBACK when the connection went back.  Here:
   then rolled back before the connection goes back to the pool.  The write engine returns
   its connections without the pool's ROLLBACK (crmsync/db.py): every user of it ends its
   transactions itself (SQLAlchemy's Connection rolls back on close what it did not commit).
+* On SQL Server the statements and the end of the transaction are one T-SQL batch.
 * On SQLite (the demo CRM) the same statements run one by one (``%s`` becomes ``?``, ``<=>``
   becomes ``IS``, ``FOR UPDATE`` is dropped: SQLite has one writer anyway), then commit.
+How each database is spoken to is crmsync/dialect/; statements are built with the engine's
+dialect (``insert``/``update`` take it; MySQL's is the default).
 
-Errors are the driver's own (PyMySQL's or sqlite3's); crmsync/calls.py maps them.
+Errors are the driver's own (PyMySQL's, pymssql's or sqlite3's); crmsync/calls.py maps them.
 """
-import functools
 from contextlib import contextmanager
-from datetime import datetime
 
+from . import dialect as dialects
 from .db import driver_error
 
 
@@ -33,61 +35,32 @@ def _dbapi_error(engine):
 
 
 def multi_statements(engine):
-    return engine.dialect.name in ("mysql", "mariadb")
+    return dialects.of(engine).packed
 
 
-def _quote(name):
-    return "`%s`" % name
-
-
-@functools.lru_cache(maxsize=256)
-def insert_sql(table, columns):
-    return "INSERT INTO %s (%s) VALUES (%s)" % (_quote(table), ", ".join(map(_quote, columns)),
-                                                ", ".join(["%s"] * len(columns)))
-
-
-@functools.lru_cache(maxsize=256)
-def update_sql(table, columns, key):
-    return "UPDATE %s SET %s WHERE %s = %%s" % (_quote(table), ", ".join("%s = %%s" % _quote(c) for c in columns),
-                                                _quote(key))
-
-
-def insert(table, values):
+def insert(table, values, dialect=dialects.MYSQL):
     """(sql, params) of one INSERT; ``values`` is a dict whose key order is the column order."""
-    return insert_sql(table, tuple(values)), tuple(values.values())
+    return dialect.insert_sql(table, tuple(values)), tuple(values.values())
 
 
-def update(table, values, key, key_value):
-    return update_sql(table, tuple(values), key), tuple(values.values()) + (key_value,)
-
-
-def _sqlite_sql(sql):
-    """The MySQL text for SQLite: ``?`` placeholders, ``IS`` for the null-safe ``<=>``, no ``FOR
-    UPDATE`` (SQLite has one writer anyway)."""
-    return sql.replace("%s", "?").replace(" <=> ", " IS ").replace(" FOR UPDATE", "")
-
-
-def _sqlite_value(value):
-    # SQLAlchemy's SQLite DateTime storage format: rows written here read back through it.
-    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if isinstance(value, datetime) else value
+def update(table, values, key, key_value, dialect=dialects.MYSQL):
+    return dialect.update_sql(table, tuple(values), key), tuple(values.values()) + (key_value,)
 
 
 class Transaction:
     """One transaction on one pooled DBAPI connection: ``read`` (optional, first), then
     ``commit(statements)`` or ``end()``."""
 
-    def __init__(self, raw, packed):
-        self.raw, self.packed = raw, packed
+    def __init__(self, raw, dialect):
+        self.raw, self.dialect = raw, dialect
         self.open = False
 
     def read(self, sql, params, names=False):
         """Rows of a SELECT (the transaction's first statement: it begins it)."""
         cursor = self.raw.cursor()
         try:
-            if not self.packed:
-                sql, params = _sqlite_sql(sql), [_sqlite_value(v) for v in params]
             self.open = True
-            cursor.execute(sql, params)
+            cursor.execute(self.dialect.driver_sql(sql), [self.dialect.driver_value(v) for v in params])
             rows = cursor.fetchall()
             if names:
                 columns = [d[0] for d in cursor.description]
@@ -103,21 +76,11 @@ class Transaction:
         self.open = True
         cursor = self.raw.cursor()
         try:
-            if self.packed:
-                cursor.execute(";\n".join([cursor.mogrify(sql, params) for sql, params in statements] + ["COMMIT"]))
-                first = list(cursor.fetchall() or ())
-                while cursor.nextset():
-                    pass
-            else:
-                first = None
-                for sql, params in statements:
-                    cursor.execute(_sqlite_sql(sql), [_sqlite_value(v) for v in params])
-                    first = list(cursor.fetchall() or ()) if first is None else first
-                self.raw.commit()
+            first = self.dialect.run_batch(self.raw, cursor, statements)
         finally:
             cursor.close()
         self.open = False
-        return [tuple(row) for row in first or ()]
+        return [tuple(row) for row in first]
 
     def end(self):
         """End a transaction that wrote nothing."""
@@ -131,7 +94,7 @@ def transaction(engine):
     """A Transaction on a connection of ``engine``'s pool; rolled back if the block raises
     (a connection that cannot even roll back is discarded, not pooled)."""
     raw = engine.raw_connection()
-    tx = Transaction(raw, multi_statements(engine))
+    tx = Transaction(raw, dialects.of(engine))
     try:
         yield tx
         tx.end()

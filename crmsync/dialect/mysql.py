@@ -1,0 +1,127 @@
+"""MariaDB/MySQL (PyMySQL): the statements as crmagi always sent them.
+
+A transaction's statements and its COMMIT go as ONE packet (the connection has
+CLIENT.MULTI_STATEMENTS; PyMySQL escapes the parameters client-side, ``mogrify``).  A
+statement that fails stops the packet; the caller then rolls back.
+"""
+import functools
+
+from pymysql.constants import CLIENT
+
+DUPLICATE_KEY = 1062
+DEADLOCK = 1213
+LOCK_WAIT_TIMEOUT = 1205
+
+
+def errno(exc):
+    """The server's error number of a DBAPI error (or of the one SQLAlchemy wrapped), else None."""
+    args = getattr(getattr(exc, "orig", exc), "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+class MySQL:
+    """MariaDB/MySQL; also the base of the other parts, which change what differs."""
+    name = "mysql"
+    packed = True              # a transaction is one round trip
+    lock_hint = ""             # after a table name in a locking SELECT (SQL Server's table hint)
+    lock_suffix = " FOR UPDATE"
+    duplicate_errors = (DUPLICATE_KEY,)
+    deadlock_errors = (DEADLOCK,)
+
+    @staticmethod
+    def quote(name):
+        return "`%s`" % name
+
+    def same(self, column):
+        """SQL true when ``column`` equals the next parameter, NULL equal to NULL."""
+        return "%s <=> %%s" % self.quote(column)
+
+    @functools.lru_cache(maxsize=256)
+    def insert_sql(self, table, columns):
+        q = self.quote
+        return "INSERT INTO %s (%s) VALUES (%s)" % (q(table), ", ".join(map(q, columns)),
+                                                    ", ".join(["%s"] * len(columns)))
+
+    @functools.lru_cache(maxsize=256)
+    def update_sql(self, table, columns, key):
+        q = self.quote
+        return "UPDATE %s SET %s WHERE %s = %%s" % (q(table), ", ".join("%s = %%s" % q(c) for c in columns), q(key))
+
+    def add_column_sql(self, table, column, kind):
+        return "ALTER TABLE %s ADD COLUMN %s %s" % (table, column, kind)
+
+    # -- the hot path's driver calls --------------------------------------------------
+
+    def driver_sql(self, sql):
+        """The text handed to the DBAPI cursor."""
+        return sql
+
+    def driver_value(self, value):
+        return value
+
+    def run_batch(self, raw, cursor, statements):
+        """Run ``statements`` and commit, in one round trip; the first result set's rows."""
+        cursor.execute(";\n".join([cursor.mogrify(sql, params) for sql, params in statements] + ["COMMIT"]))
+        first = list(cursor.fetchall() or ())
+        while cursor.nextset():
+            pass
+        return first
+
+    def driver_statement(self, compiled):
+        """(text, parameters) of a compiled SQLAlchemy statement, for a DBAPI cursor (the index
+        lookup runs its compiled UNION so, without SQLAlchemy's per-call work)."""
+        return str(compiled), dict(compiled.params)
+
+    def phone_index(self, engine):
+        """The phone index's SQL for this database (crmsync/phoneindex.py)."""
+        from .mysql_index import MySqlIndexSql
+        return MySqlIndexSql(engine)
+
+    # -- errors -----------------------------------------------------------------------
+
+    def is_duplicate(self, exc):
+        return errno(exc) in self.duplicate_errors
+
+    def is_deadlock(self, exc):
+        return errno(exc) in self.deadlock_errors
+
+    # -- connections ------------------------------------------------------------------
+
+    def connect_args(self, parsed, connect_timeout, query_timeout):
+        args = {"connect_timeout": max(1, int(round(connect_timeout))),
+                "read_timeout": max(1, int(round(query_timeout))),
+                "write_timeout": max(1, int(round(query_timeout))),
+                "charset": "utf8mb4"}
+        if not any(key.startswith("ssl") for key in parsed.query):
+            # Without ssl_* options, PyMySQL >= 1.2 tries TLS opportunistically (unverified)
+            # and builds an SSLContext on every connect: ~30 ms of CPU loading the CA store,
+            # which blocks the gevent loop.  While the CRM is down every lookup and write
+            # reconnects, and AGI answers then took seconds.  TLS stays available through
+            # the URL (?ssl_ca=...), as with PyMySQL 1.1.
+            args["ssl_disabled"] = True
+        return args
+
+    def pool_args(self, parsed, connect_timeout, query_timeout):
+        """create_engine arguments of a pooled engine (crmsync/db.py make_engine)."""
+        connect_args = self.connect_args(parsed, connect_timeout, query_timeout)
+        # Several statements per packet: a call's transaction is one round trip (crmsync/sqlbatch.py).
+        # FOUND_ROWS is what SQLAlchemy's dialect sets; naming client_flag replaces its value.
+        connect_args["client_flag"] = CLIENT.MULTI_STATEMENTS | CLIENT.FOUND_ROWS
+        # No ROLLBACK when a connection goes back (a round trip per transaction): every
+        # user ends its own -- SQLAlchemy's Connection rolls back on close what it did
+        # not commit, and crmsync/sqlbatch.py commits or rolls back explicitly.
+        return {"connect_args": connect_args, "pool_reset_on_return": None}
+
+    def on_connect(self, dbapi_connection):
+        """Session settings of a new connection (none needed here)."""
+
+    @staticmethod
+    def ping(dbapi_connection):
+        dbapi_connection.ping(reconnect=False)
+
+    def describes_missing_table(self, statement):
+        """SQLAlchemy's ``has_table`` asks ``DESCRIBE`` and expects error 1146: no error."""
+        return statement.lstrip().upper().startswith("DESCRIBE ")
+
+
+MYSQL = MySQL()
