@@ -128,3 +128,42 @@ def test_a_tenant_backfills_only_its_own_contexts_and_dids():
     other = calls.Contexts(inbound=frozenset({"from-pstn"}), outbound=frozenset({"from-internal"}),
                            tenant="other", tenant_contexts=frozenset({"from-internal"}))
     assert {c.direction for c in calls.group(rows, other)} == {"Outbound"}
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("2026-12-06T09:30", datetime(2026, 12, 6, 9, 30, tzinfo=timezone.utc)),
+    ("2026-12-06 09:30:15Z", datetime(2026, 12, 6, 9, 30, 15, tzinfo=timezone.utc)),
+    ("2026-12-06T10:30+01:00", datetime(2026, 12, 6, 9, 30, tzinfo=timezone.utc)),
+    ("2026-12-06", datetime(2026, 12, 6, tzinfo=timezone.utc)),
+])
+def test_since_is_utc_unless_it_carries_an_offset(given, expected):
+    from agi.cli.backfill import parse_time
+
+    assert parse_time(given) == expected
+
+
+def cli(tmp_path, ini, *args):
+    from click.testing import CliRunner
+
+    from agi.cli import main
+
+    path = tmp_path / "crmagi.ini"
+    path.write_text("[crm]\nurl = mysql+pymysql://nobody@127.0.0.1:1/none\n[agi]\nspool = %s\n%s"
+                    % (tmp_path / "spool.sqlite", ini))
+    return CliRunner().invoke(main, ["backfill", "-c", str(path)] + list(args))
+
+
+def test_the_command_names_what_is_wrong(tmp_path):
+    bad = cli(tmp_path, "", "--since", "yesterday")
+    assert bad.exit_code == 2 and "'yesterday' is not an ISO 8601 time" in bad.output
+    assert "Missing option '--since'" in cli(tmp_path, "").output
+    nothing = cli(tmp_path, "", "--since", "2026-12-06")
+    assert nothing.exit_code == 1 and "config [cdr] csv: set csv" in nothing.output
+    missing = cli(tmp_path, "[cdr]\ncsv = /nonexistent/Master.csv\n", "--since", "2026-12-06")
+    assert missing.exit_code == 1 and "cannot read /nonexistent/Master.csv" in missing.output
+    both = cli(tmp_path, "[cdr]\ncsv = /x.csv\nurl = mysql+pymysql://u:p@h/cdr\n", "--since", "2026-12-06")
+    assert both.exit_code == 1 and "config [cdr] url: set csv or url, not both" in both.output
+    zone = cli(tmp_path, "[cdr]\ntimezone = Mars/Olympus\n", "--since", "2026-12-06")
+    assert "config [cdr] timezone: 'Mars/Olympus' is not a time zone" in zone.output
+    tenant = cli(tmp_path, "", "--since", "2026-12-06", "--tenant", "acme")
+    assert tenant.exit_code == 1 and "--tenant acme: this config has no [tenants] dir" in tenant.output
