@@ -167,3 +167,16 @@ def test_the_command_names_what_is_wrong(tmp_path):
     assert "config [cdr] timezone: 'Mars/Olympus' is not a time zone" in zone.output
     tenant = cli(tmp_path, "", "--since", "2026-12-06", "--tenant", "acme")
     assert tenant.exit_code == 1 and "--tenant acme: this config has no [tenants] dir" in tenant.output
+
+
+def test_a_queue_call_is_answered_by_its_member_and_an_internal_call_is_not_logged():
+    rows = recorded("queue-internal")
+    found = calls.group(rows, calls.Contexts(inbound=frozenset({"queue-in"}), outbound=frozenset({"from-internal"})))
+    queue, internal = sorted(found, key=lambda c: c.direction)
+    values = calls.hangup_values(queue)
+    # Queue() leaves DIALSTATUS empty; the ringall legs overlap: 5 s from the first ring, not 5 + 2
+    assert (values["DIALSTATUS"], values["ANSWEREDTIME"], values["DIALEDTIME"]) == ("", "3", "5")
+    rec = calls.record_of(queue, flow())
+    assert (rec.did, rec.talk_seconds, rec.ring_seconds, rec.answered_extension) == ("4930700100", 3, 2, "101")
+    assert outcome.outcome(rec.direction, rec.dial_status, rec.talk_seconds) == ("Held", "answered")
+    assert internal.first.dst == "105" and not calls.is_logged(internal, flow())

@@ -96,8 +96,9 @@ def hangup_values(call: CdrCall, recording: str = "") -> Dict[str, str]:
     """The variables the ``hangup`` request would have read (routes.HANGUP_VARS), from the CDR.
 
     Rows with a dstchannel rang someone (Dial, Queue): the last one's disposition is
-    DIALSTATUS (Queue() leaves it empty), their billsec the talk time, their duration the
-    time dialled, the answering channel the peer.  The CDR has no hangup cause."""
+    DIALSTATUS (Queue() leaves it empty), the answered ones' billsec the talk time, the
+    time from the first ring to the last end the time dialled (a ringall queue's legs
+    overlap), the answering channel the peer.  The CDR has no hangup cause."""
     dialled = [row for row in call.rows if row.dstchannel]
     answered = [row for row in dialled if row.disposition == "ANSWERED" and row.answer is not None]
     last = dialled[-1] if dialled else None
@@ -106,9 +107,15 @@ def hangup_values(call: CdrCall, recording: str = "") -> Dict[str, str]:
     values = dict.fromkeys(routes.HANGUP_VARS, "")
     values.update(DIALSTATUS=status, DIALEDPEERNUMBER=peer, MEMBERINTERFACE=peer,
                   ANSWEREDTIME=str(sum(row.billsec for row in answered)) if answered else "",
-                  DIALEDTIME=str(sum(row.duration for row in dialled)) if dialled else "",
+                  DIALEDTIME=_span(dialled),
                   MIXMONITOR_FILENAME=recording or "")
     return values
+
+
+def _span(rows):
+    if not rows:
+        return ""
+    return str(int((max(row.end for row in rows) - min(row.start for row in rows)).total_seconds()))
 
 
 def is_logged(call: CdrCall, flow) -> bool:
