@@ -11,7 +11,7 @@ import glob
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import List
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,10 @@ from agi.errors import ConfigError
 from . import calls, csvrows
 
 log = logging.getLogger("crmagi.backfill")
+# The backfill on start reaches this far before the last logged call's start: the CDR's times come
+# from the PBX's clock, crmagi's from its own, and the call began (CDR) before its AGI ran (crmagi).
+# Calls crmagi holds in that overlap are left out like any other it saw.
+ON_START_OVERLAP = timedelta(minutes=5)
 
 
 @dataclass
@@ -110,10 +114,11 @@ def recording_of(call, recordings):
 def on_start(app, tenant=""):
     """The backfill an App runs when it starts: since the last call it logged.  Never raises."""
     try:
-        since = app.store.last_started()
-        if since is None:
+        last = app.store.last_started()
+        if last is None:
             log.info("CDR backfill on start: no call logged yet; run `crmagi backfill --since TIME` once")
             return None
+        since = last - ON_START_OVERLAP
         report = run(app, since, tenant=tenant, engine_for=engine)
         log.info("CDR backfill since %s: %s", since.isoformat(), report.summary())
         return report
