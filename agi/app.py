@@ -9,13 +9,16 @@ import sqlite3
 
 import gevent
 
+from crmlocale import catalogues, dates
 from crmsync.calls import CallStore
 from crmsync.db import make_engine, make_probe_engine, ping, watch_errors
 from crmsync.directory import Directory
 from crmsync.linking import Linker
 from crmsync.livecalls import LiveCalls
+from crmsync.missed import MissedCalls
 from crmsync.models import LookupRules, ModuleSpec
 from crmsync.spool import Spool
+from crmsync.userlocale import site_of
 from crmsync.userprefs import SeenRecorder, UserPrefs
 from crmsync.writer import CallWriter
 
@@ -41,6 +44,23 @@ def lookup_rules(config):
                        internal_max_digits=config.lookup.internal_max_digits,
                        suffix_digits=config.lookup.suffix_digits,
                        extension_field=config.users.extension_field)
+
+
+def build_missed(config, engine, directory):
+    """Missed calls ([crm] missed_calls), or None.  Callers without a responsible user go to
+    the users of [webpush] fallback_extensions, named when the call is written (a CRM that
+    cannot say fails the write, which is then retried from the spool)."""
+    if not config.crm.missed_calls:
+        return None
+
+    def fallback_users():
+        users = (directory.user_by_extension(ext) for ext in config.webpush.fallback_extensions)
+        return [user.id for user in users if user is not None]
+
+    site = site_of(config.crm)
+    return MissedCalls(engine, region=config.lookup.default_region, system_user=config.crm.system_user,
+                       fallback_users=fallback_users, gettext=catalogues.language(site.language).gettext,
+                       when=lambda moment: dates.display(moment, site.date_format, site.time_format, site.timezone))
 
 
 def build_engine(config, read_only=False):
@@ -83,7 +103,9 @@ class App:
         for watched in {self.engine, self.read_engine}:
             watch_errors(watched, self.metrics.db_error)
         self.directory = Directory(self.read_engine, lookup_rules(config))
-        self.store = CallStore(self.engine, system_user=config.crm.system_user)
+        self.missed = build_missed(config, self.engine, self.directory)
+        self.store = CallStore(self.engine, system_user=config.crm.system_user, missed=self.missed,
+                               gettext=catalogues.language(config.crm.default_language).gettext)
         self.spool = open_spool(config)
         linker = Linker(self.directory, {spec.name: spec for spec in module_specs(config)},
                         anonymous_account=config.lookup.anonymous_account)
@@ -101,7 +123,10 @@ class App:
             ended_family=ended.family_of(tenant))
         self.live = self.ami = self.popups = self.click2call = self.plugin = self.plugin_effects = None
         self.backfill = None             # the greenlet of the backfill on start ([cdr] backfill_on_start)
-        if config.ami.host:
+        # One process follows AMI: with [agi] workers > 1, each worker parsing the whole stream
+        # and writing every update twice cost a third of a call's CPU.  The others' calls get
+        # their updates from worker 0 (an update that beats its row waits: LiveUpdate.awaited).
+        if config.ami.host and popup_server:
             from agi.ami import live
             self.live, self.ami = live.build(config, self.directory, self.writer, CallStore.call_id_for)
         if config.webpush.secret:
@@ -142,7 +167,7 @@ class App:
                                           internal_max_digits=self.config.lookup.internal_max_digits)
             self.live.observe = self.click2call.on_event
             dial = self.click2call.request
-        self.popups = push.Popups(self.config, self.directory, self.read_engine, transfer, dial)
+        self.popups = push.Popups(self.config, self.directory, self.read_engine, transfer, dial, missed=self.missed)
         self.flow.notify = self.popups.service.on_agi
         if self.live is not None:
             self.live.notify = self.popups.service.on_ami

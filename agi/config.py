@@ -108,14 +108,29 @@ def _context(value):
     return text
 
 
-def _zone(value):
+def _language(value):
+    """A SuiteCRM language code such as en_us, ru_RU, de_DE."""
+    text = value.strip()
+    if not re.fullmatch(r"[A-Za-z]{2,3}(_[A-Za-z0-9]{2,4})?", text):
+        raise ValueError("%r is not a SuiteCRM language code such as en_us, ru_RU or de_DE" % value)
+    return text
+
+
+def _date_format(value):
+    from crmlocale.dates import check_format
+
+    return check_format(value.strip())
+
+
+def _timezone(value):
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+    text = value.strip()
     try:
-        ZoneInfo(value.strip())
+        ZoneInfo(text)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("%r is not a time zone such as UTC or Europe/Berlin" % value) from None
-    return value.strip()
+        raise ValueError("%r is not a time zone name such as UTC or Europe/Berlin" % value) from None
+    return text
 
 
 def setting(default, conv, help, secret=None):
@@ -137,6 +152,15 @@ class CrmSettings:
     query_timeout: float = setting(5.0, _float, "seconds a database read or write may take before it is abandoned")
     system_user: str = setting("1", _str, "users.id written as created_by/modified_user_id of Call records")
     site_url: str = setting("", _str, "SuiteCRM base URL, used in links (e.g. https://crm.example.com/)")
+    missed_calls: bool = setting(True, _bool, "missed inbound calls notify their responsible user (else the users of "
+                                 "[webpush] fallback_extensions) in SuiteCRM's bell and crmagi's missed-calls list")
+    # What SuiteCRM's config.php gives users who set nothing themselves (crmagi reads the rest of
+    # each user's language, formats and zone from SuiteCRM's user_preferences).
+    default_language: str = setting("en_us", _language, "config.php default_language: Call subjects, and "
+                                    "popups of users without a language preference")
+    date_format: str = setting("m/d/Y", _date_format, "config.php datef: PHP date letters for users without one")
+    time_format: str = setting("H:i", _date_format, "config.php timef: PHP time letters for users without one")
+    timezone: str = setting("UTC", _timezone, "time zone of users without one (SuiteCRM's default: UTC)")
 
 
 @dataclass(frozen=True)
@@ -145,7 +169,9 @@ class AgiSettings:
     timeout: float = setting(0.5, _float, "seconds: a request always answers within this, with what it has")
     reply_timeout: float = setting(2.0, _float, "seconds to wait for Asterisk's reply to one command")
     max_sessions: int = setting(500, _int, "concurrent FastAGI sessions per worker; more wait in the accept queue")
-    workers: int = setting(1, _int, "worker processes sharing the port (SO_REUSEPORT); one per core")
+    workers: int = setting(1, _int, "worker processes sharing the port (SO_REUSEPORT); one per core. The parent "
+                                    "restarts a worker that dies; a worker whose parent dies (even by SIGKILL) "
+                                    "drains and exits within a second")
     set_callerid_name: bool = setting(True, _bool, "set CALLERID(name) to the record's name when found")
     log_internal: bool = setting(False, _bool, "also log calls between internal extensions")
     spool: str = setting("", _str, "local file keeping writes the CRM database could not take yet; empty: "
@@ -267,7 +293,7 @@ class CdrSettings:
     url: str = setting("", _str, "instead of csv: SQLAlchemy URL of the database Asterisk writes CDRs to "
                        "(cdr_adaptive_odbc, cdr_mysql)", secret="url")
     table: str = setting("cdr", _str, "the CDR table in that database")
-    timezone: str = setting("UTC", _zone, "zone of the CDR's times: UTC with cdr.conf [csv] usegmtime = yes, "
+    timezone: str = setting("UTC", _timezone, "zone of the CDR's times: UTC with cdr.conf [csv] usegmtime = yes, "
                             "else the Asterisk box's zone (e.g. Europe/Berlin)")
     backfill_on_start: bool = setting(True, _bool, "when csv or url is set: on start, backfill the calls since "
                                       "the last call crmagi logged")

@@ -9,9 +9,11 @@ from urllib.parse import urlsplit
 from crmsync.callaccess import CallAccess
 from crmsync.calls import CallStore
 from crmsync.history import History
+from crmsync.userlocale import UserLocales, site_of
 from webpush.bus import make_bus
 from webpush.content import PopupContent
 from webpush.hub import Hub
+from webpush.missedlist import MissedBoard
 from webpush.popups import PopupBook
 from webpush.recordings import Recordings
 from webpush.recstore import LocalStore, RemoteStore
@@ -62,25 +64,30 @@ class Publisher:
 
 
 class Popups:
-    def __init__(self, config, directory, engine, transfer=None, dial=None):
+    def __init__(self, config, directory, engine, transfer=None, dial=None, missed=None):
+        """``missed``: crmsync/missed.py MissedCalls, whose open entries the tabs list."""
         web = config.webpush
         self.hub = Hub()
         self.book = PopupBook(self.hub, request_render=None, pending_seconds=web.pending_seconds)
         self.history = History(engine, limit=web.history_limit)
+        self.locales = UserLocales(engine, site_of(config.crm))
         self.content = content = PopupContent(directory, self.history, site_url=config.crm.site_url,
                                               anonymous_account=config.lookup.anonymous_account,
-                                              history_limit=web.history_limit)
+                                              history_limit=web.history_limit, locales=self.locales,
+                                              site_locale=self.locales.site)
         self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
                                     CallStore.call_id_for, config.agi.system_name,
                                     ami_driven=bool(config.ami.host), transfer=transfer, dial=dial,
-                                    fallback_extensions=web.fallback_extensions)
+                                    fallback_extensions=web.fallback_extensions,
+                                    missed=MissedBoard(self.hub, missed.open_for, content) if missed else None)
         origins = allowed_origins(config)
         if not origins:
             log.warning("popups: [webpush] allowed_origins is empty and [crm] site_url has no origin: "
                         "every browser will be refused (see `crmagi check`)")
         self.server = PushServer(web.listen, web.secret, origins, self.service, self.hub,
                                  directory, token_seconds=web.token_seconds, max_sockets=web.max_sockets,
-                                 recordings=build_recordings(config, engine))
+                                 recordings=build_recordings(config, engine), locales=self.locales,
+                                 site_language=config.crm.default_language)
 
     def warm_up(self):
         """Reflect the history tables and compile the templates before the first ring, not

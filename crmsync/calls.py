@@ -140,9 +140,12 @@ def _driver_errors(engine):
 class CallStore:
     """Idempotent writes of CallRecords into SuiteCRM; errors surface as CrmUnavailable."""
 
-    def __init__(self, engine, system_user="1"):
+    def __init__(self, engine, system_user="1", missed=None, gettext=None):
         self.engine = engine
         self.system_user = system_user
+        # crmsync/missed.py MissedCalls: its statements join each finish's transaction.
+        self.missed = missed
+        self.gettext = gettext or (lambda text: text)    # the site's default language, for subjects
         self._schema = Schema(engine, CALL_TABLES, {t: CALL_COLUMNS[t] for t in CALL_TABLES})
         self._links = {}
         self._ready = False
@@ -166,6 +169,8 @@ class CallStore:
                     raise
             self._add_missing_columns()
             self._schema.check()
+            if self.missed is not None:
+                self.missed.ensure_table()
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
         self._ready = True
@@ -286,6 +291,8 @@ class CallStore:
         owner = row[3] if row is not None else rec.assigned_user_id
         transferred, answered_before = (row[1], row[2]) if row is not None else (None, None)
         statements += self._end_statements(rec, now, owner, transferred, answered_before)
+        if self.missed is not None:
+            statements += self.missed.statements(tx, rec, owner, now)
         tx.commit(statements)
         return True
 
@@ -296,7 +303,7 @@ class CallStore:
         hours, minutes = rules.duration_parts(rec.talk_seconds)
         calls = self.table("calls")
         values = {"status": status, "duration_hours": hours, "duration_minutes": minutes,
-                  "date_end": ended, "name": rules.subject(done),
+                  "date_end": ended, "name": rules.subject(done, self.gettext),
                   "description": rules.description(done),
                   "date_modified": now, "modified_user_id": self.system_user}
         if rec.answered_user_id and rec.answered_user_id != owner and not transferred:
@@ -332,7 +339,7 @@ class CallStore:
             "backfilled": 1 if rec.backfilled else None}))]
         calls = self.table("calls")
         out.append(sqlbatch.insert("calls", _fit(calls, {
-            "id": rec.call_id, "name": rules.subject(planned),
+            "id": rec.call_id, "name": rules.subject(planned, self.gettext),
             "description": rules.description(planned),
             "date_entered": now, "date_modified": now,
             "created_by": self.system_user, "modified_user_id": self.system_user,

@@ -1,16 +1,22 @@
-"""A CRM record's recent activities (calls, meetings, notes, cases), for the call popup.
+"""A CRM record's History, as SuiteCRM's History subpanel shows it, for the call popup.
 
-What SuiteCRM itself shows in a record's History/Activities subpanels comes from
-two kinds of wiring (docs/suitecrm.md, section 4), so each kind of activity is
-found both ways:
+SuiteCRM 7.14.6's History subpanel of a Contact, Lead or Account is a collection of
+Calls and Meetings that were ``Held``/``Not Held``, Tasks that are ``Completed``/``Deferred``,
+Notes and Emails (each module's ``metadata/subpanels/ForHistory.php``); planned calls and
+meetings, open tasks and Cases are in other subpanels, so not here either.  Each module
+finds them its own way (the link fields of ``modules/<M>/vardefs.php``; docs/suitecrm.md
+section 4):
 
-* the activity's ``parent_type``/``parent_id`` (or a direct column such as
-  ``notes.contact_id`` and ``cases.account_id``);
-* a link table row (``calls_contacts``, ``meetings_leads``, ``contacts_cases``, ...).
+* Contacts: calls and meetings through ``calls_contacts``/``meetings_contacts`` only (a call
+  whose ``parent_type`` alone names the contact is not in its History), notes by
+  ``notes.contact_id``, tasks by ``tasks.contact_id`` or parent, emails by ``emails_beans``;
+* Leads: the link tables, plus parent-linked calls and meetings (the "oldcalls" collection);
+* Accounts and custom modules: ``parent_type``/``parent_id``, and emails by ``emails_beans``.
 
 Tables are reflected (crmsync.db.Schema): a missing table or column simply
 removes that way of finding items, so custom modules and older schemas work.
-Only ``deleted = 0`` activities and link rows count.
+Only ``deleted = 0`` activities and link rows count.  Not covered: emails SuiteCRM finds
+by address only (its "linkedemails" part) and an account's contacts' emails.
 """
 from datetime import datetime, timezone
 from typing import NamedTuple, Optional
@@ -27,28 +33,39 @@ class _Link(NamedTuple):
     table: str          # the link table
     record: str         # its column holding the CRM record's id
     item: str           # its column holding the activity's id
+    role: tuple = ()    # (column, value) the link row must also have, e.g. emails_beans.bean_module
 
 
 class _Kind(NamedTuple):
-    kind: str           # the label: Call, Meeting, Note, Case
+    kind: str           # the label: Call, Meeting, Task, Note, Email
     module: str         # the SuiteCRM module of the activity (for its URL)
     table: str
     when: tuple         # date columns, first non-NULL wins
-    parent: bool        # has parent_type/parent_id
+    parent_except: frozenset   # record modules whose History ignores parent_type/parent_id
     direct: dict        # record module -> column of the activity holding the record id
     links: dict         # record module -> _Link
+    statuses: tuple = ()       # only these statuses are History (empty: all)
+
+
+_CALL_OR_MEETING = ("Held", "Not Held")
+
+
+def _emails(module):
+    return _Link("emails_beans", "bean_id", "email_id", ("bean_module", module))
 
 
 KINDS = (
-    _Kind("Call", "Calls", "calls", ("date_start", "date_entered"), True, {},
+    _Kind("Call", "Calls", "calls", ("date_start", "date_entered"), frozenset({"Contacts"}), {},
           {"Contacts": _Link("calls_contacts", "contact_id", "call_id"),
-           "Leads": _Link("calls_leads", "lead_id", "call_id")}),
-    _Kind("Meeting", "Meetings", "meetings", ("date_start", "date_entered"), True, {},
+           "Leads": _Link("calls_leads", "lead_id", "call_id")}, _CALL_OR_MEETING),
+    _Kind("Meeting", "Meetings", "meetings", ("date_start", "date_entered"), frozenset({"Contacts"}), {},
           {"Contacts": _Link("meetings_contacts", "contact_id", "meeting_id"),
-           "Leads": _Link("meetings_leads", "lead_id", "meeting_id")}),
-    _Kind("Note", "Notes", "notes", ("date_entered",), True, {"Contacts": "contact_id"}, {}),
-    _Kind("Case", "Cases", "cases", ("date_entered",), False, {"Accounts": "account_id"},
-          {"Contacts": _Link("contacts_cases", "contact_id", "case_id")}),
+           "Leads": _Link("meetings_leads", "lead_id", "meeting_id")}, _CALL_OR_MEETING),
+    _Kind("Task", "Tasks", "tasks", ("date_due", "date_entered"), frozenset(), {"Contacts": "contact_id"}, {},
+          ("Completed", "Deferred")),
+    _Kind("Note", "Notes", "notes", ("date_entered",), frozenset({"Contacts"}), {"Contacts": "contact_id"}, {}),
+    _Kind("Email", "Emails", "emails", ("date_sent_received", "date_entered"), frozenset({"Contacts", "Leads"}), {},
+          {m: _emails(m) for m in ("Contacts", "Leads", "Accounts")}),
 )
 
 
@@ -105,6 +122,10 @@ class History:
                 .where(table.c.deleted == 0, or_(*found))
                 .order_by(when.desc(), table.c.id)
                 .limit(limit))
+        if kind.statuses:
+            if "status" not in table.c:
+                return None
+            stmt = stmt.where(table.c.status.in_(kind.statuses))
         if exclude:
             stmt = stmt.where(table.c.id.not_in(list(exclude)))
         return stmt
@@ -112,15 +133,18 @@ class History:
 
 def _conditions(kind, table, tables, module, record_id):
     found = []
-    if kind.parent and "parent_type" in table.c and "parent_id" in table.c:
+    if module not in kind.parent_except and "parent_type" in table.c and "parent_id" in table.c:
         found.append((table.c.parent_type == module) & (table.c.parent_id == record_id))
     column = kind.direct.get(module)
     if column and column in table.c:
         found.append(table.c[column] == record_id)
     link = kind.links.get(module)
     links = tables.get(link.table) if link else None
-    if links is not None and {link.record, link.item, "deleted"} <= set(links.c.keys()):
+    roles = link.role[:1] if link else ()
+    if links is not None and {link.record, link.item, "deleted", *roles} <= set(links.c.keys()):
         ids = select(links.c[link.item]).where(links.c[link.record] == record_id, links.c.deleted == 0)
+        if link.role:
+            ids = ids.where(links.c[link.role[0]] == link.role[1])
         found.append(table.c.id.in_(ids))
     return found
 

@@ -141,6 +141,10 @@ class LiveUpdate:
     campaign: Optional[str] = None
     lead_source: Optional[str] = None
     group: Optional[str] = None
+    # The call went through crmagi's dialplan include, so its row is coming even when it is
+    # not there yet: with [agi] workers > 1 only worker 0 follows AMI, and the row may be
+    # in flight or spooled in the worker that took the AGI request.
+    awaited: bool = False
 
     def to_json(self):
         return dataclasses.asdict(self)
@@ -148,3 +152,19 @@ class LiveUpdate:
     @classmethod
     def from_json(cls, data):
         return cls(**data)
+
+
+@dataclass(frozen=True)
+class MissedEntry:
+    """One open missed-calls entry of a user (crmsync/missed.py): a number that called and
+    nobody answered, since the last call with it that connected."""
+    entry_id: str
+    number: str                         # as the caller ID came (what a call back dials)
+    attempts: int
+    first_at: Optional[datetime]        # UTC-aware
+    last_at: Optional[datetime]
+    module: str = ""                    # the caller's record, when the lookup found one
+    record_id: str = ""
+    name: str = ""
+    caller_name: str = ""               # CNAM of an unknown caller (untrusted text)
+    call_id: str = ""                   # the last missed Call

@@ -115,23 +115,28 @@ def _cut(text, limit):
     return text[:limit - 1].rstrip() + "\u2026"
 
 
-def subject(rec):
-    """The Call's name, at most 50 characters: who called whom, and whether it was missed."""
-    number = _one_line(rec.number) or "unknown number"
+def _same(text):
+    return text
+
+
+def subject(rec, _=_same):
+    """The Call's name, at most 50 characters: who called whom, and whether it was missed.
+    ``_``: gettext of the site's default language (SuiteCRM shows subjects as stored, to everyone)."""
+    number = _one_line(rec.number) or _("unknown number")
     name = _one_line(rec.parent_name)
     if not is_inbound(rec.direction):
-        prefix = "Outbound call to "
+        template = _("Outbound call to %s")
     elif rec.outcome == "missed" or rec.status == NOT_HELD:
-        prefix = "Missed call from "
+        template = _("Missed call from %s")
     else:
-        prefix = "Inbound call from "
+        template = _("Inbound call from %s")
     if name:
         tail = " (%s)" % number
-        room = NAME_MAX - len(prefix) - len(tail)
+        room = NAME_MAX - len(template % "") - len(tail)
         # Shorten the name rather than the number: the number is what people dial back.
         if room >= 4:
-            return prefix + _cut(name, room) + tail
-    return _cut(prefix + number, NAME_MAX)
+            return template % (_cut(name, room) + tail)
+    return _cut(template % number, NAME_MAX)
 
 
 def _seconds(value):

@@ -74,6 +74,12 @@ def _call_id(payload):
     return value if isinstance(value, str) else None
 
 
+def awaiting(call_id):
+    """The chain of a call's live updates that wait for its row (``LiveUpdate.awaited``): apart
+    from the call's own chain, so they never hold up the start that makes the row."""
+    return "awaiting-row:%s" % call_id
+
+
 class Spool:
     """sqlite-backed queue.  One connection behind a lock: under gevent the lock is a
     cooperative one; reads and the write-ahead entries (no fsync) are short local-disk
@@ -120,16 +126,17 @@ class Spool:
 
     # -- the queue ---------------------------------------------------------------
 
-    def push(self, kind, payload, retry_at=0.0, fsync=True):
+    def push(self, kind, payload, retry_at=0.0, fsync=True, chain=None):
+        """Queue an op at the end of its ``chain`` (default: its call, ``payload["call_id"]``)."""
         text = json.dumps(payload, sort_keys=True)
         return self._run("INSERT INTO ops (kind, payload, call_id, created, retry_at) VALUES (?, ?, ?, ?, ?)",
-                         (kind, text, _call_id(payload), time.time(), retry_at), fsync).lastrowid
+                         (kind, text, chain or _call_id(payload), time.time(), retry_at), fsync).lastrowid
 
-    def push_ahead(self, kind, payload, hold):
+    def push_ahead(self, kind, payload, hold, chain=None):
         """Write-ahead entry of a write about to be tried: durable against a crash of this
         process (no fsync: cheap on the hot path), not picked by a replay for ``hold``
         seconds.  ``forget`` it when the write worked, ``keep`` it when it did not."""
-        return self.push(kind, payload, retry_at=time.time() + hold, fsync=False)
+        return self.push(kind, payload, retry_at=time.time() + hold, fsync=False, chain=chain)
 
     def forget(self, op_id):
         """Drop a write-ahead entry whose write landed (no fsync: losing this delete in a
@@ -162,6 +169,10 @@ class Spool:
                 "SELECT json_extract(payload, '$.linkedid'), json_extract(payload, '$.uniqueid') FROM %s "
                 "WHERE kind IN ('start', 'finish') AND json_valid(payload)" % table) for value in row if value)
         return found
+
+    def make_due(self, chain):
+        """Ops of ``chain`` may be tried now (what they waited for happened); False if none."""
+        return self._run("UPDATE ops SET retry_at = 0 WHERE call_id = ?", (chain,), fsync=False).rowcount > 0
 
     def delete(self, op_id):
         self._run("DELETE FROM ops WHERE id = ?", (op_id,))

@@ -21,6 +21,7 @@ import gevent
 from gevent.event import Event
 
 from .models import CallRecord, LiveUpdate
+from .spool import awaiting
 
 KINDS = ("start", "finish", "live")
 BACKOFF_CAP = 600.0             # seconds: the longest wait between two attempts of one op
@@ -36,6 +37,16 @@ def _decode(op):
         return (LiveUpdate if op.kind == "live" else CallRecord).from_json(json.loads(op.payload))
     except (TypeError, KeyError, AttributeError) as exc:
         raise ValueError("undecodable %s op: %s" % (op.kind, exc)) from None
+
+
+def _chain(kind, rec):
+    """Where an op queues: behind its call's ops, or, a live update waiting for its row
+    (another worker writes it), in a chain of its own (crmsync.spool.awaiting)."""
+    return awaiting(rec.call_id) if kind == "live" and getattr(rec, "awaited", False) else rec.call_id
+
+
+class NotYet(Exception):
+    """A live update of a call crmagi is writing (``LiveUpdate.awaited``) whose row is not there yet."""
 
 
 @dataclass
@@ -97,13 +108,14 @@ class CallWriter:
         try:
             if kind not in KINDS:
                 raise ValueError("unknown call op %r" % (kind,))
-            if self.spool.has_call(rec.call_id):
+            chain = _chain(kind, rec)
+            if self.spool.has_call(chain):
                 # Ops of one call apply in order: this one waits behind the spooled ones.
                 self._spool(kind, rec)
                 return Ticket(kind, rec, queued=True)
             # Written ahead: a kill -9 while the CRM is slow must not lose an op that
             # only this process held (Asterisk does not ask again).
-            return Ticket(kind, rec, op_id=self.spool.push_ahead(kind, rec.to_json(),
+            return Ticket(kind, rec, op_id=self.spool.push_ahead(kind, rec.to_json(), chain=chain,
                                                                  hold=self.timeout + AHEAD_MARGIN))
         except Exception:   # noqa: BLE001 - a call must go on whatever happens here
             self.log.exception("could not spool %s of call %s", kind, getattr(rec, "call_id", "?"))
@@ -121,13 +133,16 @@ class CallWriter:
             worker = gevent.spawn(self._attempt, kind, rec)
             worker.join(self.timeout)
             error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
+            if isinstance(error, NotYet):
+                self._not_yet(ticket, error)
+                return False
             self.on_write("direct", error is None)
             if error is None:
                 if ticket.op_id is not None:
                     self.spool.forget(ticket.op_id)
                 self._up()
-                if self.spool.has_call(rec.call_id):   # ops of this call queued meanwhile
-                    gevent.spawn(self.flush)
+                if self.spool.has_call(rec.call_id) or (kind == "start" and self._row_awaited(rec.call_id)):
+                    gevent.spawn(self.flush)        # ops of this call queued meanwhile
                 return True
             self._failed("%s %s" % (kind, rec.call_id), error)
             if ticket.op_id is not None:
@@ -141,6 +156,20 @@ class CallWriter:
                                getattr(rec, "call_id", "?"), getattr(rec, "__dict__", rec))
         return False
 
+    def _row_awaited(self, call_id):
+        """Live updates of this call waited for the row just written: due now."""
+        chain = awaiting(call_id)
+        return self.spool.has_call(chain) and self.spool.make_due(chain)
+
+    def _not_yet(self, ticket, error):
+        """An awaited live update met no row: the CRM is fine, the row is in flight or spooled
+        in another worker.  Try again after ``flush_interval``, backing off like a failed op."""
+        retry_at = time.time() + self.flush_interval
+        if ticket.op_id is not None:
+            self.spool.fail(ticket.op_id, error, retry_at)
+        else:
+            self.spool.push(ticket.kind, ticket.rec.to_json(), retry_at=retry_at, chain=_chain(ticket.kind, ticket.rec))
+
     def enqueue(self, kind, rec):
         """Durably queue an op without trying the CRM first (the caller must not wait on
         it); the flusher applies it at once.  Raises when even the spool cannot take it."""
@@ -150,7 +179,7 @@ class CallWriter:
         gevent.spawn(self.flush)
 
     def _spool(self, kind, rec):
-        self.spool.push(kind, rec.to_json())
+        self.spool.push(kind, rec.to_json(), chain=_chain(kind, rec))
         self._warn_if_full()
 
     def _warn_if_full(self):
@@ -194,6 +223,10 @@ class CallWriter:
                 self._bury(op, exc)
                 continue
             error = self._attempt(op.kind, rec)
+            if isinstance(error, NotYet):       # not a failure of the CRM: back off quietly
+                held.add(op.call_id)
+                self._count_failure(op, error)
+                continue
             self.on_write("spool", error is None)
             if error is None:
                 self.spool.delete(op.id)
@@ -272,7 +305,9 @@ class CallWriter:
             elif kind == "finish":
                 self.store.finish(rec)
             elif kind == "live" and self.live is not None:
-                self.live.apply(rec)        # False (no such call) is final, not an error
+                # False (no such call) is final, unless the call's row is on its way.
+                if not self.live.apply(rec) and rec.awaited:
+                    return NotYet("call %s has no row yet" % rec.call_id)
             else:
                 return "unknown call op %r" % (kind,)
             return None

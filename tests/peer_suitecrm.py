@@ -120,6 +120,37 @@ class SuiteCrmPeer:
                        timeout=120)
 
 
+def suitecrm_and_asterisk(extensions):
+    """A generator for a module fixture: (SuiteCrmPeer, AsteriskPeer), the demo users given
+    ``extensions`` ({user name: extension}); both stopped after the module."""
+    from peer_asterisk import AsteriskPeer
+
+    asterisk = AsteriskPeer(agi_port=free_port())
+    crm = None
+    try:
+        crm = SuiteCrmPeer()
+        for user, extension in extensions.items():
+            crm.set_extension(user, extension)
+        yield crm, asterisk
+    finally:
+        if crm is not None:
+            crm.stop()
+        asterisk.stop()
+
+
+def crmagi_on_both(crm, asterisk, tmp_path, originate_timeout="6"):
+    """crmagi_on_peer with its FastAGI on the Asterisk peer's AGI port, AMI logged in, and
+    click-to-call ringing the peer's phones; stop() it after use."""
+    from browser import wait_for
+
+    application = crmagi_on_peer(crm, tmp_path, asterisk.ami_port,
+                                 agi={"listen": "127.0.0.1:%d" % asterisk.agi_port, "timeout": "2"},
+                                 ami={"originate_channel": "Local/{exten}@phones",
+                                      "originate_timeout": originate_timeout})
+    wait_for(lambda: application.ami.connected.is_set(), timeout=30, what="AMI login")
+    return application
+
+
 def crmagi_on_peer(peer, tmp_path, ami_port=None, **sections):
     """`crmagi serve`'s App on the peer's database with popups on (port 0), its package
     installed into the peer with the websocket URL of the port it got.  ``sections`` adds

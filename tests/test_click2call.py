@@ -12,6 +12,7 @@ from agi.ami.click2call import ClickToCall
 from agi.config import load
 from agi.errors import AmiActionFailed
 from agi.ami.originate_progress import Watch
+from crmlocale import catalogues
 from crmsync.models import Caller, LookupResult, User
 from test_callmodel import load as load_ami
 from webpush import auth
@@ -152,12 +153,16 @@ def test_the_numbers_failures_on_the_second_leg():
 
 # ---------------------------------------------------------------------- the request
 class Tab:
-    def __init__(self, user_id):
+    def __init__(self, user_id, language=""):
         self.user_id = user_id
         self.sent = []
+        self.language = catalogues.language(language)
 
     def send(self, text):
         self.sent.append(json.loads(text))
+
+    def say(self, text):            # webpush.hub.Tab's: the user's language
+        return self.language.say(text)
 
 
 class Client:
@@ -208,8 +213,8 @@ class Directory:
         return LookupResult("unknown", number)
 
 
-def click(service, user_id="u1", **message):
-    tab = Tab(user_id)
+def click(service, user_id="u1", language="", **message):
+    tab = Tab(user_id, language)
     service._request(tab, message.get("ref", "r1"), dict({"number": "004930987654"}, **message))
     return tab.sent
 
@@ -246,6 +251,14 @@ def test_refusals_say_why(user, message, reason):
     svc = service()
     sent = click(svc, user, **message)
     assert sent[0]["state"] == "refused" and reason in sent[0]["text"] and not svc.client.actions
+
+
+def test_the_page_hears_it_in_the_users_language():
+    """The clicking user's SuiteCRM language (the tab's, set at admission) is the page's."""
+    assert click(service(), language="ru_RU")[0]["text"] == "звоним на ваш телефон 101…"
+    assert click(service(), "u2", language="de_DE")[0]["text"] == \
+        "Ihr CRM-Benutzer hat keine Durchwahl: bitten Sie einen Administrator, sie einzutragen"
+    assert click(service(), "u2")[0]["text"] == "your CRM user has no extension: ask an administrator to set it"
 
 
 def test_without_the_ami_connection_or_permission_it_is_refused():

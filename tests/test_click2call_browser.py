@@ -16,8 +16,7 @@ import pytest
 from browser import chrome, missing_tools, wait_for  # noqa: F401
 from conftest import UNDER_CI
 from crmsync.calls import CallStore
-from peer_asterisk import AsteriskPeer, free_port
-from peer_suitecrm import SuiteCrmPeer, crmagi_on_peer
+from peer_suitecrm import crmagi_on_both, suitecrm_and_asterisk
 
 pytestmark = pytest.mark.skipif(missing_tools() is not None and not UNDER_CI, reason=str(missing_tools()))
 
@@ -27,26 +26,12 @@ FINAL = ("refused", "failed", "ended")
 
 @pytest.fixture(scope="module")
 def peers():
-    asterisk = AsteriskPeer(agi_port=free_port())
-    crm = None
-    try:
-        crm = SuiteCrmPeer()
-        for user, extension in (("sally", "101"), ("max", "102"), ("will", "103")):
-            crm.set_extension(user, extension)
-        yield crm, asterisk
-    finally:
-        if crm is not None:
-            crm.stop()
-        asterisk.stop()
+    yield from suitecrm_and_asterisk({"sally": "101", "max": "102", "will": "103"})
 
 
 @pytest.fixture(scope="module")
 def app(peers, tmp_path_factory):
-    crm, asterisk = peers
-    application = crmagi_on_peer(crm, tmp_path_factory.mktemp("app"), asterisk.ami_port,
-                                 agi={"listen": "127.0.0.1:%d" % asterisk.agi_port, "timeout": "2"},
-                                 ami={"originate_channel": "Local/{exten}@phones", "originate_timeout": "6"})
-    wait_for(lambda: application.ami.connected.is_set(), timeout=30, what="AMI login")
+    application = crmagi_on_both(*peers, tmp_path_factory.mktemp("app"))
     yield application
     application.stop(timeout=1)
 

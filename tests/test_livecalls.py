@@ -1,5 +1,7 @@
 """Live updates from the AMI call model onto real SuiteCRM rows: idempotent, transfer-aware."""
 import uuid
+
+import gevent
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -125,3 +127,39 @@ def test_live_update_waits_behind_a_spooled_start(engine, store, tmp_path):
     assert writer.flush() == 2
     owner, extra, _ = state(engine, rec.call_id)
     assert owner == CHRIS and extra["transfer_extension"] == "104"
+
+
+def test_an_awaited_update_waits_for_the_row_another_worker_writes(engine, store, tmp_path):
+    """With [agi] workers > 1 only worker 0 follows AMI: an update of a call another worker
+    took may arrive while that worker's start is in flight or spooled (its own spool file).
+    Marked ``awaited`` (the call ran crmagi's include), it is kept and applied once the row
+    is there, instead of being dropped as the update of a call crmagi never saw."""
+    rec = CallRecord(call_id=str(uuid.uuid4()), linkedid="1795699270.1", uniqueid="1795699270.1",
+                     direction="Inbound", number="+4930555555", started_at=datetime.now(timezone.utc),
+                     assigned_user_id=SALLY)
+    ami_worker = CallWriter(store, Spool(str(tmp_path / "w0.sqlite")), timeout=2, live=LiveCalls(store),
+                            flush_interval=0.01)
+    assert not ami_worker.submit_live(LiveUpdate(rec.call_id, "answered", "104", CHRIS, awaited=True))
+    gevent.sleep(0.02)
+    assert ami_worker.pending() == 1 and ami_worker.flush() == 0      # still no row: kept, backing off
+    [op] = ami_worker.spool.pending()
+    assert op.attempts == 2 and "no row yet" in op.last_error
+    down = CallStore(make_engine("mysql+pymysql://root@127.0.0.1:1/x", connect_timeout=0.5))
+    other_worker = CallWriter(down, Spool(str(tmp_path / "w1.sqlite")), timeout=1)
+    assert not other_worker.submit("start", rec)                      # the CRM was down for worker 1
+    other_worker.store = store
+    assert other_worker.flush() == 1                                  # ... and is back
+    gevent.sleep(0.05)
+    assert ami_worker.flush() == 1 and ami_worker.pending() == 0
+    owner, extra, _ = state(engine, rec.call_id)
+    assert owner == CHRIS and extra["answered_extension"] == "104"
+
+
+def test_an_awaited_update_whose_row_never_comes_ends_in_the_dead_letters(store, tmp_path):
+    writer = CallWriter(store, Spool(str(tmp_path / "s.sqlite")), timeout=2, live=LiveCalls(store),
+                        flush_interval=0.001, max_attempts=3)
+    writer.submit_live(LiveUpdate(str(uuid.uuid4()), "recording", path="/x.wav", awaited=True))
+    for _ in range(3):
+        gevent.sleep(0.01)
+        writer.flush()
+    assert writer.pending() == 0 and len(writer.spool.dead()) == 1

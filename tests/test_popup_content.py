@@ -62,9 +62,23 @@ def seed(conn):
     activity(conn, "calls", "call-now", "The current call", "2026-11-26 12:00:00", status="Planned", **parent)
     activity(conn, "calls", "call-other", "Someone else", "2026-11-26 12:00:00", parent_type="Contacts",
              parent_id="c-other")
+    # SuiteCRM's History of a contact: no call or meeting by parent alone, nothing Planned, no Cases.
     activity(conn, "meetings", "meet-1", "Meeting by parent", "2026-11-22 14:00:00", status="Held", **parent)
     activity(conn, "meetings", "meet-2", "Meeting by link", "2026-11-01 14:00:00", status="Planned")
     link(conn, "meetings_contacts", meeting_id="meet-2", contact_id=ANN)
+    activity(conn, "meetings", "meet-3", "Held meeting by link", "2026-11-23 14:00:00", status="Held")
+    link(conn, "meetings_contacts", meeting_id="meet-3", contact_id=ANN)
+    activity(conn, "tasks", "task-1", "Completed task", "2026-11-01 09:00:00", status="Completed",
+             date_due="2026-11-24 09:00:00", **parent)
+    activity(conn, "tasks", "task-open", "Open task", "2026-11-26 09:00:00", status="Not Started",
+             date_due="2026-11-26 09:00:00", contact_id=ANN)
+    activity(conn, "emails", "email-1", EVIL, "2026-11-22 08:00:00", status="archived",
+             date_sent_received="2026-11-22 08:00:00")
+    link(conn, "emails_beans", email_id="email-1", bean_id=ANN, bean_module="Contacts")
+    activity(conn, "emails", "email-other", "Lead email", "2026-11-22 09:00:00", status="archived")
+    link(conn, "emails_beans", email_id="email-other", bean_id=ANN, bean_module="Leads")
+    activity(conn, "calls", "call-acct", "Account call", "2026-11-21 10:00:00", status="Held",
+             parent_type="Accounts", parent_id=ACME)
     activity(conn, "notes", "note-1", "Note by parent", "2026-11-24 16:00:00", **parent)
     activity(conn, "notes", "note-2", "Note by contact_id", "2026-10-01 16:00:00", contact_id=ANN)
     activity(conn, "notes", "note-deleted", "Deleted note", "2026-11-26 16:00:00", deleted=1, **parent)
@@ -76,12 +90,12 @@ def seed(conn):
     activity(conn, "calls", "call-lead", "Lead call", "2026-11-21 09:00:00", status="Held")
     link(conn, "calls_leads", call_id="call-lead", lead_id=LENA)
     activity(conn, "meetings", "meet-lead", "Lead meeting", "2026-11-19 09:00:00", parent_type="Leads",
-             parent_id=LENA)
+             parent_id=LENA, status="Not Held")
     activity(conn, "calls", "call-custom", "Custom call", "2026-11-18 09:00:00", parent_type="Projects_X",
-             parent_id="px-1")
+             parent_id="px-1", status="Held")
 
 
-ANN_ORDER = ["call-2", "note-1", "case-1", "meet-1", "call-1", "call-3", "meet-2", "note-2"]
+ANN_ORDER = ["call-2", "task-1", "meet-3", "email-1", "call-1", "note-2"]
 
 
 @pytest.fixture(scope="module")
@@ -174,23 +188,23 @@ def assert_safe(root):
 def test_contact_history_newest_first_both_wirings(engine):
     items = History(engine).recent("Contacts", ANN, exclude=("call-now",))
     assert [i.record_id for i in items] == ANN_ORDER
-    assert [i.kind for i in items] == ["Call", "Note", "Case", "Meeting", "Call", "Call", "Meeting", "Note"]
+    assert [i.kind for i in items] == ["Call", "Task", "Meeting", "Email", "Call", "Note"]
     first = items[0]
     assert first == HistoryItem("Call", "call-2", "Link only", datetime(2026, 11, 25, 10, tzinfo=timezone.utc),
                                 "Not Held", "Outbound", "index.php?module=Calls&action=DetailView&record=call-2")
-    assert items[2].url == "index.php?module=Cases&action=DetailView&record=case-1"
-    assert items[2].subject == EVIL and items[2].direction == ""
+    assert items[1].url == "index.php?module=Tasks&action=DetailView&record=task-1"
+    assert items[1].when == datetime(2026, 11, 24, 9, tzinfo=timezone.utc) and items[1].direction == ""
 
 
-def test_current_call_shows_unless_excluded_and_limit(engine):
+def test_planned_current_call_is_not_history_and_limit(engine):
     items = History(engine, limit=3).recent("Contacts", ANN)
-    assert [i.record_id for i in items] == ["call-now", "call-2", "note-1"]
+    assert [i.record_id for i in items] == ["call-2", "task-1", "meet-3"]
     assert [i.record_id for i in History(engine).recent("Contacts", ANN, limit=2, exclude=("call-now",))] == \
         ANN_ORDER[:2]
 
 
 def test_account_lead_and_custom_module_history(engine):
-    assert [i.record_id for i in History(engine).recent("Accounts", ACME)] == ["case-1"]
+    assert [i.record_id for i in History(engine).recent("Accounts", ACME)] == ["call-acct"]
     assert [i.record_id for i in History(engine).recent("Leads", LENA)] == ["call-lead", "meet-lead"]
     assert [i.record_id for i in History(engine).recent("Projects_X", "px-1")] == ["call-custom"]
     assert History(engine).recent("Contacts", "nobody") == []
@@ -202,9 +216,9 @@ def test_missing_tables_just_remove_that_kind(crm_url):
         with engine.begin() as conn:
             seed(conn)
             conn.execute(text("DROP TABLE meetings"))
-            conn.execute(text("DROP TABLE contacts_cases"))
+            conn.execute(text("DROP TABLE emails_beans"))
         items = History(engine).recent("Contacts", ANN, exclude=("call-now",))
-        assert [i.record_id for i in items] == [r for r in ANN_ORDER if not r.startswith(("meet", "case"))]
+        assert [i.record_id for i in items] == [r for r in ANN_ORDER if not r.startswith(("meet", "email"))]
     finally:
         engine.dispose()
 
@@ -263,8 +277,9 @@ def test_known_popup(engine):
     links = [li.find("a").attrs["href"].rsplit("=", 1)[1] for li in items]
     assert links == ANN_ORDER            # newest first, the current call left out
     times = [li.find("time") for li in items]
-    assert (times[0].attrs["datetime"], times[0].text) == ("2026-11-25T10:00:00Z", "2026-11-25 10:00 UTC")
-    assert items[2].find("a").text == EVIL     # the case subject, as text
+    # No preference: the site's format ([crm] date_format/time_format, SuiteCRM's m/d/Y H:i) in UTC.
+    assert (times[0].attrs["datetime"], times[0].text) == ("2026-11-25T10:00:00Z", "11/25/2026 10:00")
+    assert items[3].find("a").text == EVIL     # the email subject, as text
     assert_safe(root)
     assert out.title == "Call from Ann Smith"
     assert out.notify == "+1 650-253-0000 — Ann Smith, Acme (Contacts)"
@@ -370,3 +385,45 @@ def test_environment_is_strict_and_escapes():
     with pytest.raises(UndefinedError):
         env.get_template(TEMPLATE).render(kind="known", call_id="c")
     assert env.from_string("{{ x }}").render(x="<b>") == "&lt;b&gt;"
+
+
+# -- the user's SuiteCRM language, date format and time zone ----------------------------------
+
+RU_PREFS = ('a:6:{s:2:"ut";s:1:"1";s:8:"timezone";s:13:"Europe/Moscow";s:8:"language";s:5:"ru_RU";'
+            's:5:"datef";s:5:"d.m.Y";s:5:"timef";s:3:"H:i";s:9:"ContactsQ";a:1:{s:13:"searchFormTab";'
+            's:12:"basic_search";}}')
+
+
+def test_popup_in_the_users_language_format_and_zone(engine):
+    """Will's SuiteCRM preferences (as SuiteCRM writes them: base64 of serialize()) say ru_RU,
+    d.m.Y H:i, Europe/Moscow: his popup is Russian, with his format, in his zone."""
+    import base64
+    from crmsync.userlocale import UserLocale, UserLocales
+
+    with engine.begin() as conn:
+        insert(conn, "user_preferences", id="pref-will", category="global", deleted=0,
+               assigned_user_id=WILL.id, date_modified="2026-11-01 00:00:00",
+               contents=base64.b64encode(RU_PREFS.encode()).decode())
+    try:
+        locales = UserLocales(engine, UserLocale())
+        assert locales.get(WILL.id) == UserLocale("ru_RU", "d.m.Y", "H:i", "Europe/Moscow")
+        assert locales.get(SALLY.id) == UserLocale()         # her prefs name no language: the site's
+        call = CallInfo("call-now", "l-1", "+16502530000", result=found())
+        out = content(engine, locales=locales).render(call, for_user=WILL)
+        root = parse(out.html)
+        assert root.find("span", "crmagi-direction").text == "Входящий звонок"
+        headings = [h.text for h in root.find_all("h3", "crmagi-heading")]
+        assert headings[:2] == ["История с этим клиентом", "Телефонная книга"]
+        first = root.find_all("li", "crmagi-history-item")[0]
+        assert first.find("time").text == "25.11.2026 13:00"      # 10:00 UTC in Moscow (UTC+3)
+        assert first.find("span", "crmagi-kind").text == "Звонок"
+        assert first.find("span", "crmagi-status").text == "Не состоялся"
+        assert root.find("a", "crmagi-edit-call").text == "Изменить этот звонок"
+        assert root.find("span", "crmagi-module").text == "Контакты"
+        assert out.title == "Звонок от Ann Smith"
+        assert_safe(root)
+        english = parse(content(engine, locales=locales).render(call, for_user=SALLY).html)
+        assert english.find("span", "crmagi-direction").text == "Incoming call"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM user_preferences WHERE id = 'pref-will'"))

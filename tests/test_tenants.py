@@ -6,10 +6,13 @@ contact numbers (so a call written to the wrong CRM would find a record there to
 calls interleaved, popup tokens and plugin keys of one tenant tried on the other, and a
 reload that adds and removes tenants while calls are in progress.
 """
+import http.client
 import os
 import signal
 import textwrap
 import time
+import uuid
+from datetime import datetime
 
 import gevent
 import pytest
@@ -23,8 +26,9 @@ from agi.tenants import dispatch, registry
 from agi.tenants.server import TenantServer
 from conftest import create_suitecrm_database, drop_database, mariadb_url
 from crmsync.apikeys import KeyStore
+from crmsync.calls import CallStore
 from test_end_to_end import CONTACT, SEED, rows, seeded, wait_for
-from webpush import auth
+from webpush import auth, recording_urls
 
 SECRETS = {"acme": "acme-secret-0123456789abcdefghijklmn", "globex": "globex-secret-0123456789abcdefghijk",
            "initech": "initech-secret-0123456789abcdefghij"}
@@ -209,6 +213,106 @@ def test_sighup_adds_and_removes_tenants_without_dropping_the_others_calls(serve
     new = SimulatedCall(running.address, "incoming", number="4930123400", callerid="+4930111111",
                         prefix="initech/")
     assert new.start().variables["CRM_STATUS"] == "found"
+
+
+def test_a_reload_mid_traffic_drops_no_call_of_any_tenant(server, two_crms, tmp_path):
+    """Calls of both tenants keep arriving (each rings 0.3 s) while SIGHUP removes globex and
+    adds initech: every call that acme, globex or initech took is finished in its own CRM,
+    globex's calls under way included (a draining tenant still takes their hangups); a
+    globex call placed after the reload is refused at once."""
+    running, folder = server
+    urls, engines = two_crms
+    taken = {"acme": [], "globex": [], "initech": []}
+    refused = []
+
+    def one_call(name):
+        call = SimulatedCall(running.address, "incoming", number="4930123400", callerid="+4930111111",
+                             prefix=name + "/")
+        first = call.start()
+        if first.variables.get("CRM_STATUS") != "found":
+            refused.append((name, first.variables))
+            return
+        taken[name].append(call.uniqueid)
+        gevent.sleep(0.3)
+        assert call.finish({"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "3"}).agistatus == "SUCCESS"
+
+    def traffic(seconds):
+        jobs, until = [], time.monotonic() + seconds
+        while time.monotonic() < until:
+            names = ("acme", "initech") if "initech" in running.apps else ("acme", "globex")
+            jobs += [gevent.spawn(one_call, name) for name in names]
+            gevent.sleep(0.05)
+        return jobs
+
+    background = gevent.spawn(traffic, 3.0)
+    gevent.sleep(1.0)
+    os.remove(os.path.join(str(folder), "globex.ini"))
+    tenant_file(folder, "initech", urls["globex"], tmp_path)
+    os.kill(os.getpid(), signal.SIGHUP)
+    jobs = background.get()
+    gevent.joinall(jobs, raise_error=True)
+    assert all(name == "globex" for name, _ in refused)    # only globex calls raced the reload
+    assert len(taken["acme"]) >= 20 and len(taken["globex"]) >= 5 and len(taken["initech"]) >= 5
+    held = {name: lambda engine=engine: {r["linkedid"] for r in rows(
+        engine, "SELECT linkedid FROM crmagi_calls WHERE status='Held'")} for name, engine in engines.items()}
+    wait_for(lambda: held["acme"]() == set(taken["acme"]), timeout=15)
+    wait_for(lambda: held["globex"]() == set(taken["globex"]) | set(taken["initech"]), timeout=15)
+    late = SimulatedCall(running.address, "incoming", number="4930123400", callerid="+4930111111",
+                         prefix="globex/")
+    assert late.start().variables == {"CRM_STATUS": "error"}
+
+
+def test_a_recording_plays_at_its_tenants_path_only(two_crms, tmp_path):
+    """A tenant's recordings are served under /NAME/recordings/ (recordings.js takes the base
+    from the tenant's /NAME/ws URL) from that tenant's own folder; its signed URL opens
+    nothing at another tenant's path."""
+    from test_recordings_http import tone_wav
+
+    urls, engines = two_crms
+    folder = tmp_path / "tenants"
+    folder.mkdir()
+    calls = {}
+    for name in ("acme", "globex"):
+        monitor = tmp_path / ("monitor-" + name)
+        monitor.mkdir()
+        tone_wav(monitor / ("%s-call.wav" % name))
+        tenant_file(folder, name, urls[name], tmp_path, "[recordings]\nlocal_dir = %s\n" % monitor)
+        calls[name] = recorded_call(engines[name], "%s/%s-call.wav" % (monitor, name))
+    running = TenantServer(main_config(tmp_path, folder)).start()
+    try:
+        port = running.web.address[1]
+        for name, other in (("acme", "globex"), ("globex", "acme")):
+            path = recording_urls.mint(SECRETS[name], "seed_sally_id", calls[name], time.time(), 600)
+            status, body = http_get(port, "/%s%s" % (name, path))
+            assert status == 200 and body[:4] == b"RIFF"
+            assert http_get(port, "/%s%s" % (other, path))[0] == 403
+            assert http_get(port, path)[0] == 404                   # no tenant in the path
+    finally:
+        running.stop(timeout=1)
+
+
+def recorded_call(engine, recording):
+    CallStore(engine).ensure_tables()
+    call_id = str(uuid.uuid4())
+    now = datetime.utcnow().replace(microsecond=0)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO calls (id, name, date_entered, date_modified, deleted, assigned_user_id, status,"
+            " direction, date_start) VALUES (%s, 'test call', %s, %s, 0, 'seed_sally_id', 'Held', 'Inbound', %s)",
+            (call_id, now, now, now))
+        conn.exec_driver_sql("INSERT INTO crmagi_calls (call_id, recording, status) VALUES (%s, %s, 'Held')",
+                             (call_id, recording))
+    return call_id
+
+
+def http_get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
 
 
 def test_metrics_carry_the_tenant_label(server):

@@ -9,9 +9,12 @@ import sys
 import time
 
 from prometheus_client import CollectorRegistry
+from sqlalchemy import bindparam, text
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from agi.demo.simulator import SimulatedCall
+from conftest import ASTERISK, REPO
+from crmsync.db import make_engine
 from agi.ops.workers import worker_spool
 from scrape import health, metrics, value
 from test_end_to_end import wait_for
@@ -131,3 +134,84 @@ def test_two_workers_give_one_metrics_view(crm_url, tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
     assert proc.returncode == 0
+
+
+def test_one_worker_follows_ami_and_updates_that_beat_their_row_wait_for_it(crm_url, tmp_path):
+    """Each worker parsing the whole AMI stream and writing every update twice cost a third
+    of a call's CPU: only worker 0 logs in.  Its updates of calls the other worker took, and
+    updates that reach it before their call's row exists (here every call's AMI events are
+    sent before its ``incoming`` AGI), are kept until the row is there, not dropped."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from faults_ami import AmiFeed, Scenario
+
+    feed = AmiFeed()
+    scenario = Scenario(str(ASTERISK / "01-inbound-answered.ami.txt"))
+    port = free_port()
+    ini = tmp_path / "crmagi.ini"
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   "flush_interval = 0.5\n[metrics]\nlisten = 127.0.0.1:%d\n[ami]\nhost = 127.0.0.1\nport = %d\n"
+                   "username = crm\nsecret = crmsecret\n" % (crm_url, port, free_port(), feed.port))
+    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.PIPE,
+                            text=True)
+    engine = make_engine(crm_url)
+    try:
+        assert place_calls(port, 1) == 1            # both workers up (retried until they listen)
+        wait_for(lambda: len(feed.clients) == 1, timeout=10)
+        epoch, linkedids = int(time.time()), []
+        for serial in range(1, 21):
+            linkedid = "%d.%d" % (epoch, serial)
+            assert feed.send_call(scenario, linkedid, serial, epoch)
+            call = SimulatedCall(("127.0.0.1", port), "incoming", number="4930123400", callerid="+4930999999",
+                                 uniqueid=linkedid)
+            first, last = call.run(dial={"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "5", "DIALEDPEERNUMBER": "101"})
+            assert (first.agistatus, last.agistatus) == ("SUCCESS", "SUCCESS")
+            linkedids.append(linkedid)
+
+        def answered():
+            with engine.connect() as conn:
+                return conn.execute(text("SELECT COUNT(*) FROM crmagi_calls WHERE answered_extension = '101' "
+                                         "AND linkedid IN :ids").bindparams(bindparam("ids", expanding=True)),
+                                    {"ids": linkedids}).scalar()
+        try:
+            wait_for(lambda: answered() == 20, timeout=30)
+        except AssertionError:
+            proc.send_signal(signal.SIGTERM)
+            raise AssertionError("%d answered; %s" % (answered(), proc.communicate(timeout=15)[1][-3000:]))
+        time.sleep(1)
+        assert feed.connections == 1 and len(feed.clients) == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        engine.dispose()
+        feed.close()
+
+
+def test_workers_exit_when_their_parent_is_killed(crm_url, tmp_path):
+    """SIGKILL of the parent cannot be passed on: the workers notice and drain by themselves
+    instead of keeping the port, the AMI login and database connections as orphans."""
+    port = free_port()
+    ini = tmp_path / "crmagi.ini"
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
+    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.DEVNULL)
+    try:
+        assert place_calls(port, 1) == 1
+        children = wait_for(lambda: subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                                   text=True).stdout.split(), timeout=10)
+        assert len(children) == 2
+    finally:
+        proc.kill()
+        proc.wait(timeout=5)
+
+    def alive(pid):
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        try:
+            with open("/proc/%s/stat" % pid) as stat:        # a zombie is gone too
+                return stat.read().split(") ")[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    wait_for(lambda: not any(alive(pid) for pid in children), timeout=15)

@@ -17,6 +17,8 @@ import hmac
 import json
 from typing import NamedTuple
 
+from crmlocale.catalogues import N_
+
 VERSION = 1
 MAX_TOKEN = 2048
 CLOCK_SKEW = 30      # seconds a token may come from a clock slightly ahead (SuiteCRM on another box)
@@ -60,24 +62,24 @@ def mint(secret: str, user_id: str, now: float, ttl: int, session_start=None) ->
 def verify(secret: str, token, now: float) -> Claims:
     """The claims of a valid token, else TokenError saying why."""
     if not isinstance(token, str) or not token:
-        raise TokenError("no token")
+        raise TokenError(N_("no token"))
     if len(token) > MAX_TOKEN or token.count(".") != 1 or not token.isascii():
-        raise TokenError("malformed token")     # HMAC and compare_digest take ASCII only
+        raise TokenError(N_("malformed token"))     # HMAC and compare_digest take ASCII only
     payload, signature = token.split(".")
     if not hmac.compare_digest(_sign(secret, payload), signature.lower()):
-        raise TokenError("bad signature")
+        raise TokenError(N_("bad signature"))
     try:
         claims = json.loads(_unb64(payload))
         user_id, issued, expires = claims["uid"], int(claims["iat"]), int(claims["exp"])
         session = int(claims.get("ses", issued))
     except (ValueError, KeyError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise TokenError("malformed token") from None     # OverflowError: int(Infinity), JSON allows it
+        raise TokenError(N_("malformed token")) from None     # OverflowError: int(Infinity), JSON allows it
     if claims.get("v") != VERSION or not isinstance(user_id, str) or not user_id:
-        raise TokenError("malformed token")
+        raise TokenError(N_("malformed token"))
     if expires < now:
-        raise TokenError("expired token")
+        raise TokenError(N_("expired token"))
     if issued > now + CLOCK_SKEW:
-        raise TokenError("token issued in the future")
+        raise TokenError(N_("token issued in the future"))
     return Claims(user_id, issued, expires, min(session, issued))
 
 

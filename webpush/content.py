@@ -21,7 +21,10 @@ import phonenumbers
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy.exc import SQLAlchemyError
 
+from crmlocale import catalogues, dates
+from crmlocale.catalogues import N_
 from crmsync.db import CrmUnavailable, SchemaError
+from crmsync.userlocale import UserLocale
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,11 @@ _CRM_ERRORS = (CrmUnavailable, SchemaError, SQLAlchemyError)
 _HISTORY_TTL = 10.0      # seconds: a queue call rings many users at once, ask the CRM once
 _HISTORY_KEEP = 256
 _NOTIFY_MAX = 160
+# Values SuiteCRM stores as keys (call_status_dom, call_direction_dom, dom_email_status ...) and the history's
+# kinds: the popup shows them in the user's language.
+CRM_WORDS = (N_("Call"), N_("Meeting"), N_("Note"), N_("Task"), N_("Email"), N_("Held"), N_("Not Held"),
+             N_("Completed"), N_("Deferred"), N_("Inbound"), N_("Outbound"), N_("Contacts"), N_("Accounts"),
+             N_("Leads"), N_("sent"), N_("archived"), N_("read"), N_("replied"), N_("unread"), N_("draft"))
 
 
 class Rendered(NamedTuple):
@@ -38,16 +46,21 @@ class Rendered(NamedTuple):
     notify: str      # plain text for a desktop notification
 
 
-def environment() -> Environment:
-    """The one Jinja environment: templates shipped as package ``webpush.templates``, strict, escaping.
+def environment(language=None) -> Environment:
+    """A Jinja environment for one language: templates shipped as package ``webpush.templates``,
+    strict, escaping, ``_()`` from the language's catalogue (English without one).
 
     autoescape is forced (not select_autoescape): the names end in .j2, which
-    select_autoescape would not recognise as HTML.
+    select_autoescape would not recognise as HTML.  newstyle gettext escapes the
+    values put into a translated text, as ``{{ }}`` does.
     """
     env = Environment(loader=PackageLoader("webpush.templates", "."), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                      keep_trailing_newline=True)
-    env.filters.update(isotime=_isotime, shorttime=_shorttime, staff_key=_staff_key)
+                      keep_trailing_newline=True, extensions=["jinja2.ext.i18n"])
+    translations = (language or catalogues.language("")).translations
+    env.install_gettext_translations(translations, newstyle=True)
+    # A CRM value (a status, a module name) translated as it is: _() would %-format it.
+    env.filters.update(isotime=_isotime, staff_key=_staff_key, word=translations.gettext)
     return env
 
 
@@ -55,8 +68,9 @@ def _isotime(when):
     return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _shorttime(when):
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def _when(locale):
+    """The templates' ``when(datetime)``: the user's date and time format, in their zone."""
+    return lambda moment: dates.display(moment, locale.date_format, locale.time_format, locale.timezone)
 
 
 def _staff_key(user):
@@ -82,13 +96,17 @@ def _display_number(number, e164):
 
 
 class PopupContent:
-    def __init__(self, directory, history, site_url="", anonymous_account="", history_limit=10):
+    def __init__(self, directory, history, site_url="", anonymous_account="", history_limit=10, locales=None,
+                 site_locale=UserLocale()):
         self.directory = directory
         self.history = history
         self.site_url = site_url or ""
         self.anonymous_account = anonymous_account or ""
         self.history_limit = history_limit
+        self.locales = locales               # crmsync.userlocale.UserLocales, or None: the site's for all
+        self.site_locale = site_locale
         self.env = environment()
+        self._envs = {catalogues.SOURCE: self.env}    # language code -> Environment
         self._recent = {}     # (call id, module, record id) -> (monotonic time, items)
 
     # -- URLs ------------------------------------------------------------------
@@ -101,31 +119,55 @@ class PopupContent:
         query = "&".join("%s=%s" % (key, quote(str(value), safe="")) for key, value in params.items())
         return self.url("index.php?" + query)
 
+    def record_url(self, module, record_id):
+        return self._index(module=module, action="DetailView", record=record_id)
+
     # -- rendering ---------------------------------------------------------------
 
     def render(self, call, for_user=None) -> Rendered:
         result = call.result
         status = result.status if result else None
         kind = {"found": "known", "anonymous": "unidentified"}.get(status, "unknown")
-        number = _display_number(call.number, result.e164 if result else None) or "withheld"
+        locale = self.locale_of(for_user.id if for_user else None)
+        language = catalogues.language(locale.language)
+        number = _display_number(call.number, result.e164 if result else None) or language.gettext("withheld")
         context = dict(
             kind=kind, call_id=call.call_id, crm_url=self.url, number=number, inbound=call.direction != "Outbound",
+            when=_when(locale),
             dial_number=call.number if kind != "unidentified" else "",
             queue=call.queue or "", cnam=_plain(call.caller_name), lookup_failed=result is None,
             edit_call_url=self._index(module="Calls", action="EditView", record=call.call_id),
             staff=self._staff(), **getattr(self, "_" + kind)(call, result, for_user))
-        html = self.env.get_template(TEMPLATE).render(context)
-        title, notify = self._texts(kind, call, number, result)
+        html = self._env(language).get_template(TEMPLATE).render(context)
+        title, notify = self._texts(kind, call, number, result, language.gettext)
         return Rendered(html, title, notify)
+
+    def locale_of(self, user_id):
+        """The user's SuiteCRM language, formats and zone; the site's when unknown."""
+        if self.locales is None or user_id is None:
+            return self.site_locale
+        return self.locales.get(user_id)
+
+    def render_for(self, template, user_id, **context):
+        """Another fragment (the missed-calls list) in the user's language, formats and zone."""
+        locale = self.locale_of(user_id)
+        env = self._env(catalogues.language(locale.language))
+        return env.get_template(template).render(when=_when(locale), **context)
+
+    def _env(self, language):
+        env = self._envs.get(language.code)
+        if env is None:
+            env = self._envs[language.code] = environment(language)
+        return env
 
     def _known(self, call, result, for_user):
         caller = result.caller
         owner = caller.owner
         mine = bool(owner and for_user and owner.id == for_user.id)
         return dict(
-            module=caller.module, record_id=caller.record_id, name=caller.name or "(no name)",
+            module=caller.module, record_id=caller.record_id, name=caller.name or "",
             account=caller.account_name or "",
-            record_url=self._index(module=caller.module, action="DetailView", record=caller.record_id),
+            record_url=self.record_url(caller.module, caller.record_id),
             history=self._history(call, caller), owner=owner, owner_is_you=mine,
             transfer_owner=bool(owner and owner.extension and not mine))
 
@@ -166,19 +208,24 @@ class PopupContent:
             return None
 
     @staticmethod
-    def _texts(kind, call, number, result):
-        """(title, notify): plain text, the browser sets them with textContent/Notification."""
-        towards = "from" if call.direction != "Outbound" else "to"
+    def _texts(kind, call, number, result, _):
+        """(title, notify): plain text in the user's language (``_``), the browser sets them
+        with textContent/Notification."""
+        inbound = call.direction != "Outbound"
         cnam = _plain(call.caller_name)
         if kind == "known":
             caller = result.caller
             who = _plain(caller.name) or number
             company = _plain(caller.account_name)
-            notify = "%s — %s%s (%s)" % (number, who, ", " + company if company else "", caller.module)
+            notify = "%s — %s%s (%s)" % (number, who, ", " + company if company else "", _(caller.module))
         elif kind == "unidentified":
-            who = "a withheld number"
-            notify = "Withheld number" + (" — caller ID: %s" % cnam if cnam else "")
+            who = None
+            notify = _("Withheld number") + (" — " + _("caller ID: %s") % cnam if cnam else "")
         else:
             who = number
-            notify = "%s — unknown number%s" % (number, " (caller ID: %s)" % cnam if cnam else "")
-        return _plain("Call %s %s" % (towards, who))[:_NOTIFY_MAX], notify[:_NOTIFY_MAX]
+            notify = "%s — %s%s" % (number, _("unknown number"), " (" + _("caller ID: %s") % cnam + ")" if cnam else "")
+        if who is None:
+            title = _("Call from a withheld number") if inbound else _("Call to a withheld number")
+        else:
+            title = (_("Call from %s") if inbound else _("Call to %s")) % who
+        return _plain(title)[:_NOTIFY_MAX], notify[:_NOTIFY_MAX]

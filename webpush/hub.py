@@ -16,6 +16,8 @@ from collections import deque
 
 import gevent
 
+from crmlocale import catalogues
+
 log = logging.getLogger("crmagi.webpush")
 OUTBOX_LIMIT = 256        # messages queued for one tab before it is judged dead
 SEND_TIMEOUT = 10.0
@@ -46,6 +48,11 @@ class Tab:
         self.closed = False
         self.rooms = set()
         self.on_close = None           # set by the server: leave the hub at once, not at next read
+        self.language = catalogues.language("")   # the user's catalogue, set by the server at admission
+
+    def say(self, text):
+        """A text (a str, or a catalogues.Phrase made earlier) in this tab's user's language."""
+        return self.language.say(text)
 
     def set_state(self, visible, focused, now):
         if (focused and not self.focused) or (visible and not self.visible):

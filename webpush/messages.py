@@ -20,8 +20,12 @@ Browser -> server
   {"type": "ping"}
 
 Server -> browser
-  {"type": "welcome", "user": U, "token_expires": unix}
-  {"type": "refused", "reason": "..."}  then the socket closes (code 4401 or 4403).
+  {"type": "welcome", "user": U, "token_expires": unix, "lang": L, "texts": {msgid: text}}
+      L: the catalogue of the user's SuiteCRM language (en, ru, de); texts: the script's own
+      texts in it (t() in popup.js and recordings.js), empty for English.
+  {"type": "refused", "reason": "...", "text": "..."}  then the socket closes (code 4401 or 4403).
+      reason: English (the console, the script's logic); text: the sentence the page shows,
+      in the user's language when the token named the user.
   {"type": "token", "token": T}         a fresh token, before the old one expires, so a
                                         reconnect after a crmagi restart still authenticates.
   {"type": "popup", "call": C, "html": H, "title": S, "notify": S}
@@ -40,6 +44,9 @@ Server -> browser
                                     | {"call": C, "missing": "recording not available"}]}
       P is a path on this server (webpush/recording_urls.py); Calls the user may not see, or
       without a recording, are left out.
+  {"type": "missed", "html": H, "count": N}
+      the user's missed-calls list (webpush/missedlist.py), on connect and when it changes;
+      H is the rendered, escaped fragment (empty list: N is 0), shown beside the popups.
   {"type": "pong"}
 """
 import json
@@ -90,8 +97,11 @@ def recordings(items):
     return {"type": "recordings", "items": items}
 
 
-def refused(reason):
-    return {"type": "refused", "reason": reason}
+def refused(reason, text=None):
+    message = {"type": "refused", "reason": reason}
+    if text is not None:
+        message["text"] = text
+    return message
 
 
 def popup(call_id, html, title, notify):
@@ -112,3 +122,7 @@ def result(call_id, ok, text):
 
 def dial_status(ref, state, reason, text, call=""):
     return {"type": "dial_status", "ref": ref, "state": state, "reason": reason, "text": text, "call": call}
+
+
+def missed(html, count):
+    return {"type": "missed", "html": html, "count": count}

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Set
 
+from crmlocale.catalogues import phrase
+
 from . import messages
 from .hub import user_room
 
@@ -33,7 +35,7 @@ class Popup:
     generation: int = 0                   # renders run side by side: only the newest asked counts
     legs: Set[str] = field(default_factory=set)
     state: str = RINGING
-    state_text: str = ""
+    state_text: object = ""               # a str or a catalogues.Phrase: in the language of the tab shown
     tab: Optional[object] = None          # the Tab showing it
     shown: bool = False                   # was ever on a screen (then it may move after pending)
 
@@ -96,10 +98,10 @@ class PopupBook:
         if popup.legs:                    # another device of the same user still rings
             return
         if reason in CALLER_GONE:
-            self._set_state(popup, "ended", "Missed: the caller hung up")
+            self._set_state(popup, "ended", phrase("Missed: the caller hung up"))
             self._forget(popup, close=False)
         else:
-            text = "Answered by someone else" if reason == "answered_elsewhere" else "Stopped ringing"
+            text = phrase("Answered by someone else") if reason == "answered_elsewhere" else phrase("Stopped ringing")
             self._set_state(popup, "answered_elsewhere" if reason == "answered_elsewhere" else "stopped", text)
             self._forget(popup, close=True)
 
@@ -107,7 +109,7 @@ class PopupBook:
         popup = self.get(user_id, call_id)
         if popup is not None:
             popup.legs.clear()
-            self._set_state(popup, ANSWERED, "In call")
+            self._set_state(popup, ANSWERED, phrase("In call"))
 
     def transferred(self, call_id, from_user_id, to_user):
         """The responsible user changes: the old desk's popup closes, the new one's opens."""
@@ -115,18 +117,18 @@ class PopupBook:
         old = self.get(from_user_id, call_id) if from_user_id else None
         if old is not None:
             info = old.info
-            name = to_user.full_name if to_user else "another phone"
-            self._set_state(old, "transferred", "Transferred to %s" % name)
+            name = to_user.full_name if to_user else phrase("another phone")
+            self._set_state(old, "transferred", phrase("Transferred to %s", name))
             self._forget(old, close=True)
         info = info or self._any_info(call_id)
         if to_user is not None and info is not None:
             popup = self.ring(info, to_user, "transfer")
             popup.legs.clear()
-            self._set_state(popup, ANSWERED, "Transferred to you")
+            self._set_state(popup, ANSWERED, phrase("Transferred to you"))
 
     def ended(self, call_id):
         for popup in self._popups_of(call_id):
-            self._set_state(popup, "ended", "Call ended")
+            self._set_state(popup, "ended", phrase("Call ended"))
             self._forget(popup, close=False)
 
     # -- tab events ----------------------------------------------------------
@@ -184,7 +186,7 @@ class PopupBook:
         rendered = popup.rendered
         tab.send(messages.encode(messages.popup(popup.info.call_id, rendered.html, rendered.title, rendered.notify)))
         if popup.state != RINGING:
-            tab.send(messages.encode(messages.update(popup.info.call_id, popup.state, popup.state_text)))
+            tab.send(messages.encode(messages.update(popup.info.call_id, popup.state, tab.say(popup.state_text))))
         popup.tab, popup.shown = tab, True
         self.stats["delivered"] += 1
         self.on_shown(popup)
@@ -198,7 +200,7 @@ class PopupBook:
     def _set_state(self, popup, state, text):
         popup.state, popup.state_text = state, text
         if popup.tab is not None:
-            popup.tab.send(messages.encode(messages.update(popup.info.call_id, state, text)))
+            popup.tab.send(messages.encode(messages.update(popup.info.call_id, state, popup.tab.say(text))))
 
     def _forget(self, popup, close):
         if close and popup.tab is not None:

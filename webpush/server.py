@@ -22,6 +22,9 @@ from geventwebsocket.exceptions import ProtocolError, WebSocketError
 from geventwebsocket.handler import WebSocketHandler
 from geventwebsocket.websocket import Header, WebSocket
 
+from crmlocale import catalogues
+from crmlocale.catalogues import N_, phrase
+
 from . import auth, messages, recordings_http
 from .hub import Tab, ext_room, user_room
 
@@ -154,7 +157,7 @@ class _Transport:
 
 class PushServer:
     def __init__(self, listen, secret, allowed_origins, service, hub, directory, token_seconds=600,
-                 max_sockets=20000, clock=time.time, recordings=None):
+                 max_sockets=20000, clock=time.time, recordings=None, locales=None, site_language="en_us"):
         self.listen = listen
         self.secret = secret
         self.allowed_origins = tuple(allowed_origins)
@@ -164,6 +167,8 @@ class PushServer:
         self.token_seconds = token_seconds
         self.clock = clock
         self.recordings = recordings          # webpush.recordings.Recordings, or None (no store set)
+        self.locales = locales                # crmsync.userlocale.UserLocales: each user's language
+        self.site_language = catalogues.language(site_language)
         self.stats = {"accepted": 0, "refused": 0}
         self.plugin = None          # agi/plugin/server.py PluginServer, set by the App
         self.server = make_wsgi_server(listen, self._app, max_sockets)
@@ -218,15 +223,16 @@ class PushServer:
             # popup.js also sends the page's user: a token minted for someone else is refused,
             # not admitted into that other user's room (where it could take their popups).
             if hello.get("user") not in (None, claims.user_id):
-                raise auth.TokenError("token is for another user")
+                raise auth.TokenError(N_("token is for another user"))
         except (messages.BadMessage, auth.TokenError) as exc:
             return self._refuse(transport, 4401, str(exc))
         tab = Tab(transport, claims.user_id, hello.get("tab") or uuid.uuid4().hex,
                   hello.get("visible", True), hello.get("focused", False), now=self.clock())
         del hello                 # this greenlet lives as long as the tab: keep its frame small
+        tab.language = self._language(tab.user_id)
         refusal = self._admit(tab, claims)
         if refusal:
-            return self._refuse(transport, 4403, refusal)
+            return self._refuse(transport, 4403, refusal, tab.language)
         try:
             self._read_loop(ws, tab)
         finally:
@@ -246,12 +252,23 @@ class PushServer:
         except (WebSocketError, ProtocolError, UnicodeError) as exc:
             raise messages.BadMessage("bad frame: %s" % exc) from None
 
-    def _refuse(self, transport, code, reason):
+    def _language(self, user_id):
+        """The catalogue of the user's SuiteCRM language (their preference, else the site's)."""
+        if self.locales is None:
+            return self.site_language
+        return catalogues.language(self.locales.get(user_id).language)
+
+    def _refuse(self, transport, code, reason, language=None):
+        """``reason``: English, for the console and the script's logic; the page shows ``text``
+        in the user's language when the token named the user, else the site's."""
         self.stats["refused"] += 1
         log.info("popup socket refused: %s", reason)
+        language = language or self.site_language
+        said = reason if isinstance(reason, catalogues.Phrase) else phrase(str(reason))   # token errors are msgids
+        text = language.say(phrase("Call popups stopped (%s). Reload the page to start them again.", said))
         try:
-            transport.send(messages.encode(messages.refused(reason)))
-            transport.close(code, reason[:100])
+            transport.send(messages.encode(messages.refused(str(reason), text)))
+            transport.close(code, str(reason)[:100])
         except Exception:
             pass
 
@@ -259,9 +276,9 @@ class PushServer:
         """Room membership for an active CRM user; None (refused) with the reason otherwise."""
         known, user = self._user(tab.user_id)
         if known and user is None:
-            return "user %s is not an active CRM user" % tab.user_id
+            return phrase("user %s is not an active CRM user", tab.user_id)
         if len(self.hub.members(user_room(tab.user_id))) >= MAX_TABS_PER_USER:
-            return "more than %d tabs open for this user" % MAX_TABS_PER_USER
+            return phrase("more than %s tabs open for this user", MAX_TABS_PER_USER)
         self.stats["accepted"] += 1
         rooms = [user_room(tab.user_id)]
         if user is not None and user.extension:
@@ -272,7 +289,8 @@ class PushServer:
         tab.budget, tab.budget_at = BURST, self.clock()
         # Sent from the tab's own greenlet: no sender greenlet to spawn for it.
         tab.transport.send(messages.encode({"type": "welcome", "user": tab.user_id,
-                                            "token_expires": claims.expires_at}))
+                                            "token_expires": claims.expires_at, "lang": tab.language.code,
+                                            "texts": tab.language.js}))
         self.service.tab_joined(tab)
         return None
 
@@ -304,7 +322,7 @@ class PushServer:
                     return
                 continue
             if not self._spend(tab):    # said from this greenlet: close() drops what is queued
-                self._refuse(tab.transport, 4408, "more than %d messages a second" % RATE)
+                self._refuse(tab.transport, 4408, phrase("more than %s messages a second", int(RATE)), tab.language)
                 return
             self._handle(tab, message)
 
@@ -338,7 +356,7 @@ class PushServer:
             return
         known, user = self._user(tab.user_id)
         if known and user is None:
-            self._refuse(tab.transport, 4403, "user %s is not an active CRM user" % tab.user_id)
+            self._refuse(tab.transport, 4403, phrase("user %s is not an active CRM user", tab.user_id), tab.language)
             tab.close()
             return
         token = auth.mint(self.secret, tab.user_id, now, self.token_seconds, session_start=tab.session_start)

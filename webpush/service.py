@@ -18,6 +18,8 @@ import gevent
 from gevent.lock import BoundedSemaphore
 from gevent.queue import Full, Queue
 
+from crmlocale.catalogues import phrase
+
 from . import callinfo, messages
 from .boxes import Boxes
 
@@ -36,7 +38,7 @@ def _pops_up(user):
 
 class PopupService:
     def __init__(self, book, directory, bus, content, call_id_for, system_name="", ami_driven=False,
-                 transfer=None, fallback_extensions=(), clock=time.monotonic, dial=None):
+                 transfer=None, fallback_extensions=(), clock=time.monotonic, dial=None, missed=None):
         self.book = book
         self.directory = directory
         self.bus = bus
@@ -48,6 +50,7 @@ class PopupService:
         self.dial_call = dial                    # click-to-call: (tab, message) -> answers the tab itself
         self.fallback_extensions = tuple(fallback_extensions)
         self.on_seen = lambda user_id: None     # a tab of this user connected (`crmagi users` last seen)
+        self.missed = missed                      # webpush/missedlist.py MissedBoard, or None
         self.clock = clock
         self.queue = Queue(QUEUE_SIZE)
         self.render_slots = BoundedSemaphore(RENDERS)
@@ -65,10 +68,14 @@ class PopupService:
     def start(self):
         self.bus.subscribe(self.post_event)
         self._greenlets = [gevent.spawn(self._run), gevent.spawn(self._sweep_loop)]
+        if self.missed is not None:
+            self.missed.start()
         return self
 
     def stop(self):
         self.bus.close()
+        if self.missed is not None:
+            self.missed.stop()
         gevent.killall(self._greenlets + list(self._renders))
 
     def _run(self):
@@ -184,6 +191,8 @@ class PopupService:
     def _on_ended(self, event):
         self.book.ended(event["call"])
         self.infos.pop(event.get("linkedid"), None)     # thousands of calls a minute: keep none
+        if self.missed is not None:
+            self.missed.changed()       # a missed call opens an entry, a connected one closes them
 
     def _on_tabs(self, event):
         user_id = self.boxes.heard_tabs(event) if self.boxes else None
@@ -257,6 +266,8 @@ class PopupService:
     def tab_joined(self, tab):
         self._post(self._tab_event, self.book.tab_joined, tab)
         self.on_seen(tab.user_id)
+        if self.missed is not None:
+            self.missed.joined(tab)
 
     def tab_changed(self, tab):
         # A tab flapping focus sends many of these: only the latest state matters, so one
@@ -286,13 +297,13 @@ class PopupService:
     def _transfer(self, tab, call_id, extension):
         popup = self.book.get(tab.user_id, call_id)
         if popup is None:
-            ok, text = False, "this call is not yours (or is over)"
+            ok, text = False, phrase("this call is not yours (or is over)")
         elif self.transfer_call is None:
-            ok, text = False, "transfer needs the AMI listener ([ami] host)"
+            ok, text = False, phrase("transfer needs the AMI listener ([ami] host)")
         elif not EXTENSION.fullmatch(extension):
-            ok, text = False, "not an extension: %r" % extension[:20]
+            ok, text = False, phrase("not an extension: %s", repr(extension[:20]))
         elif getattr(tab, "transferring", False):
-            ok, text = False, "a transfer is already under way"
+            ok, text = False, phrase("a transfer is already under way")
         else:
             tab.transferring = True
             gevent.spawn(self._do_transfer, tab, call_id, popup.info.linkedid, extension)
@@ -302,11 +313,11 @@ class PopupService:
     def _do_transfer(self, tab, call_id, linkedid, extension):
         try:
             if self._user_at(extension) is None:     # only to a colleague's phone, never outside
-                ok, text = False, "extension %s is not a CRM user's phone" % extension
+                ok, text = False, phrase("extension %s is not a CRM user's phone", extension)
             else:
                 ok, text = self.transfer_call(linkedid, extension)
         except Exception as exc:
-            ok, text = False, "transfer failed: %s" % exc
+            ok, text = False, phrase("transfer failed: %s", exc)
         finally:
             tab.transferring = False
         self._result(tab, call_id, ok, text)
@@ -314,10 +325,11 @@ class PopupService:
     def dial(self, tab, message):
         if self.dial_call is None:
             tab.send(messages.encode(messages.dial_status(
-                message.get("ref") or "", "refused", "no_ami", "click-to-call needs the AMI connection ([ami] host)")))
+                message.get("ref") or "", "refused", "no_ami",
+                tab.say(phrase("click-to-call needs the AMI connection ([ami] host)")))))
             return
         self.dial_call(tab, message)
 
     @staticmethod
     def _result(tab, call_id, ok, text):
-        tab.send(messages.encode(messages.result(call_id, ok, text)))
+        tab.send(messages.encode(messages.result(call_id, ok, tab.say(text))))

@@ -15,6 +15,7 @@ import uuid
 
 import gevent
 
+from crmlocale.catalogues import N_, phrase
 from webpush import messages
 
 from agi.ami import clickmark, originate
@@ -27,14 +28,15 @@ MAX_WATCHES = 1000        # calls being followed at once; a lost Hangup cannot g
 WATCH_TTL = 4 * 3600.0
 
 
-def _hint(error, exten, context):
-    """What the admin can do about Asterisk's refusal of an Originate."""
+def _refusal(error, exten, context):
+    """Asterisk's refusal of an Originate, with what the admin can do about it."""
     lowered = error.lower()
     if "denied" in lowered:
-        return " (manager.conf needs write = originate)"
+        return originate.Refused(N_("Asterisk refused the call: %s (manager.conf needs write = originate)"), error)
     if "extension does not exist" in lowered:
-        return " (%s has no route in context %s: [ami] originate_context)" % (exten, context)
-    return ""
+        return originate.Refused(N_("Asterisk refused the call: %s (%s has no route in context %s: "
+                                 "[ami] originate_context)"), error, exten, context)
+    return originate.Refused(N_("Asterisk refused the call: %s"), error)
 
 
 class _Followed:
@@ -70,16 +72,16 @@ class ClickToCall:
             self._place(tab, ref, message)
         except originate.Refused as exc:
             self.stats["refused"] += 1
-            self._send(tab, ref, "refused", "refused", str(exc))
+            self._send(tab, ref, "refused", "refused", exc.text)
         except Exception as exc:       # noqa: BLE001 - the page must hear something
             log.exception("click-to-call for user %s failed", tab.user_id)
             self.stats["refused"] += 1
-            self._send(tab, ref, "refused", "error", "click-to-call failed: %s" % exc)
+            self._send(tab, ref, "refused", "error", phrase("click-to-call failed: %s", exc))
 
     def _place(self, tab, ref, message):
         settings = self.settings
         if not self.client.connected.is_set():
-            raise originate.Refused("Asterisk is not connected (AMI): try again in a moment")
+            raise originate.Refused(N_("Asterisk is not connected (AMI): try again in a moment"))
         number = originate.dial_number(message.get("number"), settings.originate_pattern)
         user = self._user(tab.user_id)
         self._admit(user.id)
@@ -104,10 +106,9 @@ class ClickToCall:
             self.client.action("Originate", headers, action_id=watch.action_id)
         except AmiError as exc:
             self._forget(watch.uniqueid)
-            raise originate.Refused("Asterisk refused the call: %s%s" % (exc, _hint(str(exc), exten, context))) \
-                from None
+            raise _refusal(str(exc), exten, context) from None
         self.stats["originated"] += 1
-        self._announce(followed, "calling your phone %s…" % watch.phone)
+        self._announce(followed, phrase("calling your phone %s…", watch.phone))
 
     def _announce(self, followed, text):
         """"accepted", then what happened meanwhile: the AMI reader may have read the first
@@ -124,9 +125,9 @@ class ClickToCall:
     def _user(self, user_id):
         user = self.directory.user(user_id)
         if user is None:
-            raise originate.Refused("you are not an active CRM user")
+            raise originate.Refused(N_("you are not an active CRM user"))
         if not user.extension:
-            raise originate.Refused("your CRM user has no extension: ask an administrator to set it")
+            raise originate.Refused(N_("your CRM user has no extension: ask an administrator to set it"))
         return user
 
     def _admit(self, user_id):
@@ -136,9 +137,9 @@ class ClickToCall:
         while times and now - times[0] > 60:
             times.popleft()
         if len(times) >= self.settings.originate_per_minute:
-            raise originate.Refused("too many calls: wait %d s" % (61 - (now - times[0])))
+            raise originate.Refused(N_("too many calls: wait %s s"), int(61 - (now - times[0])))
         if any(f.user_id == user_id and f.watch.state in ("accepted", "ringing") for f in self.watches.values()):
-            raise originate.Refused("your phone is already being rung for another call")
+            raise originate.Refused(N_("your phone is already being rung for another call"))
         times.append(now)
 
     def _agents(self):
@@ -170,7 +171,7 @@ class ClickToCall:
         for uid in [u for u, item in self.watches.items() if now - item.started > WATCH_TTL]:
             self._forget(uid)
         if len(self.watches) >= MAX_WATCHES:
-            raise originate.Refused("too many calls being set up: try again in a moment")
+            raise originate.Refused(N_("too many calls being set up: try again in a moment"))
         followed = self.watches[watch.uniqueid] = _Followed(watch, tab, ref, user_id, now)
         self.by_action[watch.action_id] = watch.uniqueid
         return followed
@@ -198,4 +199,5 @@ class ClickToCall:
 
     @staticmethod
     def _send(tab, ref, state, reason, text, call=""):
-        tab.send(messages.encode(messages.dial_status(ref, state, reason, text, call)))
+        """``text``: a str or a catalogues.Phrase, sent in the language of the tab's user."""
+        tab.send(messages.encode(messages.dial_status(ref, state, reason, tab.say(text), call)))

@@ -11,10 +11,12 @@ import time
 import gevent
 from gevent.queue import Full, Queue
 
+from crmlocale.catalogues import phrase
 from crmsync.models import LiveUpdate
 
 from agi.ami import callmodel, originate
 from agi.ami.amiclient import AmiClient
+from agi.ami.channels import INBOUND, OUTBOUND, is_internal
 from agi.fastagi.routes import user_for_extension
 from agi.errors import AmiError
 
@@ -36,7 +38,7 @@ class LivePipeline:
     """Feeds the call model and turns its domain events into CRM updates and notifications."""
 
     def __init__(self, model, directory, writer, call_id_for, system_name="", dids=(), notify=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, await_rows=False):
         self.model = model
         self.directory = directory
         self.writer = writer
@@ -46,6 +48,7 @@ class LivePipeline:
         self.notify = notify or (lambda event: None)
         self.observe = None            # click-to-call progress: sees every AMI event first
         self.clock = clock
+        self.await_rows = await_rows
         self.queue = Queue(QUEUE_SIZE)
         self.stats = {"events": 0, "dropped": 0}
         self._worker = None
@@ -59,7 +62,7 @@ class LivePipeline:
             except Exception:
                 log.exception("click-to-call progress failed on %s", message.event)
         for event in self.model.feed(message, self.clock()):
-            self.enqueue(event)
+            self.enqueue(event, self._awaited(event.linkedid))
 
     def on_connected(self, client):
         """Resync after every (re)connect: calls in progress, agents and queue members,
@@ -74,17 +77,18 @@ class LivePipeline:
                 _, events = client.action(action, collect=True, timeout=10)
                 listed.extend(events)
             for event in self.model.load_channels(listed, self.clock(), known_before):
-                self.enqueue(event)
+                self.enqueue(event, self._awaited(event.linkedid))
             log.info("AMI resync: %d listed item(s), %d call(s) in progress", len(listed), len(self.model))
         except AmiError as exc:
             log.warning("AMI resync failed: %s", exc)
 
     # -- effects -----------------------------------------------------------
-    def enqueue(self, event):
+    def enqueue(self, event, awaited=False):
         """One domain event for the effects greenlet, in order (the call model's, or the
-        plugin API's: agi/plugin/wiring.py); never blocks."""
+        plugin API's: agi/plugin/wiring.py); never blocks.  ``awaited``: crmagi writes
+        this call's row (see ``_awaited``)."""
         try:
-            self.queue.put_nowait(event)
+            self.queue.put_nowait((event, awaited))
         except Full:
             self.stats["dropped"] += 1
             log.error("effects queue full (%d): dropping %s", QUEUE_SIZE, type(event).__name__)
@@ -100,12 +104,27 @@ class LivePipeline:
             if greenlet is not None:
                 greenlet.kill()
 
+    def _awaited(self, linkedid):
+        """Whether crmagi is writing this call's row although it may not be there yet: with
+        [agi] workers > 1 (``await_rows``) the AGI request went to any worker, whose write may
+        be in flight or spooled in its own file.  Calls crmagi logs are inbound and outbound
+        ones to an outside number; read when the event is fed, while the model holds the call."""
+        if not self.await_rows:
+            return False
+        call = self.model.calls.get(linkedid)
+        if call is None:
+            return False
+        if call.direction == INBOUND:
+            return True
+        return call.direction == OUTBOUND and bool(call.remote) and not is_internal(call.remote,
+                                                                                   self.model.max_digits)
+
     def _run(self):
-        for event in self.queue:
+        for event, awaited in self.queue:
             self.stats["events"] += 1
             try:
                 self.notify(event)
-                self.apply(event)
+                self.apply(event, awaited)
             except Exception:
                 log.exception("effect of %r failed", event)
 
@@ -115,24 +134,25 @@ class LivePipeline:
             for event in self.model.expire(self.clock()):
                 self.enqueue(event)
 
-    def apply(self, event):
+    def apply(self, event, awaited=False):
         """The CRM side of one domain event (popups are the notifier's business)."""
         kind = type(event).__name__
         call_id = self.call_id_for(self.system_name, event.linkedid)
         if kind == "Answered":
-            self._update(call_id, "answered", event.extension)
+            self._update(call_id, "answered", event.extension, awaited)
         elif kind == "Transferred":
-            self._update(call_id, "transferred", event.to_extension)
+            self._update(call_id, "transferred", event.to_extension, awaited)
         elif kind == "Recording":
-            self.writer.submit_live(LiveUpdate(call_id, "recording", path=event.path))
+            self.writer.submit_live(LiveUpdate(call_id, "recording", path=event.path, awaited=awaited))
         elif kind == "Ringing" and event.did in self.dids:
             did = self.dids[event.did]
             self.writer.submit_live(LiveUpdate(call_id, "attribution", did=event.did, campaign=did.campaign,
-                                               lead_source=did.lead_source, group=did.group))
+                                               lead_source=did.lead_source, group=did.group, awaited=awaited))
 
-    def _update(self, call_id, kind, extension):
+    def _update(self, call_id, kind, extension, awaited):
         user = user_for_extension(self.directory, extension) if extension else None
-        self.writer.submit_live(LiveUpdate(call_id, kind, extension=extension, user_id=user.id if user else None))
+        self.writer.submit_live(LiveUpdate(call_id, kind, extension=extension, user_id=user.id if user else None,
+                                           awaited=awaited))
 
 
 class Transfers:
@@ -146,17 +166,17 @@ class Transfers:
     def __call__(self, linkedid, extension):
         channel = self.model.caller_channel(linkedid)
         if channel is None:
-            return False, "the call is no longer in progress"
+            return False, phrase("the call is no longer in progress")
         logged = {agent: phone for agent, (_, phone) in self.model.agents.logged.items()}
         context, exten = originate.destination(extension, self.context, logged, self.agent_context)
         try:
             response = self.client.action("Redirect", [("Channel", channel), ("Context", context),
                                                        ("Exten", exten), ("Priority", "1")])
         except AmiError as exc:
-            return False, "Asterisk did not take the transfer: %s" % exc
+            return False, phrase("Asterisk did not take the transfer: %s", exc)
         if (response.response or "").lower() != "success":
-            return False, "Asterisk refused the transfer: %s" % (response.get("Message") or response.response)
-        return True, "transferred to %s" % extension
+            return False, phrase("Asterisk refused the transfer: %s", response.get("Message") or response.response)
+        return True, phrase("transferred to %s", extension)
 
 
 def build(config, directory, writer, call_id_for, notify=None):
@@ -165,7 +185,8 @@ def build(config, directory, writer, call_id_for, notify=None):
     if not ami.host:
         return None
     model = callmodel.CallModel.from_settings(ami, internal_max_digits=config.lookup.internal_max_digits)
-    live = LivePipeline(model, directory, writer, call_id_for, config.agi.system_name, config.dids, notify)
+    live = LivePipeline(model, directory, writer, call_id_for, config.agi.system_name, config.dids, notify,
+                        await_rows=config.agi.workers > 1)
     client = AmiClient(ami.host, ami.port, ami.username, ami.secret, live,
                        ping_interval=ami.ping_interval, timeout=ami.timeout)
     return live, client

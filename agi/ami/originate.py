@@ -18,13 +18,20 @@ Asterisk is asked to do is decided here from the CRM user and the config:
 import re
 from typing import List, NamedTuple, Optional, Tuple
 
+from crmlocale.catalogues import N_, phrase
+
 _ALLOWED = re.compile(r"^\+?[0-9 ()./-]+$")
 _NAME_JUNK = re.compile(r'["<>\\\r\n\x00-\x1f]')
 MAX_CALLERID_NAME = 60
 
 
 class Refused(ValueError):
-    """The click is refused; the message is what the page shows."""
+    """The click is refused; ``text`` is what the page shows (in the user's language), the
+    message the same in English (logs, tests)."""
+
+    def __init__(self, msgid, *args):
+        self.text = phrase(msgid, *args)
+        super().__init__(str(self.text))
 
 
 class Target(NamedTuple):
@@ -39,10 +46,10 @@ def dial_number(raw, pattern) -> str:
     if text.lower().startswith("tel:"):
         text = text[4:]
     if not text or not _ALLOWED.match(text):
-        raise Refused("not a phone number: %r" % text[:40])
+        raise Refused(N_("not a phone number: %s"), repr(text[:40]))
     number = ("+" if text.startswith("+") else "") + re.sub(r"[^0-9]", "", text)
     if not re.fullmatch(pattern, number):
-        raise Refused("%s is not a number this PBX may dial ([ami] originate_pattern)" % number)
+        raise Refused(N_("%s is not a number this PBX may dial ([ami] originate_pattern)"), number)
     return number
 
 

@@ -16,26 +16,29 @@ page should change.  How Asterisk 22 shows it (shared/fixtures/asterisk 07a/07b/
 """
 from typing import NamedTuple, Optional
 
+from crmlocale.catalogues import Phrase, phrase
+
 FINAL = ("failed", "ended")
-# OriginateResponse Reason (AST_CONTROL_*) of a failed first leg -> why, for the page
-ORIGINATE_REASON = {"1": ("your_rejected", "your phone rejected the call"),
-                    "3": ("your_noanswer", "your phone was not answered"),
-                    "5": ("your_busy", "your phone is busy"),
-                    "8": ("your_offline", "your phone is offline or unreachable"),
-                    "0": ("your_offline", "your phone is offline or unreachable")}
+# OriginateResponse Reason (AST_CONTROL_*) of a failed first leg -> why, for the page (in the
+# clicking user's language: webpush/hub.py Tab.say)
+ORIGINATE_REASON = {"1": ("your_rejected", phrase("your phone rejected the call")),
+                    "3": ("your_noanswer", phrase("your phone was not answered")),
+                    "5": ("your_busy", phrase("your phone is busy")),
+                    "8": ("your_offline", phrase("your phone is offline or unreachable")),
+                    "0": ("your_offline", phrase("your phone is offline or unreachable"))}
 YOUR_DIAL = {"BUSY": ORIGINATE_REASON["5"], "NOANSWER": ORIGINATE_REASON["3"],
              "CHANUNAVAIL": ORIGINATE_REASON["0"], "CONGESTION": ORIGINATE_REASON["8"]}
-NUMBER_DIAL = {"BUSY": ("number_busy", "the number is busy"),
-               "NOANSWER": ("number_noanswer", "the number did not answer"),
-               "CHANUNAVAIL": ("number_unreachable", "the number cannot be reached"),
-               "CONGESTION": ("number_unreachable", "the number cannot be reached"),
-               "CANCEL": ("cancelled", "you hung up before the number answered")}
+NUMBER_DIAL = {"BUSY": ("number_busy", phrase("the number is busy")),
+               "NOANSWER": ("number_noanswer", phrase("the number did not answer")),
+               "CHANUNAVAIL": ("number_unreachable", phrase("the number cannot be reached")),
+               "CONGESTION": ("number_unreachable", phrase("the number cannot be reached")),
+               "CANCEL": ("cancelled", phrase("you hung up before the number answered"))}
 
 
 class Progress(NamedTuple):
     state: str        # ringing | connecting | connected | failed | ended
     reason: str       # a code for failed/ended ('' otherwise)
-    text: str         # what the page shows
+    text: Phrase      # what the page shows
 
 
 class Watch:
@@ -71,18 +74,18 @@ class Watch:
     def _on_DialBegin(self, msg):
         if self._ours(msg):
             self.dialled = True
-            return Progress("connecting", "", "calling %s…" % self.number)
+            return Progress("connecting", "", phrase("calling %s…", self.number))
         if msg.get("DestUniqueid") == self.uniqueid and self.state == "accepted":
-            return Progress("ringing", "", "your phone %s is ringing: pick it up" % self.phone)
+            return Progress("ringing", "", phrase("your phone %s is ringing: pick it up", self.phone))
         return None
 
     def _on_DialEnd(self, msg):
         status = (msg.get("DialStatus") or "").upper()
         if self._ours(msg):
             if status == "ANSWER":
-                return Progress("connected", "", "connected to %s" % self.number)
-            reason, text = NUMBER_DIAL.get(status, ("number_failed", "the call to the number failed (%s)"
-                                                    % (status or "no status")))
+                return Progress("connected", "", phrase("connected to %s", self.number))
+            reason, text = NUMBER_DIAL.get(status, ("number_failed", phrase("the call to the number failed (%s)",
+                                                                             status or "no status")))
             return Progress("failed", reason, text)
         if msg.get("DestUniqueid") != self.uniqueid:
             return None
@@ -94,7 +97,7 @@ class Watch:
 
     def _answered(self):
         if self.state in ("accepted", "ringing"):
-            return Progress("connecting", "", "you answered: calling %s…" % self.number)
+            return Progress("connecting", "", phrase("you answered: calling %s…", self.number))
         return None
 
     def _on_OriginateResponse(self, msg):
@@ -107,10 +110,10 @@ class Watch:
         if msg.get("Uniqueid") != self.uniqueid:
             return None
         if self.state == "connected":
-            return Progress("ended", "hangup", "call ended")
+            return Progress("ended", "hangup", phrase("call ended"))
         if self.state == "connecting" and self.dialled:
-            return Progress("failed", "hangup", "the call ended before %s answered" % self.number)
+            return Progress("failed", "hangup", phrase("the call ended before %s answered", self.number))
         if self.state == "connecting":
-            return Progress("failed", "not_dialled", "%s was not dialled: the outbound dialplan has no route for "
-                            "it" % self.number)
+            return Progress("failed", "not_dialled", phrase("%s was not dialled: the outbound dialplan has no route "
+                                                            "for it", self.number))
         return None       # the first leg never answered: OriginateResponse says why

@@ -56,7 +56,7 @@ def serve(config_path, listen, worker, verbose):
 
     from agi.ops import systemd
     from agi.app import App
-    from agi.ops.workers import run_workers, worker_spool
+    from agi.ops.workers import exit_with_parent, run_workers, worker_spool
 
     _logging(verbose)
     cfg = _load(config_path, {"agi": {"listen": listen}} if listen else None)
@@ -77,6 +77,7 @@ def serve(config_path, listen, worker, verbose):
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if worker is not None:     # systemd hears only from the main process (NotifyAccess=main)
+        exit_with_parent()
         app.serve_forever()
         return
     systemd.notify("READY=1\nSTATUS=FastAGI on %s:%d" % app.agi.address[:2])

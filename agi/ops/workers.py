@@ -93,3 +93,21 @@ def worker_spool(path, index):
     """Each worker keeps its own spool file: SQLite locking across processes is not wanted here."""
     root, ext = os.path.splitext(path)
     return "%s.w%d%s" % (root, index, ext or ".sqlite")
+
+
+def exit_with_parent(interval=1.0):
+    """In a worker: drain and exit (SIGTERM to itself) once the parent is gone.  A parent
+    killed with SIGKILL (a benchmark's stop, an OOM kill) cannot pass SIGTERM on, and an
+    orphaned worker would keep the port, its AMI login and its database connections."""
+    import gevent
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            gevent.sleep(interval)
+        log.error("the parent process %d is gone: draining and exiting", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    return gevent.spawn(watch)
+

@@ -10,6 +10,8 @@ places, which links the Call to the clicked record; that call's events drive the
 """
 import time
 
+from crmlocale.catalogues import N_, phrase
+
 from agi.ami import clickmark, originate
 from agi.ami.click2call import MARK_GRACE, ClickToCall
 from agi.ami.originate_progress import NUMBER_DIAL
@@ -32,14 +34,14 @@ class PluginClickToCall(ClickToCall):
         number = originate.dial_number(message.get("number"), settings.originate_pattern)
         user = self._user(tab.user_id)
         if not self.plugin.owns(user.extension):
-            raise originate.Refused("no connected PBX owns your extension %s" % user.extension)
+            raise originate.Refused(N_("no connected PBX owns your extension %s"), user.extension)
         self._admit(user.id)
         module, record_id, name = self._record(message.get("module"), message.get("record"), number)
         mark = clickmark.mint(self.secret, clickmark.Mark(
             user.id, user.extension, number, module, record_id, name[:80],
             int(self.wall()) + settings.originate_timeout + MARK_GRACE))
         self.stats["originated"] += 1
-        self._send(tab, ref, "accepted", "", "calling your phone %s…" % user.extension)
+        self._send(tab, ref, "accepted", "", phrase("calling your phone %s…", user.extension))
         self._remember(self.by_click, mark, (tab, ref, number))
         ok, text = self.plugin.originate(user.extension, number, click=mark,
                                          callerid_name=originate.caller_id(name, number, user.extension),
@@ -54,20 +56,20 @@ class PluginClickToCall(ClickToCall):
         if event == "start" and message.get("click") in self.by_click:
             followed = self.by_click.pop(message["click"])
             self._remember(self.by_call, linkedid, followed)
-            self._send(followed[0], followed[1], "connecting", "", "dialling %s…" % followed[2])
+            self._send(followed[0], followed[1], "connecting", "", phrase("dialling %s…", followed[2]))
         followed = self.by_call.get(linkedid)
         if followed is None:
             return
         tab, ref, number = followed
         if event == "answered":
-            self._send(tab, ref, "connected", "", "connected to %s" % number)
+            self._send(tab, ref, "connected", "", phrase("connected to %s", number))
         elif event == "end":
             del self.by_call[linkedid]
             if message["cause"] == "answered":
-                self._send(tab, ref, "ended", "", "call ended")
+                self._send(tab, ref, "ended", "", phrase("call ended"))
             else:
                 reason, text = NUMBER_DIAL.get(DIAL_STATUS.get(message["cause"], ""),
-                                               ("number_unreachable", "the number cannot be reached"))
+                                               ("number_unreachable", phrase("the number cannot be reached")))
                 self._send(tab, ref, "failed", reason, text)
 
     @staticmethod

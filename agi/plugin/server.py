@@ -16,6 +16,7 @@ import gevent
 from gevent.event import AsyncResult
 from geventwebsocket.exceptions import ProtocolError, WebSocketError
 
+from crmlocale.catalogues import phrase
 from crmsync.apikeys import ApiKeyError, check_secret
 from webpush.server import spend
 
@@ -178,7 +179,7 @@ class PluginServer:
         """(ok, text) of a popup's transfer of a plugin call, as agi/ami/live.py Transfers answers."""
         connection = self.call_owner.get(linkedid)
         if connection is None or connection.closed:
-            return False, "the PBX of this call is not connected"
+            return False, phrase("the PBX of this call is not connected")
         return self._command(connection, "transfer", call=linkedid[2:], extension=extension)
 
     def owns(self, extension):
@@ -190,7 +191,7 @@ class PluginServer:
         ``number``; it answers once the user's phone answered (or did not)."""
         owners = [c for c in self.connections if extension in c.extensions and "originate" in c.key.scopes]
         if not owners:
-            return False, "no connected PBX owns extension %s" % extension
+            return False, phrase("no connected PBX owns extension %s", extension)
         return self._command(owners[-1], "originate", wait=timeout + COMMAND_TIMEOUT, extension=extension,
                              number=number, click=click, callerid_name=callerid_name, timeout=timeout)
 
@@ -201,7 +202,7 @@ class PluginServer:
         try:
             return result.get(timeout=wait)
         except gevent.Timeout:
-            return False, "the PBX did not answer within %ds" % wait
+            return False, phrase("the PBX did not answer within %s s", int(wait))
         finally:
             connection.pending.pop(command_id, None)
 

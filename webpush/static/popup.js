@@ -12,8 +12,12 @@
   if (window.__crmagiPopup) { return; }
   var cfg = window.crmagiConfig;
   if (!cfg || !cfg.ws || !cfg.token) { return; }
-  window.__crmagiPopup = { shown: {}, refused: null, state: 'connecting', dials: {} };
+  window.__crmagiPopup = { shown: {}, refused: null, state: 'connecting', dials: {}, texts: {}, t: t };
   var status = window.__crmagiPopup;
+
+  // This script's own texts in the user's SuiteCRM language: the server sends them in
+  // "welcome" (crmlocale, the t() entries of the catalogues); English until then.
+  function t(text) { return status.texts[text] || text; }
 
   var tabId = Math.random().toString(36).slice(2) + Date.now().toString(36);
   var socket = null, retry = 1000, pinger = null, flasher = null, baseTitle = document.title;
@@ -59,13 +63,13 @@
     };
   }
 
-  function offline(reason) {
+  function offline(m) {
     // The user must know popups stopped (an expired token after a long sleep, a deactivated
-    // user): a full page load mints a new token.
+    // user): a full page load mints a new token.  The server says it in the user's language.
     var badge = document.getElementById('crmagi-offline') || document.createElement('div');
     badge.id = 'crmagi-offline';
     badge.className = 'crmagi-offline';
-    badge.textContent = 'Call popups stopped (' + reason + '). Reload the page to start them again.';
+    badge.textContent = m.text || ('Call popups stopped (' + m.reason + '). Reload the page to start them again.');
     if (!badge.parentNode) { document.body.appendChild(badge); }
   }
 
@@ -111,20 +115,11 @@
     return null;
   }
 
-  function localTimes(root) {
-    var times = root.querySelectorAll('time[datetime]');
-    for (var i = 0; i < times.length; i++) {
-      var when = new Date(times[i].getAttribute('datetime'));
-      if (!isNaN(when.getTime())) { times[i].textContent = when.toLocaleString(); }
-    }
-  }
-
   function show(message) {
     var holder = document.createElement('div');
     holder.innerHTML = message.html;      // server-rendered, autoescaped Jinja
     var node = holder.firstElementChild;
     if (!node) { return; }
-    localTimes(node);
     var old = findPopup(message.call);
     if (old) { old.parentNode.replaceChild(node, old); } else { container().appendChild(node); }
     status.shown[message.call] = Date.now();
@@ -134,9 +129,9 @@
 
   function attention(message) {
     if (document.hidden || !document.hasFocus()) {
-      flashTitle(message.title || 'Incoming call');
+      flashTitle(message.title || t('Incoming call'));
       if (window.Notification && Notification.permission === 'granted') {
-        var note = new Notification(message.title || 'Incoming call', { body: message.notify || '', tag: message.call });
+        var note = new Notification(message.title || t('Incoming call'), { body: message.notify || '', tag: message.call });
         note.onclick = function () { window.focus(); note.close(); };
       }
     }
@@ -176,21 +171,38 @@
     for (var i = 0; i < nodes.length; i++) { remove(nodes[i].getAttribute('data-crmagi-call')); }
   }
 
+  // The missed-calls list beside the popups: rendered and escaped by the server
+  // (templates/missed.html.j2), replaced whole on every change; empty when nothing is open.
+  function showMissed(message) {
+    var box = document.getElementById('crmagi-missed');
+    if (!box) {
+      box = document.createElement('div');
+      box.id = 'crmagi-missed';
+      box.className = 'crmagi-missed';
+      document.body.appendChild(box);
+    }
+    box.innerHTML = message.html || '';      // dates already in the user's format and zone
+    status.missed = message.count || 0;
+    document.dispatchEvent(new CustomEvent('crmagi:missed', { detail: { count: status.missed } }));
+  }
+
   var handlers = {
     // After a reconnect the server shows this tab what belongs here (it moved this tab's
     // popups to another tab when the socket dropped): what is on screen now is stale.
     welcome: function (m) { status.state = 'open'; status.user = m.user; retry = 1000; removeAll();
+                            status.texts = m.texts || {}; status.lang = m.lang || 'en';
                             document.documentElement.classList.add('crmagi-c2c');
                             pinger = setInterval(function () { send({ type: 'ping' }); }, PING_MS);
                             document.dispatchEvent(new CustomEvent('crmagi:welcome')); },
-    refused: function (m) { status.refused = m.reason; offline(m.reason);
+    refused: function (m) { status.refused = m.reason; offline(m);
                             if (window.console) { console.warn('crmagi popups refused: ' + m.reason); } },
     token: function (m) { cfg.token = m.token; },
     popup: show,
     update: setState,
     result: function (m) { setState({ call: m.call, state: m.ok ? 'transfer_ok' : 'transfer_failed', text: m.text }); },
     close: function (m) { remove(m.call); },
-    dial_status: dialStatus
+    dial_status: dialStatus,
+    missed: showMissed
   };
 
   // For the page's other crmagi scripts (recordings.js): the socket and its message handlers.
@@ -220,7 +232,7 @@
     // A hint only: crmagi links the call to it only if the CRM says it carries the number.
     var module = link.getAttribute('data-crmagi-module'), record = link.getAttribute('data-crmagi-record');
     if (module && record) { return { module: module, record: record }; }
-    if (link.closest('#crmagi-popups')) { return { module: '', record: '' }; }
+    if (link.closest('#crmagi-popups, #crmagi-missed')) { return { module: '', record: '' }; }
     var row = link.closest('tr');
     if (row) {
       var box = row.querySelector('input[name="mass[]"]');         // a list view row
@@ -276,7 +288,7 @@
       line.className = 'crmagi-dial-text';
       var close = document.createElement('button');
       close.type = 'button'; close.className = 'crmagi-dial-close'; close.textContent = '\u00D7';
-      close.setAttribute('aria-label', 'Close');
+      close.setAttribute('aria-label', t('Close'));
       item.appendChild(head); item.appendChild(line); item.appendChild(close);
       dialBox().appendChild(item);
     }
@@ -304,7 +316,7 @@
     status.dials[ref] = { number: number, module: where.module, record: where.record, state: 'sent', states: [],
                           after: [], sent: clickedAt };
     send({ type: 'dial', number: number, module: where.module, record: where.record, ref: ref });
-    showDial(ref, number, 'sent', 'asking crmagi to call\u2026');
+    showDial(ref, number, 'sent', t('asking crmagi to call\u2026'));
   }
 
   function onTelClick(event) {
@@ -343,7 +355,7 @@
     var transfer = target.closest('[data-crmagi-transfer]');
     if (transfer) {
       send({ type: 'transfer', call: callId, exten: transfer.getAttribute('data-crmagi-transfer') });
-      setState({ call: callId, state: 'transferring', text: 'Transferring\u2026' });
+      setState({ call: callId, state: 'transferring', text: t('Transferring\u2026') });
     }
   }
 

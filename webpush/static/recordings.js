@@ -15,6 +15,7 @@
   if (!cfg || !cfg.ws || !popup || !popup.send || !popup.handlers) { return; }
   var base = cfg.ws.replace(/^ws(s?):/, 'http$1:').replace(/\/ws([?#].*)?$/, '');
   var self = window.__crmagiRecordings = { items: {}, pending: {} };
+  var t = popup.t || function (text) { return text; };     // the user's language, from popup.js
   var NOT_AVAILABLE = 'recording not available';
   var CALL_LINK = /[?&]module=Calls&action=DetailView&record=([A-Za-z0-9_.-]{1,36})(?:[&#]|$)/;
   var RENEW_BEFORE = 60, MAX_ASK = 100, scanTimer = null, renewTimer = null;
@@ -47,7 +48,7 @@
     if (!node.querySelector('.crmagi-rec-title')) {
       var title = document.createElement('h4');
       title.className = 'crmagi-rec-title';
-      title.textContent = 'Recording';
+      title.textContent = t('Recording');
       node.appendChild(title);
     }
   }
@@ -124,7 +125,7 @@
       audio.addEventListener('pause', function () { swapPending(audio); });
       link = document.createElement('a');
       link.className = 'crmagi-rec-download';
-      link.textContent = 'Download';
+      link.textContent = t('Download');
       link.setAttribute('download', '');
       link.rel = 'noopener';
       node.appendChild(audio);
@@ -175,7 +176,7 @@
     clear(node);
     var note = document.createElement('span');
     note.className = 'crmagi-rec-missing';
-    note.textContent = NOT_AVAILABLE;
+    note.textContent = t('recording not available');
     node.appendChild(note);
     node.setAttribute('data-crmagi-rec-state', 'missing');
   }
