@@ -152,6 +152,10 @@ class CrmSettings:
     query_timeout: float = setting(5.0, _float, "seconds a database read or write may take before it is abandoned")
     system_user: str = setting("1", _str, "users.id written as created_by/modified_user_id of Call records")
     site_url: str = setting("", _str, "SuiteCRM base URL, used in links (e.g. https://crm.example.com/)")
+    acl_additive: bool = setting(True, _bool, "SuiteCRM's securitysuite_additive: of several roles the most "
+                                 "permissive wins (off: the least)")
+    acl_user_role_precedence: bool = setting(True, _bool, "SuiteCRM's securitysuite_user_role_precedence: a "
+                                             "user's own roles override those of their security groups")
     missed_calls: bool = setting(True, _bool, "missed inbound calls notify their responsible user (else the users of "
                                  "[webpush] fallback_extensions) in SuiteCRM's bell and crmagi's missed-calls list")
     # What SuiteCRM's config.php gives users who set nothing themselves (crmagi reads the rest of

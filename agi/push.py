@@ -6,7 +6,7 @@ the phones that ring; without one they go to the record's responsible user.
 import logging
 from urllib.parse import urlsplit
 
-from crmsync.callaccess import CallAccess
+from crmsync.access import RecordAccess
 from crmsync.calls import CallStore
 from crmsync.history import History
 from crmsync.userlocale import UserLocales, site_of
@@ -40,6 +40,12 @@ def public_url(config):
     return "ws://%s:%d/ws" % (host, port)
 
 
+def record_access(config, engine):
+    """Who may view which CRM record, with the site's SecuritySuite settings."""
+    return RecordAccess(engine, additive=config.crm.acl_additive,
+                        user_role_precedence=config.crm.acl_user_role_precedence)
+
+
 def build_recordings(config, engine):
     """The recordings served by the popup server, or None when no store is configured."""
     rec = config.recordings
@@ -50,7 +56,7 @@ def build_recordings(config, engine):
     else:
         return None
     transcoder = Transcoder(rec.cache_dir, int(rec.cache_mb * 1e6))
-    return Recordings(config.webpush.secret, CallAccess(engine), store, transcoder, rec.monitor_dir,
+    return Recordings(config.webpush.secret, record_access(config, engine), store, transcoder, rec.monitor_dir,
                       url_seconds=rec.url_seconds)
 
 
@@ -74,7 +80,7 @@ class Popups:
         self.content = content = PopupContent(directory, self.history, site_url=config.crm.site_url,
                                               anonymous_account=config.lookup.anonymous_account,
                                               history_limit=web.history_limit, locales=self.locales,
-                                              site_locale=self.locales.site)
+                                              site_locale=self.locales.site, access=record_access(config, engine))
         self.service = PopupService(self.book, directory, make_bus(web.redis_url), content,
                                     CallStore.call_id_for, config.agi.system_name,
                                     ami_driven=bool(config.ami.host), transfer=transfer, dial=dial,

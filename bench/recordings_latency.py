@@ -36,7 +36,7 @@ import sqlalchemy  # noqa: E402
 import websocket  # noqa: E402
 
 from bench.common import create_database, drop_database  # noqa: E402
-from crmsync.callaccess import CallAccess  # noqa: E402
+from crmsync.access import RecordAccess  # noqa: E402
 from crmsync.calls import CallStore  # noqa: E402
 from crmsync.models import User  # noqa: E402
 from webpush import auth  # noqa: E402
@@ -125,7 +125,7 @@ def main():
         CallStore(engine).ensure_tables()
         ids = _calls(engine, names)
         gsm, wav49 = _calls(engine, ["call.gsm", "call.WAV"])
-        recordings = Recordings(SECRET, CallAccess(engine), LocalStore(str(store)),
+        recordings = Recordings(SECRET, RecordAccess(engine), LocalStore(str(store)),
                                 Transcoder(str(tmp / "cache"), 100_000_000), str(store))
         server_module.RATE = server_module.BURST = 10 ** 6    # one tab asking many times: no flood limit
         hub = Hub()

@@ -45,7 +45,9 @@ def create_demo_db(path):
         if "contacts" not in existing:
             conn.executescript(ddl)
             _rows(conn)
-            conn.commit()
+        if "acl_actions" not in existing:       # also into a demo CRM made before popups checked access
+            conn.executescript(resources.files("crmsync").joinpath("demo_acl.sql").read_text(encoding="utf-8"))
+        conn.commit()
     finally:
         conn.close()
     return "sqlite:///" + str(path)

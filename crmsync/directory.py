@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 _MODULE_COLUMNS = ("id", "deleted", "assigned_user_id", "date_modified")
 _USER_COLUMNS = ("id", "user_name", "first_name", "last_name", "status", "deleted")
 _USER_EXTRAS = ("department", "title")      # optional users columns, copied into User when present
+_NOT_PEOPLE = ("is_group", "portal_only")    # optional users flags: such users are no one's colleague
 _UNAVAILABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
                 sa_exc.DisconnectionError, OSError)
 
@@ -372,9 +373,10 @@ class Directory:
         return sorted((entry.user for entry in self._users_map().by_id.values()), key=lambda u: u.user_name)
 
     def staff(self) -> list:
-        """The phone book: active users with an extension, by full name (from the cached users map)."""
+        """The phone book: active people (not group or portal users) with an extension, by full name
+        (from the cached users map)."""
         users = (entry.user for entry in self._users_map().by_id.values())
-        return sorted((u for u in users if u.extension),
+        return sorted((u for u in users if u.extension and u.person),
                       key=lambda u: (u.full_name.casefold(), u.extension, u.id))
 
     def _users_map(self):
@@ -405,8 +407,9 @@ class Directory:
             where = "users_cstm." + field
         # Department and title only feed the phone book: older schemas without them still work.
         extras = [users.c[name] for name in _USER_EXTRAS if name in users.c]
+        flags = [users.c[name] for name in _NOT_PEOPLE if name in users.c]
         stmt = (select(users.c.id, users.c.user_name, users.c.first_name, users.c.last_name, ext_column,
-                       *extras)
+                       *extras, *flags)
                 .select_from(source)
                 .where(users.c.deleted == 0, users.c.status == "Active")
                 .order_by(users.c.id))
@@ -419,9 +422,10 @@ class Directory:
             extension, reason = _extension(raw, self.rules.internal_max_digits)
             full_name = " ".join(part for part in (first, last) if part) or user_name
             details = {column.name: (value or "").strip() for column, value in zip(extras, extra)}
+            person = not any(extra[len(extras):])
             mine = prefs.get(user_id, Prefs())
             user = User(id=user_id, user_name=user_name, full_name=full_name, extension=extension,
-                        devices=mine.devices, agents=mine.agents, popups=mine.popups, **details)
+                        devices=mine.devices, agents=mine.agents, popups=mine.popups, person=person, **details)
             by_id[user_id] = _UserEntry(user, "%s %s" % (where, reason) if reason else None)
             if extension:
                 # Two users sharing an extension is a CRM mistake; the smallest id keeps it.

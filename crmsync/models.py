@@ -44,6 +44,8 @@ class User:
     devices: Tuple[str, ...] = field(default=(), compare=False)
     agents: Tuple[str, ...] = field(default=(), compare=False)
     popups: bool = field(default=True, compare=False)
+    # A person (not a SuiteCRM group user nor a portal-only user): only people are in the phone book.
+    person: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True)

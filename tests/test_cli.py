@@ -74,3 +74,17 @@ def test_serve_without_url_is_a_clear_error(tmp_path):
     path.write_text("[agi]\nlisten = 127.0.0.1:0\n")
     result = CliRunner().invoke(main, ["serve", "-c", str(path)])
     assert result.exit_code == 1 and "config [crm] url: required" in result.output
+
+
+def test_check_with_popups_names_the_acl_tables_they_need(crm_url, tmp_path):
+    path = tmp_path / "crmagi.ini"
+    path.write_text("[crm]\nurl = %s\nsite_url = https://crm.example.com/\n[agi]\nspool = spool.sqlite\n"
+                    "[webpush]\nsecret = 0123456789abcdef0123456789abcdef\n" % crm_url)
+    engine = create_engine(crm_url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE acl_roles_users"))
+        conn.execute(text("ALTER TABLE acl_actions DROP COLUMN aclaccess"))
+    engine.dispose()
+    result = run("check", "-c", str(path))
+    assert result.exit_code == 1
+    assert "acl_roles_users: table not found" in result.output and "acl_actions.aclaccess" in result.output

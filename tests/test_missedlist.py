@@ -94,3 +94,34 @@ def test_a_crm_that_cannot_answer_sends_nothing():
     tab = joined(hub, missed, "u1")
     missed.refresh()
     assert tab.transport.sent == []
+
+
+class Access:
+    """crmsync.access.RecordAccess as the content asks it (the rules are tested on MariaDB and the
+    real SuiteCRM in test_record_access.py / test_acl_peer.py): u-denied may not view c1."""
+
+    def __init__(self):
+        self.asked = 0
+
+    def can_view(self, user_id, module, table, record_id):
+        self.asked += 1
+        return (user_id, module, table, record_id) != ("u-denied", "Contacts", "contacts", "c1")
+
+
+def test_a_record_the_user_may_not_view_shows_as_its_module_only():
+    from types import SimpleNamespace
+
+    from crmsync.models import ModuleSpec
+    hub = Hub()
+    rules = SimpleNamespace(modules=(ModuleSpec("Contacts", "contacts", ("phone_work",)),))
+    access = Access()
+    content = PopupContent(directory=SimpleNamespace(rules=rules), history=None, locales=Locales(), access=access)
+    missed = MissedBoard(hub, lambda users: {u: [KNOWN, UNKNOWN] for u in users}, content, delay=0.01)
+    [denied] = messages_of(joined(hub, missed, "u-denied"))
+    html = denied["html"]
+    assert "Maxine" not in html and "record=c1" not in html and 'data-crmagi-record="c1"' not in html
+    assert "a record you cannot open" in html and ">Contacts<" in html and 'href="tel:3063920092">' in html
+    [allowed] = messages_of(joined(hub, missed, "u-other"))
+    assert "Maxine &lt;b&gt;H&lt;/b&gt;" in allowed["html"] and 'data-crmagi-record="c1"' in allowed["html"]
+    missed.refresh()                          # the 15 s refresh: the decisions are kept, not asked again
+    assert access.asked == 2

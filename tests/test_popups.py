@@ -147,6 +147,25 @@ def test_transfer_moves_the_popup_to_the_new_user(rig):
     assert bob.shown() == ["call-1"] and bob.states("call-1") == ["answered"]
 
 
+def test_the_new_desks_popup_says_transferred_even_when_its_answer_comes_before_the_render():
+    """A render that reads the CRM (the user's access to the record) may finish after the new
+    desk's answer: the popup still says it was transferred."""
+    hub, later = Hub(), []
+    book = PopupBook(hub, lambda info, user, generation: later.append((info, user, generation)), pending_seconds=40)
+    screen = Screen()
+    tab = Tab(screen, BOB.id, focused=True)
+    tab.send = screen.send
+    hub.join(tab, user_room(BOB.id))
+    book.ring(call(), ANN, "leg-a")
+    book.answered("call-1", ANN.id)
+    book.transferred("call-1", ANN.id, BOB)
+    book.answered("call-1", BOB.id)                     # before BOB's render is back
+    for info, user, generation in later:
+        book.rendered(info.call_id, user.id, Rendered("<section></section>", "t", "n"), generation)
+    updates = [(m["state"], m["text"]) for m in screen.sent if m["type"] == "update"]
+    assert updates == [("answered", "Transferred to you")]
+
+
 def test_hangup_ends_the_popup_and_a_new_tab_does_not_get_it(rig):
     _, ann = rig.tab(ANN)
     rig.book.ring(call(), ANN, "leg-a")

@@ -15,7 +15,7 @@ import sqlalchemy
 import websocket
 
 from conftest import missing
-from crmsync.callaccess import CallAccess
+from crmsync.access import RecordAccess
 from crmsync.calls import CallStore
 from crmsync.models import User
 from nginx_peer import Nginx, available as nginx_available
@@ -85,6 +85,8 @@ class Crm:
         role, action = "role-" + uuid.uuid4().hex[:8], "act-view-" + uuid.uuid4().hex[:8]
         self.sql("INSERT INTO acl_actions (id, name, category, acltype, aclaccess, deleted)"
                  " VALUES (%s, 'view', 'Calls', 'module', 90, 0)", action)
+        self.sql("INSERT INTO acl_actions (id, name, category, acltype, aclaccess, deleted)"     # as SuiteCRM has it
+                 " VALUES (%s, 'access', 'Calls', 'module', 89, 0)", "act-access-" + uuid.uuid4().hex[:8])
         self.sql("INSERT INTO acl_roles (id, name, deleted) VALUES (%s, 'owners', 0)", role)
         self.sql("INSERT INTO acl_roles_actions (id, role_id, action_id, access_override, deleted)"
                  " VALUES (%s, %s, %s, 75, 0)", uuid.uuid4().hex, role, action)
@@ -113,7 +115,7 @@ def env(crm, tmp_path):
     store_dir = tmp_path / "monitor"
     store_dir.mkdir()
     clock = Clock()
-    recordings = Recordings(SECRET, CallAccess(crm.engine), LocalStore(str(store_dir)),
+    recordings = Recordings(SECRET, RecordAccess(crm.engine), LocalStore(str(store_dir)),
                             Transcoder(str(tmp_path / "cache"), 10_000_000), str(store_dir), url_seconds=300,
                             clock=clock)
     hub = Hub()

@@ -9,6 +9,13 @@ attributes, so a strict Content-Security-Policy holds).
 
 The history and the phone book are extras: when the CRM cannot give them the
 popup still shows, with a short note instead.
+
+A found record is shown (name, account, owner, history and its recordings, links)
+only to a user SuiteCRM lets view it (crmsync/access.py); anyone else gets the
+``restricted`` form: the module and "a record you cannot open", the call's own
+actions and the phone book.  A CRM that cannot tell counts as a no.  The
+decision is kept per (call, user, record) for a minute, so the re-renders of a
+call (lookup arriving late, transfer) ask the CRM once.
 """
 import logging
 import re
@@ -32,6 +39,7 @@ TEMPLATE = "popup.html.j2"
 _CRM_ERRORS = (CrmUnavailable, SchemaError, SQLAlchemyError)
 _HISTORY_TTL = 10.0      # seconds: a queue call rings many users at once, ask the CRM once
 _HISTORY_KEEP = 256
+_ACCESS_TTL = 60.0       # seconds a user's right to view a call's record is kept
 _NOTIFY_MAX = 160
 # Values SuiteCRM stores as keys (call_status_dom, call_direction_dom, dom_email_status ...) and the history's
 # kinds: the popup shows them in the user's language.
@@ -95,11 +103,30 @@ def _display_number(number, e164):
     return number
 
 
+class _Recent:
+    """A small memo of CRM answers, each kept ``ttl`` seconds (at most ``keep`` before a sweep)."""
+
+    def __init__(self, ttl, keep=_HISTORY_KEEP):
+        self.ttl, self.keep, self._items = ttl, keep, {}
+
+    def get(self, key, compute):
+        now = time.monotonic()
+        cached = self._items.get(key)
+        if cached and now - cached[0] < self.ttl:
+            return cached[1]
+        value = compute()
+        if len(self._items) >= self.keep:
+            self._items = {k: v for k, v in self._items.items() if now - v[0] < self.ttl}
+        self._items[key] = (now, value)
+        return value
+
+
 class PopupContent:
     def __init__(self, directory, history, site_url="", anonymous_account="", history_limit=10, locales=None,
-                 site_locale=UserLocale()):
+                 site_locale=UserLocale(), access=None):
         self.directory = directory
         self.history = history
+        self.access = access  # crmsync.access.RecordAccess; None: no CRM ACL (every user views every record)
         self.site_url = site_url or ""
         self.anonymous_account = anonymous_account or ""
         self.history_limit = history_limit
@@ -107,7 +134,8 @@ class PopupContent:
         self.site_locale = site_locale
         self.env = environment()
         self._envs = {catalogues.SOURCE: self.env}    # language code -> Environment
-        self._recent = {}     # (call id, module, record id) -> (monotonic time, items)
+        self._recent = _Recent(_HISTORY_TTL)     # (call id, module, record id) -> history items
+        self._allowed = _Recent(_ACCESS_TTL)     # (call id, user id, module, record id) -> may view
 
     # -- URLs ------------------------------------------------------------------
 
@@ -128,6 +156,9 @@ class PopupContent:
         result = call.result
         status = result.status if result else None
         kind = {"found": "known", "anonymous": "unidentified"}.get(status, "unknown")
+        if kind == "known" and not self.may_view(for_user.id if for_user else None, result.caller.module,
+                                                 result.caller.record_id, about=call.call_id):
+            kind = "restricted"
         locale = self.locale_of(for_user.id if for_user else None)
         language = catalogues.language(locale.language)
         number = _display_number(call.number, result.e164 if result else None) or language.gettext("withheld")
@@ -137,7 +168,7 @@ class PopupContent:
             dial_number=call.number if kind != "unidentified" else "",
             queue=call.queue or "", cnam=_plain(call.caller_name), lookup_failed=result is None,
             edit_call_url=self._index(module="Calls", action="EditView", record=call.call_id),
-            staff=self._staff(), **getattr(self, "_" + kind)(call, result, for_user))
+            staff=self._staff(for_user), **getattr(self, "_" + kind)(call, result, for_user))
         html = self._env(language).get_template(TEMPLATE).render(context)
         title, notify = self._texts(kind, call, number, result, language.gettext)
         return Rendered(html, title, notify)
@@ -171,6 +202,24 @@ class PopupContent:
             history=self._history(call, caller), owner=owner, owner_is_you=mine,
             transfer_owner=bool(owner and owner.extension and not mine))
 
+    @staticmethod
+    def _restricted(_call, result, _for_user):
+        return dict(module=result.caller.module)
+
+    def may_view(self, user_id, module, record_id, about=""):
+        """May the user view the record (crmsync/access.py)?  Kept per (``about``: the call or
+        missed-call entry, user, record) for _ACCESS_TTL; True without a user or an ACL to ask."""
+        if self.access is None or user_id is None:
+            return True
+        table = next((spec.table for spec in self.directory.rules.modules if spec.name == module), None)
+        try:    # a failure is not kept: the next render asks again
+            return table is not None and self._allowed.get((about, user_id, module, record_id), lambda: (
+                self.access.can_view(user_id, module, table, record_id)))
+        except _CRM_ERRORS as exc:
+            log.warning("popup: cannot tell whether user %s may view %s %s, so not shown: %s",
+                        user_id, module, record_id, exc)
+            return False
+
     def _unknown(self, call, result, _for_user):
         # The E.164 form, when known, is what a later lookup matches best (rule "e164").
         prefill = (result.e164 if result else None) or call.number
@@ -185,27 +234,21 @@ class PopupContent:
 
     def _history(self, call, caller):
         """The record's recent activities (without this call), or None when the CRM cannot tell."""
-        now, key = time.monotonic(), (call.call_id, caller.module, caller.record_id)
-        cached = self._recent.get(key)
-        if cached and now - cached[0] < _HISTORY_TTL:
-            return cached[1]
         try:
-            items = self.history.recent(caller.module, caller.record_id, limit=self.history_limit,
-                                        exclude=(call.call_id,))
+            return self._recent.get((call.call_id, caller.module, caller.record_id), lambda: self.history.recent(
+                caller.module, caller.record_id, limit=self.history_limit, exclude=(call.call_id,)))
         except _CRM_ERRORS as exc:
             log.warning("popup of call %s: history unavailable: %s", call.call_id, exc)
             return None
-        if len(self._recent) >= _HISTORY_KEEP:
-            self._recent = {k: v for k, v in self._recent.items() if now - v[0] < _HISTORY_TTL}
-        self._recent[key] = (now, items)
-        return items
 
-    def _staff(self):
+    def _staff(self, for_user):
+        """The phone book, without the user it is rendered for."""
         try:
-            return self.directory.staff()
+            staff = self.directory.staff()
         except _CRM_ERRORS as exc:
             log.warning("popup: phone book unavailable: %s", exc)
             return None
+        return [user for user in staff if for_user is None or user.id != for_user.id]
 
     @staticmethod
     def _texts(kind, call, number, result, _):
@@ -218,6 +261,9 @@ class PopupContent:
             who = _plain(caller.name) or number
             company = _plain(caller.account_name)
             notify = "%s — %s%s (%s)" % (number, who, ", " + company if company else "", _(caller.module))
+        elif kind == "restricted":
+            who = number
+            notify = "%s — %s" % (number, _("a record you cannot open (%s)") % _(result.caller.module))
         elif kind == "unidentified":
             who = None
             notify = _("Withheld number") + (" — " + _("caller ID: %s") % cnam if cnam else "")

@@ -85,9 +85,11 @@ class MissedBoard:
 
     def render(self, entries, user_id=None):
         """The list in the user's SuiteCRM language, date format and zone (webpush/content.py)."""
-        return self.content.render_for(TEMPLATE, user_id, entries=[self._view(e) for e in entries])
+        return self.content.render_for(TEMPLATE, user_id, entries=[self._view(e, user_id) for e in entries])
 
-    def _view(self, entry):
-        known = bool(entry.module and entry.record_id)
-        return dict(entry=entry, known=known, record_url=self.content.record_url(entry.module, entry.record_id)
-                    if known else "")
+    def _view(self, entry, user_id):
+        """A record the user may not view (SuiteCRM's ACL) shows as its module only, as in the popup."""
+        found = bool(entry.module and entry.record_id)
+        known = found and self.content.may_view(user_id, entry.module, entry.record_id, about=entry.entry_id)
+        return dict(entry=entry, known=known, restricted=found and not known,
+                    record_url=self.content.record_url(entry.module, entry.record_id) if known else "")

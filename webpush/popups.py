@@ -109,7 +109,8 @@ class PopupBook:
         popup = self.get(user_id, call_id)
         if popup is not None:
             popup.legs.clear()
-            self._set_state(popup, ANSWERED, phrase("In call"))
+            if popup.state != ANSWERED:       # "Transferred to you" stays: the new desk's answer is no news
+                self._set_state(popup, ANSWERED, phrase("In call"))
 
     def transferred(self, call_id, from_user_id, to_user):
         """The responsible user changes: the old desk's popup closes, the new one's opens."""

@@ -2,7 +2,7 @@
 
 A tab asks over its websocket for the recordings of the Call ids on its page
 (``{"type": "recordings", "calls": [...]}``); crmagi answers, for the Calls the
-tab's user may see (crmsync/callaccess.py) and that have a recording, either a
+tab's user may see (crmsync/access.py) and that have a recording, either a
 signed URL (webpush/recording_urls.py) or "recording not available" (the file is
 missing, unreachable, or its recorded path lies outside the store).  Calls the
 user may not see, or without a recording, are left out of the answer.
@@ -57,7 +57,7 @@ class Playable(NamedTuple):
 class Recordings:
     def __init__(self, secret, access, store, transcoder, monitor_dir, url_seconds=600, clock=time.time):
         self.secret = secret
-        self.access = access              # crmsync.callaccess.CallAccess
+        self.access = access              # crmsync.access.RecordAccess
         self.store = store                # recstore.LocalStore / RemoteStore
         self.transcoder = transcoder
         self.monitor_dir = monitor_dir

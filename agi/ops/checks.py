@@ -1,6 +1,7 @@
 """`crmagi check`: the config and the CRM database, every problem named by key or table.column."""
 from sqlalchemy import text
 
+from crmsync.access import REQUIRED_COLUMNS
 from crmsync.accounts import ensure_virtual_account, virtual_account_exists
 from crmsync.calls import CallStore
 from crmsync.db import CALL_COLUMNS, Schema
@@ -55,6 +56,8 @@ def run_checks(config, fix=False, echo=print):
         problems = Directory(engine, lookup_rules(config)).problems()
         wanted = _link_columns(config)
         problems += Schema(engine, list(wanted), wanted).problems()
+        if config.webpush.secret:       # popups show a record only to users SuiteCRM lets view it
+            problems += Schema(engine, list(REQUIRED_COLUMNS), REQUIRED_COLUMNS).problems()
         if problems:
             return problems
         return _owned(engine, config, fix, echo)
