@@ -93,6 +93,7 @@ class App:
         self.config = config
         self.shared = shared
         self.tenant = tenant or DEFAULT_TENANT
+        self.tenant_name = tenant        # "" without [tenants]: no suffix on the include's contexts
         self.metrics = metrics_mod.Metrics(multiprocess=worker_metrics)
         self.engine = engine or build_engine(config)
         # Lookups get their own autocommit pool: one round trip less each (crmsync/db.py).
@@ -121,6 +122,7 @@ class App:
             late_lookup_wait=config.crm.query_timeout, click_secret=config.webpush.secret,
             ended_family=ended.family_of(tenant))
         self.live = self.ami = self.popups = self.click2call = self.plugin = self.plugin_effects = None
+        self.backfill = None             # the greenlet of the backfill on start ([cdr] backfill_on_start)
         # One process follows AMI: with [agi] workers > 1, each worker parsing the whole stream
         # and writing every update twice cost a third of a call's CPU.  The others' calls get
         # their updates from worker 0 (an update that beats its row waits: LiveUpdate.awaited).
@@ -198,6 +200,11 @@ class App:
             self.live.start()
             self.ami.start()
         gevent.spawn(self._warm_up)
+        cdr = self.config.cdr
+        if cdr.backfill_on_start and (cdr.csv or cdr.url):
+            from agi.cdr import backfill
+
+            self.backfill = gevent.spawn(backfill.on_start, self, self.tenant_name)
         return self
 
     def _warm_up(self):
@@ -212,6 +219,9 @@ class App:
             log.warning("CRM not ready yet (%s); lookups answer CRM_STATUS=error until it is", exc)
 
     def stop(self, timeout=5.0):
+        if self.backfill is not None:    # a write it began is durable: the spool finishes it
+            self.backfill.join(timeout)
+            self.backfill.kill()
         if self.ami is not None:
             self.ami.stop()
             self.live.stop()

@@ -318,6 +318,20 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class CdrSettings:
+    csv: str = setting("", _str, "Asterisk's cdr_csv Master.csv (e.g. /var/log/asterisk/cdr-csv/Master.csv; default "
+                       "columns with loguniqueid, or newcdrcolumns), read by `crmagi backfill`; a relative path is "
+                       "relative to the config file")
+    url: str = setting("", _str, "instead of csv: SQLAlchemy URL of the database Asterisk writes CDRs to "
+                       "(cdr_adaptive_odbc, cdr_mysql)", secret="url")
+    table: str = setting("cdr", _str, "the CDR table in that database")
+    timezone: str = setting("UTC", _timezone, "zone of the CDR's times: UTC with cdr.conf [csv] usegmtime = yes, "
+                            "else the Asterisk box's zone (e.g. Europe/Berlin)")
+    backfill_on_start: bool = setting(True, _bool, "when csv or url is set: on start, backfill the calls since "
+                                      "the last call crmagi logged")
+
+
+@dataclass(frozen=True)
 class TenantsSettings:
     dir: str = setting("", _str, "folder of NAME.ini files, one crmagi config per tenant (main file only); empty: "
                        "this config is the one tenant")
@@ -351,6 +365,7 @@ class Config:
     webpush: WebpushSettings = WebpushSettings()
     recordings: RecordingsSettings = RecordingsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cdr: CdrSettings = CdrSettings()
     tenants: TenantsSettings = TenantsSettings()
     tenant: TenantSettings = TenantSettings()
     modules: Tuple[ModuleSettings, ...] = ()
@@ -367,7 +382,7 @@ class Config:
 SECTIONS = {"crm": CrmSettings, "agi": AgiSettings, "lookup": LookupSettings, "users": UsersSettings,
             "dialplan": DialplanSettings, "ami": AmiSettings,
             "webpush": WebpushSettings, "recordings": RecordingsSettings, "metrics": MetricsSettings,
-            "tenants": TenantsSettings, "tenant": TenantSettings}
+            "cdr": CdrSettings, "tenants": TenantsSettings, "tenant": TenantSettings}
 
 
 def _build(section, cls, values, base=None):
@@ -443,6 +458,7 @@ def load(path=None, environ: Mapping[str, str] = None,
         built[section] = _build(section, cls, overrides.get(section, {}), obj)
     built["agi"] = _resolve_spool(built["agi"], path, environ)
     built["recordings"] = _resolve_recordings(built["recordings"], environ)
+    built["cdr"] = _resolve_cdr(built["cdr"], path)
     modules = tuple(_module(name, raw.get("module:" + name, {})) for name in built["lookup"].modules)
     for name in raw:
         if name.startswith("module:") and name[7:] not in built["lookup"].modules:
@@ -465,6 +481,15 @@ def _resolve_spool(agi, path, environ):
     if path and not os.path.isabs(agi.spool):
         return dataclasses.replace(agi, spool=os.path.join(os.path.dirname(os.path.abspath(path)), agi.spool))
     return agi
+
+
+def _resolve_cdr(cdr, path):
+    """One CDR source; a relative csv path is relative to the config file."""
+    if cdr.csv and cdr.url:
+        raise ConfigError("config [cdr] url: set csv or url, not both")
+    if cdr.csv and path and not os.path.isabs(cdr.csv):
+        return dataclasses.replace(cdr, csv=os.path.join(os.path.dirname(os.path.abspath(path)), cdr.csv))
+    return cdr
 
 
 CACHE_DIR = "/var/cache/crmagi"

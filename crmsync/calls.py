@@ -15,7 +15,7 @@ import dataclasses
 import uuid
 from datetime import datetime, timezone
 
-from sqlalchemy import CHAR, Column, DateTime, Integer, MetaData, String, Table, inspect, select
+from sqlalchemy import CHAR, Column, DateTime, Integer, MetaData, String, Table, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import dialect as dialects
@@ -65,6 +65,8 @@ CRMAGI_CALLS = Table(
     Column("campaign", String(36)),
     Column("lead_source", String(100)),
     Column("did_group", String(100)),
+    # 1: written from Asterisk's CDR by `crmagi backfill` (crmagi was down for the whole call).
+    Column("backfilled", Integer),
     mysql_engine="InnoDB",
 )
 
@@ -184,6 +186,14 @@ class CallStore:
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
 
+    def seen(self, ids):
+        """Which of ``ids`` (Asterisk linkedids and uniqueids) a logged call holds."""
+        return self._guarded(self._seen, sorted(set(ids)))
+
+    def last_started(self):
+        """When the latest logged call began (UTC-aware), None before the first one."""
+        return self._guarded(self._last_started, None)
+
     def get(self, call_id):
         """The CallRecord as stored; assigned_user_id is the CRM's current owner."""
         return self._guarded(self._get, call_id)
@@ -208,6 +218,21 @@ class CallStore:
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()
         return None if row is None else _record(row)
+
+    def _seen(self, ids):
+        found = set()
+        with self.engine.connect() as conn:
+            for at in range(0, len(ids), 500):
+                chunk = ids[at:at + 500]
+                query = select(CRMAGI_CALLS.c.linkedid, CRMAGI_CALLS.c.uniqueid).where(
+                    CRMAGI_CALLS.c.linkedid.in_(chunk) | CRMAGI_CALLS.c.uniqueid.in_(chunk))
+                for row in conn.execute(query):
+                    found.update(value for value in row if value in chunk)
+        return found
+
+    def _last_started(self, _):
+        with self.engine.connect() as conn:
+            return _aware(conn.execute(select(func.max(CRMAGI_CALLS.c.started_at))).scalar())
 
     def _start(self, rec):
         """One round trip on MariaDB: every INSERT of the call and the COMMIT in one packet."""
@@ -289,7 +314,8 @@ class CallStore:
             "parent_type": parent, "parent_id": rec.parent_id if parent else None,
             "parent_name": rec.parent_name, "link_table": rec.link_table or None,
             "link_column": rec.link_column or None, "lookup_status": rec.lookup_status,
-            "status": "Planned", "started_at": started, "updated_at": now}))]
+            "status": "Planned", "started_at": started, "updated_at": now,
+            "backfilled": 1 if rec.backfilled else None}))]
         calls = self.table("calls")
         out.append(self.insert("calls", _fit(calls, {
             "id": rec.call_id, "name": rules.subject(planned, self.gettext),

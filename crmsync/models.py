@@ -113,6 +113,7 @@ class CallRecord:
     recording: Optional[str] = None
     hangup_cause: Optional[str] = None
     caller_name: Optional[str] = None   # CNAM from the network (untrusted): for the popup only
+    backfilled: bool = False            # written from Asterisk's CDR by `crmagi backfill` (agi/cdr/)
 
     def to_json(self):
         data = dataclasses.asdict(self)

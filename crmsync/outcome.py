@@ -160,6 +160,7 @@ def description(rec):
         ("Recording", rec.recording),
         ("Hangup cause", rec.hangup_cause),
         ("Linked id", rec.linkedid),
+        ("Source", "Asterisk's CDR (backfilled: crmagi was down)" if rec.backfilled else None),
     )
     for label, value in fields:
         if _present(value):

@@ -160,6 +160,16 @@ class Spool:
         """Whether ops of this call wait: a new op of it must queue behind them."""
         return self._read("SELECT 1 FROM ops WHERE call_id = ? LIMIT 1", (call_id,)).fetchone() is not None
 
+    def asterisk_ids(self):
+        """Every linkedid and uniqueid of a call op waiting here or dead: calls crmagi saw
+        that the CRM has not taken yet (the CDR backfill must not write them again)."""
+        found = set()
+        for table in ("ops", "dead"):
+            found.update(value for row in self._read(
+                "SELECT json_extract(payload, '$.linkedid'), json_extract(payload, '$.uniqueid') FROM %s "
+                "WHERE kind IN ('start', 'finish') AND json_valid(payload)" % table) for value in row if value)
+        return found
+
     def make_due(self, chain):
         """Ops of ``chain`` may be tried now (what they waited for happened); False if none."""
         return self._run("UPDATE ops SET retry_at = 0 WHERE call_id = ?", (chain,), fsync=False).rowcount > 0

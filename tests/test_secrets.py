@@ -62,7 +62,7 @@ def test_secret_settings_are_marked_and_collected(tmp_path):
     marked = {(section, f.name) for section, cls in config.SECTIONS.items()
               for f in config.dataclasses.fields(cls) if f.metadata.get("secret")}
     assert marked == {("crm", "url"), ("ami", "secret"), ("webpush", "secret"), ("webpush", "redis_url"),
-                      ("recordings", "remote_url"), ("recordings", "remote_password")}
+                      ("recordings", "remote_url"), ("recordings", "remote_password"), ("cdr", "url")}
 
 
 @pytest.mark.parametrize("url, shown", [

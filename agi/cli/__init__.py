@@ -14,6 +14,7 @@ import click  # noqa: E402
 
 from agi import config as config_mod  # noqa: E402
 from agi.ops import redact  # noqa: E402
+from agi.cli.backfill import backfill  # noqa: E402
 from agi.cli.index import index  # noqa: E402
 from agi.cli.keys import keys  # noqa: E402
 from agi.cli.plugin import plugin  # noqa: E402
@@ -236,6 +237,7 @@ def demo(directory, listen, web, once):
     sys.exit(run_demo(directory, listen, once, echo=click.echo, web=web))
 
 
+main.add_command(backfill)
 main.add_command(index)
 main.add_command(keys)
 main.add_command(plugin)

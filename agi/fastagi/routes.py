@@ -213,12 +213,17 @@ def clicked(mark, dialled):
     return LookupResult("found", dialled, caller=caller, explain=("click-to-call on this record",))
 
 
+def internal_call(flow, dialled):
+    """An outbound call to an internal extension, which crmagi does not log (unless
+    [agi] log_internal); also the CDR backfill's rule (agi/cdr/calls.py)."""
+    return len([c for c in dialled if c.isdigit()]) <= flow.internal_max_digits and not flow.log_internal
+
+
 def outgoing(session, flow: CallFlow, accepted_at: float):
     env = session.env
     deadline = _deadline(flow, accepted_at)
     dialled = env.arg(1) or env.get("extension", "")
-    internal = len([c for c in dialled if c.isdigit()]) <= flow.internal_max_digits
-    if internal and not flow.log_internal:
+    if internal_call(flow, dialled):
         session.set_variable("CRM_STATUS", "internal")
         session.close()
         return
@@ -251,7 +256,7 @@ def hangup(session, flow: CallFlow, accepted_at: float):
     the include not to keep it in AstDB: a crmagi killed at any point of this request
     loses nothing -- at worst the end is applied twice, which changes nothing."""
     values = {name: session.get_variable(name) for name in HANGUP_VARS}
-    record = _end_of_call(values, lambda: _rebuild_from_channel(session, flow))
+    record = end_of_call(values, lambda: _rebuild_from_channel(session, flow))
     _collect_ended(session, flow)
     ticket = None if record is None else flow.writer.begin("finish", record)
     if ticket is None or ticket.durable:
@@ -319,14 +324,15 @@ def _collect_ended(session, flow):
 def _ended_record(entry, flow):
     values = entry.values
     target = values["CRM_DID"] if values["CRM_DIRECTION"] == "Inbound" else values["CRM_DIALED"]
-    return _end_of_call(values, lambda: rebuild(flow, values["CRM_DIRECTION"], values["linkedid"],
+    return end_of_call(values, lambda: rebuild(flow, values["CRM_DIRECTION"], values["linkedid"],
                                                  values["uniqueid"], values["callerid"], target),
                         ended_at=entry.ended_at)
 
 
-def _end_of_call(values, start_of, ended_at=None):
-    """The finished CallRecord from the hangup request's variables (read now, or kept in
-    AstDB): CRM_CALL's start, else ``start_of()``'s; None when it is no crmagi call."""
+def end_of_call(values, start_of, ended_at=None):
+    """The finished CallRecord from the hangup request's variables (read now, kept in
+    AstDB, or told by the CDR: agi/cdr/calls.py): CRM_CALL's start, else ``start_of()``'s;
+    None when it is no crmagi call."""
     record = callstate.unpack(values["CRM_CALL"])
     rebuilt = record is None
     if rebuilt:
