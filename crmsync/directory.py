@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import NamedTuple, Optional
 
+import gevent
 from sqlalchemy import exc as sa_exc, select
 
 from . import dialect as dialects
@@ -119,6 +120,7 @@ class Directory:
         self.index = PhoneIndex(engine, rules) if use_index else None
         self.index_check_seconds = index_check_seconds
         self._index_state = None     # (ready, why, monotonic time asked)
+        self._rechecking = None      # the background check's greenlet, while it runs
         self._contacts = any(spec.table == "contacts" for spec in rules.modules)
         wanted = [spec.table for spec in rules.modules] + ["users"]
         if self._contacts:
@@ -221,18 +223,37 @@ class Directory:
         return self._search_scan(caller, explain)
 
     def _index_ready(self):
-        """(ready, why), asked of the database at most every index_check_seconds."""
+        """(ready, why), asked of the database at most every index_check_seconds.  Only the
+        first answer is waited for (or every one, with index_check_seconds 0): later checks run
+        in the background while lookups go on with the last answer.  The check reads
+        information_schema.TRIGGERS, which waits behind any table's metadata lock (a DDL stuck
+        behind a long transaction anywhere on the server): a lookup must never wait on that."""
         if self.index is None:
             return False, "disabled"
         state = self._index_state
-        if state is None or time.monotonic() - state[2] >= self.index_check_seconds:
-            try:
-                with _database_errors():
-                    ready, why = self.index.status()
-            except (SchemaError, sa_exc.ProgrammingError) as exc:
-                ready, why = False, str(exc).splitlines()[0]
-            self._index_state = state = (ready, why, time.monotonic())
+        if state is None or self.index_check_seconds <= 0:
+            state = self._check_index()
+        elif time.monotonic() - state[2] >= self.index_check_seconds and self._rechecking is None:
+            self._rechecking = gevent.spawn(self._recheck_index)
         return state[0], state[1]
+
+    def _check_index(self):
+        try:
+            with _database_errors():
+                ready, why = self.index.status()
+        except (SchemaError, sa_exc.ProgrammingError) as exc:
+            ready, why = False, str(exc).splitlines()[0]
+        self._index_state = (ready, why, time.monotonic())
+        return self._index_state
+
+    def _recheck_index(self):
+        try:
+            self._check_index()
+        except CrmUnavailable as exc:       # the lookups say so; keep the last answer until next time
+            log.debug("phone index check failed: %s", exc)
+            self._index_state = self._index_state[:2] + (time.monotonic(),)
+        finally:
+            self._rechecking = None
 
     def _search_index(self, caller, explain):
         """The index rows of every module joined to their records: ONE statement, one round trip."""

@@ -1,6 +1,7 @@
 """crmsync.phoneindex (+ triggers, indexsync) and the index path of Directory, on the real MariaDB."""
 import random
 import sys
+import time
 
 import gevent
 import pytest
@@ -16,6 +17,7 @@ from crmsync.models import LookupRules, ModuleSpec
 from crmsync.phoneindex import PhoneIndex, PhoneIndexError
 from crmsync.triggers import INDEX_TABLE, digits_rev, sql_digits_rev
 from test_directory import ACCOUNTS, CONTACTS, LEADS, account, add_rows, contact, insert
+from test_end_to_end import wait_for
 from test_phone import REGIONS, numbers, written
 
 PATSY = "13ca4a4c-562d-57d3-c959-6b082d7b086f"
@@ -546,6 +548,27 @@ def test_directory_falls_back_to_the_scan(fresh):
     assert result.caller.record_id == PATSY
     assert any(line.startswith("index unusable") for line in result.explain)
     assert any(line.startswith("scan: the phone index is not used") for line in cached.lookup("0330977089").explain)
+
+
+def test_a_slow_index_check_never_holds_up_a_lookup(fresh):
+    """After the first answer, the readiness check (information_schema.TRIGGERS, which waits
+    behind any metadata lock on the server) runs in the background: lookups go on with the
+    last answer and take the new one when it comes."""
+    index = PhoneIndex(fresh, rules("US"))
+    index.install_triggers()
+    index.rebuild()
+    directory = Directory(fresh, rules("US"), index_check_seconds=0.05)
+    assert any(line.startswith("index: ") for line in directory.lookup("0330977089").explain)
+    slow = directory.index.status
+    directory.index.status = lambda: (gevent.sleep(2), (False, "checked late"))[1]
+    gevent.sleep(0.1)
+    began = time.monotonic()
+    result = directory.lookup("0330977089")
+    assert time.monotonic() - began < 1.0 and result.caller.record_id == PATSY
+    assert any(line.startswith("index: ") for line in result.explain)      # the last answer
+    wait_for(lambda: directory._index_state[1] == "checked late", timeout=5)
+    assert any("checked late" in line for line in directory.lookup("0330977089").explain)
+    directory.index.status = slow
 
 
 def test_sqlite_directory_scans(tmp_path):
