@@ -157,7 +157,8 @@ class CallWriter:
         return False
 
     def _row_awaited(self, call_id):
-        """Live updates of this call waited for the row just written: due now."""
+        """Live updates of this call waited for the row just written: due now.  The read comes
+        first so that the usual start, with nothing waiting, writes nothing more to the spool."""
         chain = awaiting(call_id)
         return self.spool.has_call(chain) and self.spool.make_due(chain)
 
@@ -168,7 +169,7 @@ class CallWriter:
         if ticket.op_id is not None:
             self.spool.fail(ticket.op_id, error, retry_at)
         else:
-            self.spool.push(ticket.kind, ticket.rec.to_json(), retry_at=retry_at, chain=_chain(ticket.kind, ticket.rec))
+            self._spool(ticket.kind, ticket.rec, retry_at)
 
     def enqueue(self, kind, rec):
         """Durably queue an op without trying the CRM first (the caller must not wait on
@@ -178,8 +179,8 @@ class CallWriter:
         self._spool(kind, rec)
         gevent.spawn(self.flush)
 
-    def _spool(self, kind, rec):
-        self.spool.push(kind, rec.to_json(), chain=_chain(kind, rec))
+    def _spool(self, kind, rec, retry_at=0.0):
+        self.spool.push(kind, rec.to_json(), retry_at=retry_at, chain=_chain(kind, rec))
         self._warn_if_full()
 
     def _warn_if_full(self):

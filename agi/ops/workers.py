@@ -110,4 +110,3 @@ def exit_with_parent(interval=1.0):
         os.kill(os.getpid(), signal.SIGTERM)
 
     return gevent.spawn(watch)
-
