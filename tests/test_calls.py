@@ -219,6 +219,18 @@ def test_concurrent_finishes_of_a_missing_call(engine, store):
     assert snapshot(engine, rec.call_id)["calls"][0]["status"] == "Held"
 
 
+def test_concurrent_finishes_of_missing_calls_land_every_time(engine, store):
+    # CI once saw the test above fail: the finishes each took the gap lock of their
+    # FOR UPDATE on the missing row and deadlocked on insert more often than they retried.
+    for _ in range(8):
+        rec = contact_rec(engine)
+        workers = [gevent.spawn(store.finish, ended(rec)) for _ in range(8)]
+        workers.append(gevent.spawn(store.start, rec))
+        gevent.joinall(workers, raise_error=True)
+        assert [w.value for w in workers[:8]].count(True) == 1
+        assert [len(v) for v in snapshot(engine, rec.call_id).values()] == [1, 1, 0, 1, 1]
+
+
 def test_finish_before_start_is_one_complete_call(engine, store):
     rec = contact_rec(engine)
     assert store.finish(ended(rec)) is True

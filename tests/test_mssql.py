@@ -93,9 +93,12 @@ class Captured:
 
     def __init__(self, lock_finds_call=True):
         self.statements, self.lock_finds_call = [], lock_finds_call
+        self.owners = {}            # call id -> assigned_user_id of its inserted calls row
 
     def read(self, sql, params, names=False):
         self.statements.append((sql, tuple(params)))
+        if "LEFT JOIN" in sql and "ended_at" in sql:     # a finish's read of its call
+            return [(None, None, None, self.owners[params[0]])] if params[0] in self.owners else []
         if "[crmagi_missed]" in sql or "`crmagi_missed`" in sql:      # one open entry of the number
             return [("m-1", "u-1", 1, "a-1", datetime(2026, 12, 6))] if "[user_id]" in sql or "`user_id`" in sql \
                 else [("m-1", "a-1")]
@@ -103,6 +106,10 @@ class Captured:
 
     def commit(self, statements):
         self.statements.extend((sql, tuple(params)) for sql, params in statements)
+        for sql, params in statements:
+            if sql.startswith(("INSERT INTO [calls] ", "INSERT INTO `calls` ")):
+                columns = [name.strip("[]` ") for name in sql[sql.index("(") + 1:sql.index(")")].split(",")]
+                self.owners[params[0]] = params[columns.index("assigned_user_id")]
         return [(1,)] if self.lock_finds_call else []
 
     @contextlib.contextmanager
@@ -142,8 +149,9 @@ def hot_path_statements(engine, tables, monkeypatch):
     store._ready = True       # crmagi_calls is created by ensure_tables, checked on its own below
     rec = _record()
     assert store.start(rec) is True
-    assert store.finish(rec) is True          # the read finds nothing: inserts, then ends the call
-    # A missed call (its entry and alert again), and one for another user (a new entry and alert).
+    assert store.finish(rec) is True          # the read finds the call: ends it
+    # A missed call (its entry and alert again), and one for another user (a new entry and alert);
+    # neither has a row: each finish reads, inserts the call, reads again, then ends it.
     for owner in ("u-1", "u-9"):
         assert store.finish(_record(call_id=owner + "-missed", dial_status="NOANSWER", talk_seconds=0,
                                     answered_user_id=None, answered_extension=None, assigned_user_id=owner))
@@ -250,7 +258,7 @@ def test_every_call_row_statement_is_tsql(suitecrm, mssql_engine, monkeypatch):
         check_tsql(tsql(sql, params))
     texts = [sql for sql, _ in statements]
     locks = [sql for sql in texts if "WITH (UPDLOCK, ROWLOCK)" in sql]
-    assert len(locks) == 3 + 1 + 2 + 4      # the finishes' reads, the open entries, each live update's
+    assert len(locks) == 1 + 2 * 2 + 1 + 2 + 4      # the finishes' reads, the open entries, each live update's
     assert any(sql.startswith("INSERT INTO [alerts]") for sql in texts)
     assert any(sql.startswith("UPDATE [crmagi_missed] SET [open] = NULL") for sql in texts)
     assert any(sql.startswith("UPDATE [crmagi_missed] SET [attempts]") for sql in texts)
