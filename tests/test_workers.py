@@ -215,3 +215,19 @@ def test_workers_exit_when_their_parent_is_killed(crm_url, tmp_path):
             return False
 
     wait_for(lambda: not any(alive(pid) for pid in children), timeout=40)   # a drain on a loaded box
+
+
+def test_a_worker_whose_parent_died_before_it_watched_exits(monkeypatch):
+    """CI: the parent was SIGKILLed while a worker was still starting its App; the worker then
+    took its new parent (init) for its parent and was never told.  The parent's pid comes from
+    the parent (PARENT_ENV), so a parent gone before the watch starts is seen at the first look."""
+    import gevent
+
+    from agi.ops import workers
+
+    signals = []
+    monkeypatch.setattr(workers.os, "kill", lambda pid, sig: signals.append((pid, sig)))
+    monkeypatch.setenv(workers.PARENT_ENV, str(os.getppid() + 1_000_000))    # not our parent
+    watcher = workers.exit_with_parent(interval=0.01)
+    watcher.join(timeout=2)
+    assert signals == [(os.getpid(), signal.SIGTERM)]

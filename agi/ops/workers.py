@@ -22,6 +22,9 @@ from agi.ops import systemd
 
 log = logging.getLogger("crmagi.workers")
 RESTART_DELAY = 1.0
+# The parent's pid, given to each worker: a worker reading os.getppid() itself would, if the
+# parent died while the worker was still starting, take its new parent (init) for its own.
+PARENT_ENV = "CRMAGI_PARENT_PID"
 
 
 def worker_command(config_path, index, listen=None):
@@ -36,7 +39,7 @@ def worker_command(config_path, index, listen=None):
 def run_workers(config_path, count, listen=None, metrics_listen=None):
     """Run ``count`` workers until SIGTERM/SIGINT; returns the exit status."""
     metrics_dir, own_dir = metrics_directory(os.environ)
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir)
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, **{PARENT_ENV: str(os.getpid())})
     procs = {i: subprocess.Popen(worker_command(config_path, i, listen), env=env) for i in range(count)}
     monitor = None
     if metrics_listen:
@@ -101,7 +104,7 @@ def exit_with_parent(interval=1.0):
     orphaned worker would keep the port, its AMI login and its database connections."""
     import gevent
 
-    parent = os.getppid()
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
 
     def watch():
         while os.getppid() == parent:
