@@ -168,6 +168,30 @@ class LiveUpdate:
         return cls(**data)
 
 
+@dataclass
+class LiveBatch:
+    """Live updates of one call that the AMI listener had at the same time (answered and
+    recording come in the same burst of events): written in one transaction, in order."""
+    call_id: str
+    updates: Tuple[LiveUpdate, ...]
+    awaited: bool = False               # as LiveUpdate.awaited: any of them is
+
+    @classmethod
+    def of(cls, updates):
+        """One LiveUpdate stays itself; several of one call become a batch."""
+        if len(updates) == 1:
+            return updates[0]
+        return cls(updates[0].call_id, tuple(updates), any(u.awaited for u in updates))
+
+    def to_json(self):
+        return {"call_id": self.call_id, "awaited": self.awaited, "updates": [u.to_json() for u in self.updates]}
+
+    @classmethod
+    def from_json(cls, data):
+        return cls(data["call_id"], tuple(LiveUpdate.from_json(u) for u in data["updates"]),
+                   bool(data.get("awaited")))
+
+
 @dataclass(frozen=True)
 class MissedEntry:
     """One open missed-calls entry of a user (crmsync/missed.py): a number that called and
