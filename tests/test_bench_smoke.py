@@ -138,3 +138,16 @@ def test_harness_smoke_run(tmp_path):
     assert load_run["server_cpu_s"] > 0 and load_run["server_rss_mb"] > 0 and load_run["generator_cpu_s"] > 0
     assert load_run["calls_written"]["finished"] == 60
     assert "lookup" in report["table"] and "load" in report["table"]
+
+
+def test_ami_path_smoke_run():
+    """bench/ami_path.py: every stage runs, and the effects of an answered, recorded call are one
+    live op carrying its two updates (answer and recording: one transaction)."""
+    import ami_path
+
+    streams = ami_path.calls(str(ASTERISK / "01-inbound-answered.ami.txt"), 5)
+    assert len(set(streams)) == 5
+    for stage in ami_path.STAGES:
+        seconds, writer = ami_path.run(stage, streams)
+        assert seconds >= 0
+    assert (writer.ops, writer.updates) == (5, 10)
