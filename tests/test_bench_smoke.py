@@ -151,3 +151,16 @@ def test_ami_path_smoke_run():
         seconds, writer = ami_path.run(stage, streams)
         assert seconds >= 0
     assert (writer.ops, writer.updates) == (5, 10)
+
+
+
+def test_agi_session_smoke_run():
+    """bench/agi_session.py: both servers get through every session (the client would hang on
+    a command left unanswered; the timeout fails the test then)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "agi_session.py"), "--sessions", "20"],
+                         cwd=str(REPO), capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["crmagi", "bare"]
+    assert all("20 sessions of 10 commands" in line for line in lines)
