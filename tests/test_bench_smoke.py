@@ -164,3 +164,21 @@ def test_agi_session_smoke_run():
     lines = run.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["crmagi", "bare"]
     assert all("20 sessions of 10 commands" in line for line in lines)
+
+
+def test_call_steps_smoke_run(crm_url, tmp_path):
+    """bench/call_steps.py on the sample SuiteCRM database: every call is looked up, started and
+    finished (its Call row Held)."""
+    import call_steps
+    from sqlalchemy import create_engine, text
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"present": [{"caller": "+4930111111"}, {"caller": "+4930999999"}] * 2}))
+    report = call_steps.run(crm_url.rsplit("/", 1)[1], str(samples), 4)
+    assert (report["calls"], report["finished"]) == (4, 4)
+    assert all(report[key] > 0 for key in ("lookup_us", "start_us", "finish_us"))
+    engine = create_engine(crm_url)
+    with engine.connect() as conn:
+        held = conn.execute(text("SELECT COUNT(*) FROM calls WHERE status = 'Held' AND name LIKE '%+4930%'")).scalar()
+    engine.dispose()
+    assert held == 4
