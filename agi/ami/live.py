@@ -52,6 +52,7 @@ class LivePipeline:
         self.await_rows = await_rows
         self.queue = Queue(QUEUE_SIZE)
         self.stats = {"events": 0, "dropped": 0}
+        self._in_effect = 0             # events of the batch being worked through
         self._worker = None
         self._expirer = None
 
@@ -125,7 +126,15 @@ class LivePipeline:
             batch = [first]
             while len(batch) < BATCH_MAX and self.queue.qsize():
                 batch.append(self.queue.get_nowait())
-            self._effects(batch)
+            self._in_effect = len(batch)
+            try:
+                self._effects(batch)
+            finally:
+                self._in_effect = 0
+
+    def pending(self):
+        """Domain events not yet through their effects: queued, or taken and in progress."""
+        return self.queue.qsize() + self._in_effect
 
     def _effects(self, batch):
         """Notify each event in order, then write the CRM updates: those of one call that came
