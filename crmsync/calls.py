@@ -275,18 +275,23 @@ class CallStore:
                              % (rec.call_id, _FINISH_ATTEMPTS))
 
     def _finish_in(self, tx, rec):
-        """Read the call (one round trip), then every write and the COMMIT (one more);
-        _MISSING, having written nothing, when the call has no row."""
+        """Read the call (and the missed-call entries of its number: the same round trip), then
+        every write and the COMMIT (one more); _MISSING, having written nothing, when the call
+        has no row."""
         now = _now()
-        found = tx.read(self._statements.finish_read, (rec.call_id,))
-        if not found:
+        reads = [(self._statements.finish_read, (rec.call_id,))]
+        missed_read = self.missed.read(rec, now) if self.missed is not None else None
+        if missed_read is not None:
+            reads.append(missed_read)
+        found = tx.read_sets(reads)
+        if not found[0]:
             return _MISSING
-        ended_at, transferred, answered_before, owner = found[0]
+        ended_at, transferred, answered_before, owner = found[0][0]
         if ended_at is not None:
             return False                    # finished before: the first finish wins
         statements = self._end_statements(rec, now, owner, transferred, answered_before)
         if self.missed is not None:
-            statements += self.missed.statements(tx, rec, owner, now)
+            statements += self.missed.statements(rec, owner, now, found[1] if missed_read is not None else [])
         tx.commit(statements)
         return True
 

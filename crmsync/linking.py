@@ -12,7 +12,7 @@ the write stays queued and is tried again later.
 import dataclasses
 from typing import Mapping, Optional
 
-from .models import CallRecord, LiveUpdate, LookupResult, ModuleSpec
+from .models import CallRecord, LiveBatch, LiveUpdate, LookupResult, ModuleSpec
 
 PENDING = "pending"        # lookup_status of a call whose lookup did not answer in time
 
@@ -51,6 +51,8 @@ class Linker:
     def resolve(self, kind, op):
         """The op as it must be written now: a copy with what the CRM could not tell in time
         filled in.  Raises when the CRM still cannot answer (the op stays spooled)."""
+        if isinstance(op, LiveBatch):
+            return dataclasses.replace(op, updates=tuple(self.resolve(kind, one) for one in op.updates))
         if isinstance(op, LiveUpdate):
             if op.extension and not op.user_id:
                 user = self.directory.user_by_extension(op.extension)

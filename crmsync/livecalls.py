@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import sqlbatch
 from .calls import CRMAGI_CALLS, CallStore, _driver_errors, _fit, _unavailable
-from .models import LiveUpdate
+from .models import LiveBatch
 
 KINDS = ("answered", "transferred", "recording", "attribution")
 
@@ -53,14 +53,19 @@ class LiveCalls:
         self._errors = _driver_errors(store.engine)
         self._sql = _Sql(store.dialect)
 
-    def apply(self, change: LiveUpdate) -> bool:
-        if change.kind not in KINDS:
-            raise ValueError("unknown live update %r" % change.kind)
+    def apply(self, change) -> bool:
+        """A LiveUpdate, or a LiveBatch of one call's updates: all in one transaction, in
+        order (each statement's conditions see the row as the ones before left it)."""
+        changes = change.updates if isinstance(change, LiveBatch) else (change,)
+        for one in changes:
+            if one.kind not in KINDS or one.call_id != change.call_id:
+                raise ValueError("unknown live update %r of call %s" % (one.kind, one.call_id))
         try:
             if not self.store._ready:
                 self.store.ensure_tables()
-            statements = [(self._sql.lock, (change.call_id,))]
-            getattr(self, "_" + change.kind)(statements, change, _now())
+            statements, now = [(self._sql.lock, (change.call_id,))], _now()
+            for one in changes:
+                getattr(self, "_" + one.kind)(statements, one, now)
             with sqlbatch.transaction(self.store.engine) as tx:
                 return bool(tx.commit(statements))
         except SQLAlchemyError as exc:

@@ -184,23 +184,35 @@ class MissedCalls:
 
     # -- the finish of a call ------------------------------------------------------
 
-    def statements(self, tx, rec, owner, now):
-        """What the finish of ``rec`` changes, read and locked inside its transaction ``tx``."""
+    def read(self, rec, now):
+        """The locking read the finish of ``rec`` needs, as (sql, params), or None.  It does not
+        depend on the call's row, so the finish sends it with its own read: one round trip."""
+        key = number_key(rec.number, self.region)
+        if key is None:
+            return None
+        status, result = rules.outcome(rec.direction, rec.dial_status, rec.talk_seconds)
+        if status == rules.HELD:
+            return self._sql.open_rows_before, (key, _utc(rec.ended_at) or now)
+        if result == "missed":
+            return self._sql.open_rows, (key,)
+        return None
+
+    def statements(self, rec, owner, now, rows):
+        """What the finish of ``rec`` changes, from the ``rows`` of its ``read`` (locked in the
+        finish's transaction)."""
         key = number_key(rec.number, self.region)
         if key is None:
             return []
         status, result = rules.outcome(rec.direction, rec.dial_status, rec.talk_seconds)
         if status == rules.HELD:
-            return self._close(tx, key, rec, now)
+            return self._close(rows, rec, now)
         if result != "missed":
             return []
         users = [owner] if owner else [u for u in self.fallback_users() if u]
-        if not users:
-            return []
-        rows = {row[1]: row for row in tx.read(self._sql.open_rows, (key,))}
+        by_user = {row[1]: row for row in rows}
         out = []
         for user_id in dict.fromkeys(users):
-            row = rows.get(user_id)
+            row = by_user.get(user_id)
             out += self._again(row, rec, now) if row else self._first(key, user_id, rec, now)
         return out
 
@@ -243,12 +255,11 @@ class MissedCalls:
             out.append((self._sql.alert_update(values), tuple(values.values()) + (alert_id,)))
         return out
 
-    def _close(self, tx, key, rec, now):
+    def _close(self, rows, rec, now):
         """Every open entry of the number, for every user, and their alerts; only entries
         whose last attempt came before this call ended (a miss during it stays open).
         Read first, then written by primary key: an UPDATE of ``alerts`` through a subquery
         scans the whole table on MariaDB (a dependent subquery), on every connected call."""
-        rows = tx.read(self._sql.open_rows_before, (key, _utc(rec.ended_at) or now))
         if not rows:
             return []
         out = [(self._sql.close(len(rows)), (now, rec.call_id) + tuple(row[0] for row in rows))]

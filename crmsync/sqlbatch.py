@@ -69,6 +69,16 @@ class Transaction:
         finally:
             cursor.close()
 
+    def read_sets(self, queries):
+        """The rows of each SELECT of ``queries`` ((sql, params) pairs), in one round trip where
+        the database takes several statements at once; the transaction's first statements."""
+        cursor = self.raw.cursor()
+        try:
+            self.open = True
+            return self.dialect.read_sets(cursor, queries)
+        finally:
+            cursor.close()
+
     def commit(self, statements):
         """Run ``statements`` ((sql, params) pairs) and commit: one round trip on MySQL.
         Returns the rows of the first statement when it is a SELECT (e.g. a ``FOR UPDATE``

@@ -20,7 +20,7 @@ from typing import Optional
 import gevent
 from gevent.event import Event
 
-from .models import CallRecord, LiveUpdate
+from .models import CallRecord, LiveBatch, LiveUpdate
 from .spool import awaiting
 
 KINDS = ("start", "finish", "live")
@@ -34,7 +34,10 @@ def _decode(op):
     if op.kind not in KINDS:
         raise ValueError("unknown call op %r" % (op.kind,))
     try:
-        return (LiveUpdate if op.kind == "live" else CallRecord).from_json(json.loads(op.payload))
+        payload = json.loads(op.payload)
+        if op.kind != "live":
+            return CallRecord.from_json(payload)
+        return (LiveBatch if "updates" in payload else LiveUpdate).from_json(payload)
     except (TypeError, KeyError, AttributeError) as exc:
         raise ValueError("undecodable %s op: %s" % (op.kind, exc)) from None
 

@@ -138,3 +138,47 @@ def test_harness_smoke_run(tmp_path):
     assert load_run["server_cpu_s"] > 0 and load_run["server_rss_mb"] > 0 and load_run["generator_cpu_s"] > 0
     assert load_run["calls_written"]["finished"] == 60
     assert "lookup" in report["table"] and "load" in report["table"]
+
+
+def test_ami_path_smoke_run():
+    """bench/ami_path.py: every stage runs, and the effects of an answered, recorded call are one
+    live op carrying its two updates (answer and recording: one transaction)."""
+    import ami_path
+
+    streams = ami_path.calls(str(ASTERISK / "01-inbound-answered.ami.txt"), 5)
+    assert len(set(streams)) == 5
+    for stage in ami_path.STAGES:
+        seconds, writer = ami_path.run(stage, streams)
+        assert seconds >= 0
+    assert (writer.ops, writer.updates) == (5, 10)
+
+
+
+def test_agi_session_smoke_run():
+    """bench/agi_session.py: both servers get through every session (the client would hang on
+    a command left unanswered; the timeout fails the test then)."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "agi_session.py"), "--sessions", "20"],
+                         cwd=str(REPO), capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["crmagi", "bare"]
+    assert all("20 sessions of 10 commands" in line for line in lines)
+
+
+def test_call_steps_smoke_run(crm_url, tmp_path):
+    """bench/call_steps.py on the sample SuiteCRM database: every call is looked up, started and
+    finished (its Call row Held)."""
+    import call_steps
+    from sqlalchemy import create_engine, text
+
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"present": [{"caller": "+4930111111"}, {"caller": "+4930999999"}] * 2}))
+    report = call_steps.run(crm_url.rsplit("/", 1)[1], str(samples), 4)
+    assert (report["calls"], report["finished"]) == (4, 4)
+    assert all(report[key] > 0 for key in ("lookup_us", "start_us", "finish_us"))
+    engine = create_engine(crm_url)
+    with engine.connect() as conn:
+        held = conn.execute(text("SELECT COUNT(*) FROM calls WHERE status = 'Held' AND name LIKE '%+4930%'")).scalar()
+    engine.dispose()
+    assert held == 4

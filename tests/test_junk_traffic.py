@@ -75,7 +75,7 @@ class Run:
         ami.events = events
         app.ami._sock.close()             # the stream starts on a fresh login
         wait_for(lambda: not ami.events, timeout=30)
-        wait_for(lambda: app.live.queue.qsize() == 0, timeout=30)
+        wait_for(lambda: app.live.pending() == 0, timeout=30)
         gevent.sleep(0.3)
         results += [fake.run_session(i, app.agi.address) for i in range(1, len(fake.scenario.sessions))]
         return results

@@ -4,7 +4,7 @@ from datetime import datetime, timezone
 import pytest
 
 from crmsync.linking import PENDING, Linker
-from crmsync.models import Caller, CallRecord, LiveUpdate, LookupResult, ModuleSpec, User
+from crmsync.models import Caller, CallRecord, LiveBatch, LiveUpdate, LookupResult, ModuleSpec, User
 
 SALLY = User("u-sally", "sally", "Sally Bronsen", "101")
 MAX = User("u-max", "max", "Max Jensen", "102")
@@ -94,3 +94,13 @@ def test_the_answering_user_and_a_live_update_user_are_filled_in_late():
     assert change.user_id == "u-sally"
     stranger = LiveUpdate("call-1", "transferred", extension="999")
     assert linker().resolve("live", stranger) is stranger
+
+
+def test_each_update_of_a_live_batch_gets_its_user_filled_in_late():
+    batch = LiveBatch.of([LiveUpdate("call-1", "answered", extension="102"),
+                          LiveUpdate("call-1", "recording", path="/x.wav"),
+                          LiveUpdate("call-1", "transferred", extension="101")])
+    resolved = linker().resolve("live", batch)
+    assert [u.user_id for u in resolved.updates] == ["u-max", None, "u-sally"]
+    assert resolved.call_id == "call-1" and [u.kind for u in resolved.updates] == ["answered", "recording",
+                                                                                    "transferred"]

@@ -45,7 +45,7 @@ def run_call(db, crm_url, tmp_path, scenario, drop_after=None, on_start=None, **
         # the stream starts on a fresh login: reconnect so the fake streams the recording
         app.ami._sock.close()
         wait_for(lambda: not ami.events, timeout=10)
-        wait_for(lambda: app.live.queue.qsize() == 0, timeout=10)
+        wait_for(lambda: app.live.pending() == 0, timeout=10)
         gevent.sleep(0.3)
         for index in range(1, len(fake.scenario.sessions)):
             fake.run_session(index, app.agi.address)

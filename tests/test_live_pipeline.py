@@ -43,3 +43,24 @@ def test_updates_of_calls_crmagi_logs_are_awaited_with_several_workers(name, exp
     assert [u for u in updates(name, await_rows=True) if u[0] != "attribution"] == expected
     assert all(not awaited for _, _, awaited in updates(name, await_rows=False))
 
+
+
+def test_updates_of_a_call_that_come_together_are_one_batch_in_their_order():
+    """The effects greenlet takes every event queued meanwhile: a call's answer and recording
+    (one burst of AMI events) are one write; other calls' updates stay apart."""
+    from crmsync.models import LiveBatch
+
+    writer = Writer()
+    pipeline = LivePipeline(model(), Directory(), writer, lambda system, linkedid: "call-" + linkedid)
+    for name in ("01-inbound-answered", "06a-blind-transfer"):
+        messages = load(name)
+        for message, now in zip(messages, recorded_clock(messages)):
+            pipeline.clock = lambda now=now: now
+            pipeline.on_event(message)
+    batch = [pipeline.queue.get() for _ in range(pipeline.queue.qsize())]
+    pipeline._effects(batch)
+    assert all(isinstance(w, LiveBatch) for w in writer.updates) and len(writer.updates) == 2
+    kinds = [[u.kind for u in w.updates if u.kind != "attribution"] for w in writer.updates]
+    assert kinds == [["recording", "answered"], ["recording", "answered", "transferred", "answered"]]
+    assert len({w.call_id for w in writer.updates}) == 2
+    assert all(u.call_id == w.call_id for w in writer.updates for u in w.updates)

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from crmsync.calls import CallStore
 from crmsync.db import make_engine
 from crmsync.livecalls import LiveCalls
-from crmsync.models import CallRecord, LiveUpdate
+from crmsync.models import CallRecord, LiveBatch, LiveUpdate
 from crmsync.spool import Spool
 from crmsync.writer import CallWriter
 
@@ -75,6 +75,51 @@ def test_answer_then_transfer_moves_the_call_and_replays_change_nothing(engine, 
     assert owner == CHRIS and users == [CHRIS, SALLY]
     assert (extra["answered_extension"], extra["transfer_extension"], extra["transfers"]) == ("101", "104", 1)
     assert (extra["campaign"], extra["lead_source"], extra["did_group"]) == ("camp-1", "Web Site", "Sales")
+
+
+def _updates(call_id):
+    return [LiveUpdate(call_id, "recording", path="/var/spool/asterisk/monitor/y.wav"),
+            LiveUpdate(call_id, "answered", extension="101", user_id=SALLY),
+            LiveUpdate(call_id, "transferred", extension="104", user_id=CHRIS),
+            LiveUpdate(call_id, "answered", extension="104", user_id=CHRIS)]
+
+
+def test_a_batch_of_one_calls_updates_gives_the_rows_of_its_updates_one_by_one(engine, store, monkeypatch):
+    live, one_by_one, batched = LiveCalls(store), started(store), started(store)
+    for change in _updates(one_by_one.call_id):
+        assert live.apply(change)
+    from crmsync import sqlbatch
+    transactions = []
+    real = sqlbatch.transaction
+
+    def counted(engine_):
+        transactions.append(1)
+        return real(engine_)
+    monkeypatch.setattr(sqlbatch, "transaction", counted)
+    assert live.apply(LiveBatch.of(_updates(batched.call_id)))
+    assert len(transactions) == 1
+    assert state(engine, batched.call_id) == state(engine, one_by_one.call_id)
+    owner, extra, _ = state(engine, batched.call_id)
+    assert (owner, extra["answered_extension"], extra["transfers"]) == (CHRIS, "101", 1)
+    assert live.apply(LiveBatch.of(_updates(batched.call_id)))       # replayed: no change
+    assert state(engine, batched.call_id) == state(engine, one_by_one.call_id)
+
+
+def test_a_batch_mixing_two_calls_is_refused(store):
+    batch = LiveBatch("a", (LiveUpdate("a", "answered", "101"), LiveUpdate("b", "answered", "102")))
+    with pytest.raises(ValueError):
+        LiveCalls(store).apply(batch)
+
+
+def test_a_spooled_batch_is_replayed_whole(engine, store, tmp_path):
+    rec = started(store)
+    spool = Spool(str(tmp_path / "spool.sqlite"))
+    writer = CallWriter(store, spool, live=LiveCalls(store))
+    batch = LiveBatch.of(_updates(rec.call_id))
+    spool.push("live", batch.to_json())
+    assert writer.flush() == 1 and len(spool) == 0
+    owner, extra, users = state(engine, rec.call_id)
+    assert (owner, extra["recording"], users) == (CHRIS, "/var/spool/asterisk/monitor/y.wav", [CHRIS, SALLY])
 
 
 def test_a_second_transfer_counts_and_moves_the_call_again(engine, store):

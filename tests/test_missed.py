@@ -127,3 +127,21 @@ def test_open_for_lists_a_users_open_entries_newest_first(store, engine):
     assert listed["nobody"] == []
     bo = listed[CHRIS][numbers.index(newer)]
     assert (bo.name, bo.module, bo.attempts, bo.last_at.tzinfo) == ("Bo Li", "Contacts", 1, timezone.utc)
+
+
+def test_the_finish_of_a_started_call_is_two_round_trips_with_its_missed_entries(store, engine, monkeypatch):
+    """The entries of the caller's number are read and locked in the same packet as the call's
+    row (they do not depend on it): the read, then the writes and the COMMIT."""
+    from test_sqlbatch import packets
+
+    number = fresh_number()
+    store.finish(call(number, False))
+    for answered in (True, False):
+        rec = call(number, answered)
+        store.start(rec)
+        sent = packets(engine, monkeypatch)
+        assert store.finish(rec) is True
+        assert len(sent) == 2 and "crmagi_missed" in sent[0] and sent[1].endswith("COMMIT"), sent
+        monkeypatch.undo()
+    [closed, again] = sorted(entries(engine, number), key=lambda entry: entry["open"] is not None)
+    assert (closed["open"], closed["attempts"], again["open"], again["attempts"]) == (None, 1, 1, 1)

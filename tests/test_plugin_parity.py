@@ -85,7 +85,7 @@ def through_plugin(db, url, tmp_path, scenario):
         answers = []
         for wait, message in load_scenario(SCENARIOS / (scenario + ".json")):
             if message["event"] == "end":       # as run_call lets the AMI stream settle before the hangup AGI
-                wait_for(lambda: app.plugin_effects.queue.qsize() == 0, timeout=10)
+                wait_for(lambda: app.plugin_effects.pending() == 0, timeout=10)
                 gevent.sleep(0.3)
             answers.extend(answer for _, answer in replay(client, [(wait, message)], sleep=gevent.sleep))
         client.close()

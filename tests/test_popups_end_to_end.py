@@ -73,7 +73,7 @@ def play(app, ami, scenario):
     ami.events = recorded_events(scenario)
     app.ami._sock.close()                 # the stream starts on a fresh login
     wait_for(lambda: not ami.events, timeout=10)
-    wait_for(lambda: app.live.queue.qsize() == 0, timeout=10)
+    wait_for(lambda: app.live.pending() == 0, timeout=10)
     for index in range(1, len(fake.scenario.sessions)):
         fake.run_session(index, app.agi.address)
     gevent.sleep(0.5)

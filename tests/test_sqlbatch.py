@@ -59,6 +59,21 @@ def test_statements_and_commit_go_in_one_round_trip(engine, monkeypatch):
     assert names(engine) == ["a'b", "c;d"]
 
 
+def test_several_locking_reads_go_in_one_round_trip_with_their_rows_each(engine, monkeypatch):
+    with sqlbatch.transaction(engine) as tx:
+        tx.commit([sqlbatch.insert("t", {"id": "a", "name": "x;y"}), sqlbatch.insert("t", {"id": "b", "name": "z"})])
+    sent = packets(engine, monkeypatch)
+    with sqlbatch.transaction(engine) as tx:
+        sets = tx.read_sets([("SELECT name FROM t WHERE id = %s FOR UPDATE", ("a",)),
+                             ("SELECT id FROM t WHERE name = %s FOR UPDATE", ("none';--",)),
+                             ("SELECT id, name FROM t WHERE id IN (%s, %s) ORDER BY id FOR UPDATE", ("a", "b"))])
+        tx.commit([sqlbatch.update("t", {"name": "w"}, "id", "b")])
+    assert sets == [[("x;y",)], [], [("a", "x;y"), ("b", "z")]]
+    if engine.dialect.name != "sqlite":
+        assert len(sent) == 2 and sent[0].count("SELECT") == 3      # the reads, then the writes
+    assert names(engine) == ["w", "x;y"]
+
+
 def test_a_failing_statement_leaves_nothing_of_its_transaction(engine):
     first = str(uuid.uuid4())
     with sqlbatch.transaction(engine) as tx:

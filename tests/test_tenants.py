@@ -386,7 +386,7 @@ def test_each_tenant_follows_its_own_asterisk(two_crms, tmp_path):
         amis["acme"].events = recorded_events("06a-blind-transfer")
         acme.ami._sock.close()                   # the fake streams the recording on a fresh login
         wait_for(lambda: not amis["acme"].events, timeout=10)
-        wait_for(lambda: acme.live.queue.qsize() == 0, timeout=10)
+        wait_for(lambda: acme.live.pending() == 0, timeout=10)
         gevent.sleep(0.3)
         for index in range(1, len(fake.scenario.sessions)):
             fake.run_session(index, running.address)

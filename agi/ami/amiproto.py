@@ -23,13 +23,13 @@ _ESCAPE = re.compile(r"\\(.)")
 class Message:
     """One AMI message: ordered headers; ``get`` returns the first value of a key."""
 
-    __slots__ = ("headers", "_first")
+    __slots__ = ("headers", "_first", "escaped")
 
-    def __init__(self, headers: List[Tuple[str, str]]):
+    def __init__(self, headers: List[Tuple[str, str]], escaped=True):
+        """``escaped`` False: no value holds a backslash (``unescape`` has nothing to do)."""
         self.headers = headers
-        self._first = {}
-        for key, value in headers:
-            self._first.setdefault(key, value)
+        self._first = dict(reversed(headers))       # the first value of a repeated key wins
+        self.escaped = escaped
 
     def get(self, key, default=None):
         return self._first.get(key, default)
@@ -93,8 +93,8 @@ def split_frames(buf: bytes) -> Tuple[List[bytes], bytes]:
 def parse_frame(frame: bytes) -> Message:
     """``Key: Value`` lines -> Message.  A line without a colon (command output) is kept under ''."""
     headers = []
-    for raw in frame.split(b"\r\n"):
-        line = raw.decode("utf-8", "replace")
+    # Decoded whole, then split: "replace" turns no CR or LF into anything else.
+    for line in frame.decode("utf-8", "replace").split("\r\n"):
         key, sep, value = line.partition(":")
         if sep and key and " " not in key:
             headers.append((key, value[1:] if value.startswith(" ") else value))
@@ -102,13 +102,13 @@ def parse_frame(frame: bytes) -> Message:
             headers.append(("", line))
     if not headers or not headers[0][0]:
         raise AmiProtocolError("AMI message does not start with a header: %r" % frame[:80])
-    return Message(headers)
+    return Message(headers, escaped=b"\\" in frame)
 
 
 def unescape(message: Message) -> Message:
     """Undo Asterisk's C-escaping of caller-ID headers of channel snapshots."""
-    if message.event == "OriginateResponse":
-        return message
+    if not message.escaped or message.event == "OriginateResponse":
+        return message                  # nearly every message has no backslash at all
     changed = False
     headers = []
     for key, value in message.headers:

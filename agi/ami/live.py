@@ -12,7 +12,7 @@ import gevent
 from gevent.queue import Full, Queue
 
 from crmlocale.catalogues import phrase
-from crmsync.models import LiveUpdate
+from crmsync.models import LiveBatch, LiveUpdate
 
 from agi.ami import callmodel, originate
 from agi.ami.amiclient import AmiClient
@@ -22,6 +22,7 @@ from agi.errors import AmiError
 
 log = logging.getLogger("crmagi.live")
 QUEUE_SIZE = 10000
+BATCH_MAX = 500          # domain events taken from the queue at once (see LivePipeline._effects)
 EXPIRE_EVERY = 60.0
 # What the call model reads (agi/ami/callhandlers.py), as whitelist filters for this AMI session:
 # Asterisk then sends nothing else (no Newexten, AGIExec*, Cdr, DeviceStateChange, RTCP...).
@@ -51,6 +52,7 @@ class LivePipeline:
         self.await_rows = await_rows
         self.queue = Queue(QUEUE_SIZE)
         self.stats = {"events": 0, "dropped": 0}
+        self._in_effect = 0             # events of the batch being worked through
         self._worker = None
         self._expirer = None
 
@@ -120,13 +122,40 @@ class LivePipeline:
                                                                                    self.model.max_digits)
 
     def _run(self):
-        for event, awaited in self.queue:
+        for first in self.queue:
+            batch = [first]
+            while len(batch) < BATCH_MAX and self.queue.qsize():
+                batch.append(self.queue.get_nowait())
+            self._in_effect = len(batch)
+            try:
+                self._effects(batch)
+            finally:
+                self._in_effect = 0
+
+    def pending(self):
+        """Domain events not yet through their effects: queued, or taken and in progress."""
+        return self.queue.qsize() + self._in_effect
+
+    def _effects(self, batch):
+        """Notify each event in order, then write the CRM updates: those of one call that came
+        together go as one transaction (a call's answer and its recording come in the same
+        burst of events: one round trip and one write-ahead entry less per call)."""
+        updates = {}            # call id -> its updates, in order
+        for event, awaited in batch:
             self.stats["events"] += 1
             try:
                 self.notify(event)
-                self.apply(event, awaited)
+                update = self.update_of(event, awaited)
             except Exception:
                 log.exception("effect of %r failed", event)
+                continue
+            if update is not None:
+                updates.setdefault(update.call_id, []).append(update)
+        for grouped in updates.values():
+            try:
+                self.writer.submit_live(LiveBatch.of(grouped))
+            except Exception:
+                log.exception("live update of call %s failed", grouped[0].call_id)
 
     def _expire_loop(self):
         while True:
@@ -136,23 +165,31 @@ class LivePipeline:
 
     def apply(self, event, awaited=False):
         """The CRM side of one domain event (popups are the notifier's business)."""
+        update = self.update_of(event, awaited)
+        if update is not None:
+            self.writer.submit_live(update)
+
+    def update_of(self, event, awaited=False):
+        """The LiveUpdate a domain event makes, or None."""
         kind = type(event).__name__
+        if kind not in ("Answered", "Transferred", "Recording", "Ringing"):
+            return None
         call_id = self.call_id_for(self.system_name, event.linkedid)
         if kind == "Answered":
-            self._update(call_id, "answered", event.extension, awaited)
-        elif kind == "Transferred":
-            self._update(call_id, "transferred", event.to_extension, awaited)
-        elif kind == "Recording":
-            self.writer.submit_live(LiveUpdate(call_id, "recording", path=event.path, awaited=awaited))
-        elif kind == "Ringing" and event.did in self.dids:
+            return self._update(call_id, "answered", event.extension, awaited)
+        if kind == "Transferred":
+            return self._update(call_id, "transferred", event.to_extension, awaited)
+        if kind == "Recording":
+            return LiveUpdate(call_id, "recording", path=event.path, awaited=awaited)
+        if event.did in self.dids:
             did = self.dids[event.did]
-            self.writer.submit_live(LiveUpdate(call_id, "attribution", did=event.did, campaign=did.campaign,
-                                               lead_source=did.lead_source, group=did.group, awaited=awaited))
+            return LiveUpdate(call_id, "attribution", did=event.did, campaign=did.campaign,
+                              lead_source=did.lead_source, group=did.group, awaited=awaited)
+        return None
 
     def _update(self, call_id, kind, extension, awaited):
         user = user_for_extension(self.directory, extension) if extension else None
-        self.writer.submit_live(LiveUpdate(call_id, kind, extension=extension, user_id=user.id if user else None,
-                                           awaited=awaited))
+        return LiveUpdate(call_id, kind, extension=extension, user_id=user.id if user else None, awaited=awaited)
 
 
 class Transfers:

@@ -54,6 +54,14 @@ class SqlServer(MySQL):
             pass
         return first
 
+    def read_sets(self, cursor, queries):
+        """Each SELECT's rows, the SELECTs as one T-SQL batch."""
+        cursor.execute(";\n".join(sql for sql, _ in queries), tuple(v for _, values in queries for v in values))
+        sets = [[tuple(row) for row in cursor.fetchall()] if cursor.description else []]
+        while cursor.nextset():
+            sets.append([tuple(row) for row in cursor.fetchall()] if cursor.description else [])
+        return sets
+
     def driver_statement(self, compiled):
         # TOP's count is a post-compile parameter on SQL Server: rendered into the text here.
         state = compiled.construct_expanded_state(dict(compiled.params))

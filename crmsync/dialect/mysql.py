@@ -67,6 +67,14 @@ class MySQL:
             pass
         return first
 
+    def read_sets(self, cursor, queries):
+        """Each SELECT's rows, the SELECTs sent as one packet."""
+        cursor.execute(";\n".join(cursor.mogrify(sql, params) for sql, params in queries))
+        sets = [[tuple(row) for row in cursor.fetchall() or ()]]
+        while cursor.nextset():
+            sets.append([tuple(row) for row in cursor.fetchall() or ()])
+        return sets
+
     def driver_statement(self, compiled):
         """(text, parameters) of a compiled SQLAlchemy statement, for a DBAPI cursor (the index
         lookup runs its compiled UNION so, without SQLAlchemy's per-call work)."""

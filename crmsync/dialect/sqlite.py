@@ -25,6 +25,13 @@ class SQLite(MySQL):
         raw.commit()
         return first or []
 
+    def read_sets(self, cursor, queries):
+        sets = []
+        for sql, params in queries:
+            cursor.execute(self.driver_sql(sql), [self.driver_value(v) for v in params])
+            sets.append([tuple(row) for row in cursor.fetchall()])
+        return sets
+
     def phone_index(self, engine):
         return None        # no triggers: lookups scan the phone columns
 
