@@ -52,6 +52,10 @@ class PrivateMariaDB:
     def __init__(self, folder, port=None):
         self.folder = Path(folder)
         self.data, self.sock = self.folder / "data", self.folder / "mysqld.sock"
+        # Its own tmpdir: every start of mariadbd (the install's bootstrap too) deletes each
+        # '#sql*' file in its tmpdir, and with the default /tmp those are the live internal
+        # temporary tables of the shared server ("#sql-temptable-..." errors in other tests).
+        self.tmpdir = self.folder / "tmp"
         self.port = port or free_port()
         self.proc = None
         self.log = self.folder / "mariadbd.log"
@@ -65,9 +69,9 @@ class PrivateMariaDB:
     def install(self):
         if not os.path.exists(MARIADBD):
             raise RuntimeError("%s not found: the fault campaign needs Debian's mariadb-server" % MARIADBD)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        subprocess.run([INSTALL_DB, "--no-defaults", "--datadir=%s" % self.data, "--skip-test-db",
-                        "--auth-root-authentication-method=normal", *self._user()],
+        self.tmpdir.mkdir(parents=True, exist_ok=True)
+        subprocess.run([INSTALL_DB, "--no-defaults", "--datadir=%s" % self.data, "--tmpdir=%s" % self.tmpdir,
+                        "--skip-test-db", "--auth-root-authentication-method=normal", *self._user()],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.start()
         # root@localhost exists; TCP from 127.0.0.1 may not resolve to localhost.
@@ -79,8 +83,9 @@ class PrivateMariaDB:
         if self.running():
             return self
         self.proc = subprocess.Popen(
-            [MARIADBD, "--no-defaults", "--datadir=%s" % self.data, "--port=%d" % self.port,
-             "--bind-address=127.0.0.1", "--socket=%s" % self.sock, "--pid-file=%s" % (self.folder / "pid"),
+            [MARIADBD, "--no-defaults", "--datadir=%s" % self.data, "--tmpdir=%s" % self.tmpdir,
+             "--port=%d" % self.port, "--bind-address=127.0.0.1", "--socket=%s" % self.sock,
+             "--pid-file=%s" % (self.folder / "pid"),
              "--log-error=%s" % self.log, "--innodb-buffer-pool-size=256M", "--max-connections=500",
              "--character-set-server=utf8mb3", "--collation-server=utf8mb3_general_ci",
              *self._user()],

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 
 import gevent
 from gevent.event import Event
@@ -43,6 +44,29 @@ def test_calls_survive_every_fault_exactly_once_on_the_right_record(tmp_path):
     assert verdict["over_timeout"] == 0, run.stdout[-3000:]
     assert verdict["written"] == verdict["placed"]
     assert report["spool_left"] == 0 and run.returncode == 0
+
+
+def test_the_campaigns_mariadb_has_a_tmpdir_of_its_own(tmp_path):
+    """Every start of mariadbd (and the install's bootstrap) deletes the '#sql*' files in its
+    tmpdir.  With the default, /tmp, each start and restart of the campaign's server deleted
+    the on-disk internal temporary tables of the shared server under other runs' queries
+    ("#sql-temptable-..." errors, seen in tests/test_phoneindex.py)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from faults_db import PrivateMariaDB
+
+    db = PrivateMariaDB(tmp_path / "db")
+    try:
+        db.install()
+        conn = db.connect("mysql")
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT @@tmpdir")
+                tmpdir = Path(cur.fetchone()[0])
+        finally:
+            conn.close()
+        assert db.folder in tmpdir.parents, tmpdir
+    finally:
+        db.stop()
 
 
 class _HungStore:

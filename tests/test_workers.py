@@ -26,6 +26,19 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def listeners(port):
+    """How many sockets listen on 127.0.0.1:``port``: one per worker that has bound it (SO_REUSEPORT)."""
+    local = "0100007F:%04X" % port
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table if line.split()[1:2] == [local] and line.split()[3] == "0A")
+
+
+def both_listen(port):
+    """The kernel spreads connections only over the sockets bound so far: a worker still starting
+    (seconds on a loaded box) would see none of the calls placed as soon as the first listens."""
+    wait_for(lambda: listeners(port) == 2, timeout=60)
+
+
 def test_worker_spool_names():
     assert worker_spool("/var/lib/crmagi/spool.sqlite", 1) == "/var/lib/crmagi/spool.w1.sqlite"
 
@@ -38,6 +51,7 @@ def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)],
                             stderr=subprocess.PIPE, text=True)
     try:
+        both_listen(port)
         deadline = time.monotonic() + 20
         statuses = []
         while time.monotonic() < deadline and len(statuses) < 20:
@@ -52,15 +66,9 @@ def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
         assert statuses == ["anonymous"] * 20
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) == 2
-        # Each worker opens its own spool file when it starts; the second may still be starting
-        # while the first took the 20 calls (SO_REUSEPORT only spreads over bound sockets).
-        def both_spools():
-            names = [p.name for p in tmp_path.iterdir() if p.name.startswith("crmagi-spool")]
-            return any(".w0." in n for n in names) and any(".w1." in n for n in names)
-        deadline = time.monotonic() + 20
-        while not both_spools() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert both_spools()
+        # Each worker has its own spool file (opened before it listens).
+        names = [p.name for p in tmp_path.iterdir() if p.name.startswith("crmagi-spool")]
+        assert any(".w0." in n for n in names) and any(".w1." in n for n in names), names
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
@@ -105,6 +113,7 @@ def test_two_workers_give_one_metrics_view(crm_url, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)))
     try:
+        both_listen(port)
         assert place_calls(port, 40) == 40
         wait_for(lambda: value(metrics(address), "crmagi_calls_total", route="hangup", crm_status="none") == 40,
                  timeout=10)
@@ -155,7 +164,8 @@ def test_one_worker_follows_ami_and_updates_that_beat_their_row_wait_for_it(crm_
                             text=True)
     engine = make_engine(crm_url)
     try:
-        assert place_calls(port, 1) == 1            # both workers up (retried until they listen)
+        both_listen(port)                           # calls of both workers, updates of the other's calls
+        assert place_calls(port, 1) == 1
         wait_for(lambda: len(feed.clients) == 1, timeout=10)
         epoch, linkedids = int(time.time()), []
         for serial in range(1, 21):
