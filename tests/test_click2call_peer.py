@@ -138,6 +138,13 @@ def test_a_user_logged_in_as_an_agent_is_rung_through_agentrequest(app, peer):
     time.sleep(5.5)             # a freshly logged-in agent counts as busy for 5 s (fixture surprise 11)
     try:
         seen = dial(app, "seed_sally_id")
+        for _ in range(3):
+            # Under load (CI, 2026-12-06) the busy window outlasted the 5.5 s once: AgentRequest
+            # refused at once (failed after 0.05 s).  Asterisk's window, not crmagi, so try again.
+            if states(seen)[-1] != ("failed", "your_noanswer") or seen[-1]["after"] > 1.0:
+                break
+            time.sleep(2)
+            seen = dial(app, "seed_sally_id")
         assert seen[0]["text"].startswith("calling your phone agent 1001"), seen
         assert ("connected", "") in states(seen), seen
         row = call(app.engine_for_test, CallStore.call_id_for("", seen[0]["call"]))
