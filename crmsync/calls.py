@@ -280,9 +280,9 @@ class CallStore:
         has no row."""
         now = _now()
         reads = [(self._statements.finish_read, (rec.call_id,))]
-        missed_read = self.missed.read(rec, now) if self.missed is not None else None
-        if missed_read is not None:
-            reads.append(missed_read)
+        missed = self.missed.plan(rec, now) if self.missed is not None else None
+        if missed is not None:
+            reads.append(missed.read)
         found = tx.read_sets(reads)
         if not found[0]:
             return _MISSING
@@ -290,8 +290,8 @@ class CallStore:
         if ended_at is not None:
             return False                    # finished before: the first finish wins
         statements = self._end_statements(rec, now, owner, transferred, answered_before)
-        if self.missed is not None:
-            statements += self.missed.statements(rec, owner, now, found[1] if missed_read is not None else [])
+        if missed is not None:
+            statements += self.missed.statements(missed, rec, owner, now, found[1])
         tx.commit(statements)
         return True
 

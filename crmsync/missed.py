@@ -20,7 +20,7 @@ import html
 import logging
 import uuid
 from datetime import timezone
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, NamedTuple, Optional
 from urllib.parse import quote
 
 from sqlalchemy import CHAR, Column, DateTime, Index, Integer, MetaData, String, Table, inspect, select, text
@@ -153,6 +153,13 @@ def alert_url(rec):
     return "index.php?module=%s&action=DetailView&record=%s" % (quote(module, safe=""), quote(record, safe=""))
 
 
+class _Plan(NamedTuple):
+    """The missed-call part of one finish (MissedCalls.plan)."""
+    key: str                    # the number as entries compare it (number_key)
+    connected: bool             # Held: close the number's entries; else a miss: open or count one
+    read: tuple                 # (sql, params) of the entries to lock
+
+
 class MissedCalls:
     """Statements for the finish of a call, and the open entries of users (for the list)."""
 
@@ -184,36 +191,32 @@ class MissedCalls:
 
     # -- the finish of a call ------------------------------------------------------
 
-    def read(self, rec, now):
-        """The locking read the finish of ``rec`` needs, as (sql, params), or None.  It does not
-        depend on the call's row, so the finish sends it with its own read: one round trip."""
+    def plan(self, rec, now):
+        """What the finish of ``rec`` has to do with the missed-call entries, or None: the
+        number's key, whether the call connected, and the locking read of the entries as
+        (sql, params).  The read does not depend on the call's row, so the finish sends it
+        with its own read (one round trip)."""
         key = number_key(rec.number, self.region)
         if key is None:
             return None
         status, result = rules.outcome(rec.direction, rec.dial_status, rec.talk_seconds)
         if status == rules.HELD:
-            return self._sql.open_rows_before, (key, _utc(rec.ended_at) or now)
+            return _Plan(key, True, (self._sql.open_rows_before, (key, _utc(rec.ended_at) or now)))
         if result == "missed":
-            return self._sql.open_rows, (key,)
+            return _Plan(key, False, (self._sql.open_rows, (key,)))
         return None
 
-    def statements(self, rec, owner, now, rows):
-        """What the finish of ``rec`` changes, from the ``rows`` of its ``read`` (locked in the
-        finish's transaction)."""
-        key = number_key(rec.number, self.region)
-        if key is None:
-            return []
-        status, result = rules.outcome(rec.direction, rec.dial_status, rec.talk_seconds)
-        if status == rules.HELD:
+    def statements(self, plan, rec, owner, now, rows):
+        """What the finish of ``rec`` changes, from its ``plan`` and the ``rows`` of the plan's
+        read (locked in the finish's transaction)."""
+        if plan.connected:
             return self._close(rows, rec, now)
-        if result != "missed":
-            return []
         users = [owner] if owner else [u for u in self.fallback_users() if u]
         by_user = {row[1]: row for row in rows}
         out = []
         for user_id in dict.fromkeys(users):
             row = by_user.get(user_id)
-            out += self._again(row, rec, now) if row else self._first(key, user_id, rec, now)
+            out += self._again(row, rec, now) if row else self._first(plan.key, user_id, rec, now)
         return out
 
     def _first(self, key, user_id, rec, now):

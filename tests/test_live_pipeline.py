@@ -29,7 +29,9 @@ def updates(name, await_rows, **model_settings):
         pipeline.clock = lambda now=now: now
         pipeline.on_event(message)
     while pipeline.queue.qsize():
-        pipeline.apply(*pipeline.queue.get())
+        update = pipeline.update_of(*pipeline.queue.get())
+        if update is not None:
+            writer.submit_live(update)
     return [(u.kind, u.extension, u.awaited) for u in writer.updates]
 
 

@@ -163,14 +163,9 @@ class LivePipeline:
             for event in self.model.expire(self.clock()):
                 self.enqueue(event)
 
-    def apply(self, event, awaited=False):
-        """The CRM side of one domain event (popups are the notifier's business)."""
-        update = self.update_of(event, awaited)
-        if update is not None:
-            self.writer.submit_live(update)
-
     def update_of(self, event, awaited=False):
-        """The LiveUpdate a domain event makes, or None."""
+        """The CRM side of one domain event, as the LiveUpdate it makes, or None (popups are
+        the notifier's business)."""
         kind = type(event).__name__
         if kind not in ("Answered", "Transferred", "Recording", "Ringing"):
             return None
