@@ -51,6 +51,10 @@ class FakeSock:
     def sendall(self, data):
         self.sent.append(data)
 
+    def send(self, data):
+        self.sent.append(data)
+        return len(data)
+
     def settimeout(self, _):
         pass
 

@@ -165,3 +165,32 @@ def test_duplicate_route_is_a_startup_error():
     router = Router({"echo": _echo})
     with pytest.raises(ValueError, match="defined twice"):
         router.add("echo", _boom)
+
+
+class _ShortWrites:
+    """A socket whose send() takes at most 4 bytes, as a full send buffer would."""
+
+    def __init__(self, replies):
+        self.replies, self.sent, self.sendall_calls = list(replies), b"", 0
+
+    def send(self, data):
+        self.sent += bytes(data[:4])
+        return min(4, len(data))
+
+    def sendall(self, data):
+        self.sendall_calls += 1
+        self.sent += bytes(data)
+
+    def settimeout(self, _):
+        pass
+
+    def recv(self, _):
+        return self.replies.pop(0) if self.replies else b""
+
+
+def test_a_command_cut_short_by_a_full_send_buffer_is_sent_whole():
+    from agi.fastagi.session import AgiSession
+
+    sock = _ShortWrites([b"200 result=1 (x)\n"])
+    assert AgiSession(sock, reply_timeout=1).get_variable("CALLERID(num)") == "x"
+    assert sock.sent == b"GET VARIABLE CALLERID(num)\n" and sock.sendall_calls == 1

@@ -70,7 +70,12 @@ class AgiSession:
     def command(self, line: bytes) -> protocol.AgiReply:
         """Send one command line and return its parsed reply (510/511/520 raise)."""
         try:
-            self.sock.sendall(line)
+            # One send() first: a command line fits the socket buffer, and gevent's
+            # sendall() costs a getsockopt() and a deadline per call (both sessions of
+            # a call send ~20 lines); sendall() only for what a full buffer left.
+            sent = self.sock.send(line)
+            if sent < len(line):
+                self.sock.sendall(line[sent:])
         except OSError as exc:
             raise AgiClosed("cannot send to %s: %s" % (self._peer(), exc)) from None
         self.commands += 1
