@@ -281,7 +281,7 @@ class Directory:
         counts = [0] * len(queries)
         for row in rows:
             position, field = int(row[0]), row[1]
-            own = union.unpad(queries[position], row)
+            own = union.own_row(queries[position], row)
             records[position].setdefault(own[0], own)
             fields[position].setdefault(own[0], set()).add(field)
             counts[position] += 1
@@ -302,7 +302,7 @@ class Directory:
     def _index_sql(self):
         """Every module's ``by_index`` as one UNION, compiled once: (IndexUnion, SQL text, fixed parameters)."""
         if self._index_compiled is None:
-            union = index_union(self._module_queries())
+            union = index_union(self._module_queries(), dialects.of(self.engine).json_rows)
             compiled = union.statement.compile(dialect=self.engine.dialect)
             self._index_compiled = (union, *dialects.of(self.engine).driver_statement(compiled))
         return self._index_compiled

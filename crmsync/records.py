@@ -19,6 +19,8 @@ both:
     phone values; the index row's ``field`` comes first.  Directory sends the
     query of every module in one round trip.
 """
+import json
+from datetime import datetime
 from typing import NamedTuple
 
 from sqlalchemy import bindparam, column, func, literal_column, null, or_, select, table as table_clause, union_all
@@ -87,33 +89,55 @@ def _digits_only(column):
 
 class IndexUnion(NamedTuple):
     """Every module's ``by_index`` as ONE statement: its rows carry the module's position,
-    the index field, then the module's row padded with NULLs to the widest module."""
+    the index field, then the module's row, either padded with NULLs to the widest module
+    or (``json``) as one JSON array column (see the dialects' ``json_rows``)."""
     statement: object
     names: int          # name columns of the widest module
     phones: int         # phone columns of the widest module
+    json: bool = False
 
-    def unpad(self, query, row):
-        """(position, field) already read: the module's own row shape from a padded row."""
+    def own_row(self, query, row):
+        """(position, field) already read: the module's own row shape, as ``module_query`` says."""
+        if self.json:
+            return _from_json(query, row[2])
         n, m = len(query.names), len(query.spec.phone_fields)
         rest = row[3 + self.names:]           # owner, modified, phones..., account
         out = (row[2], *row[3:3 + n], rest[0], rest[1], *rest[2:2 + m])
         return out + (rest[2 + self.phones],) if _has_account(query) else out
 
 
+def _from_json(query, text):
+    values = json.loads(text)
+    at = 2 + len(query.names)                 # date_modified: JSON holds it as text
+    try:
+        values[at] = datetime.fromisoformat(values[at]) if values[at] else None
+    except ValueError:          # a zero date ('0000-00-00 ...'): sorts as missing
+        values[at] = None
+    return tuple(values)
+
+
 def _has_account(query):
     return len(query.by_index.selected_columns) > 4 + len(query.names) + len(query.spec.phone_fields)
 
 
-def index_union(queries) -> IndexUnion:
+def index_union(queries, json_rows=False) -> IndexUnion:
     widest_names = max(len(q.names) for q in queries)
     widest_phones = max(len(q.spec.phone_fields) for q in queries)
     parts = []
     for position, query in enumerate(queries):
-        n, m = len(query.names), len(query.spec.phone_fields)
         cols = list(query.by_index.selected_columns)
-        row = [literal_column(str(position)), *cols[:2 + n], *[null()] * (widest_names - n), cols[2 + n],
-               cols[3 + n], *cols[4 + n:4 + n + m], *[null()] * (widest_phones - m),
-               cols[4 + n + m] if _has_account(query) else null()]
+        row = [literal_column(str(position)), *(_json_row(cols) if json_rows else
+                                                _padded_row(query, cols, widest_names, widest_phones))]
         parts.append(query.by_index.with_only_columns(*[c.label("c%d" % i) for i, c in enumerate(row)],
                                                       maintain_column_froms=False))
-    return IndexUnion(union_all(*parts), widest_names, widest_phones)
+    return IndexUnion(union_all(*parts), widest_names, widest_phones, json_rows)
+
+
+def _json_row(cols):
+    return [cols[0], func.json_array(*cols[1:])]
+
+
+def _padded_row(query, cols, widest_names, widest_phones):
+    n, m = len(query.names), len(query.spec.phone_fields)
+    return [*cols[:2 + n], *[null()] * (widest_names - n), cols[2 + n], cols[3 + n], *cols[4 + n:4 + n + m],
+            *[null()] * (widest_phones - m), cols[4 + n + m] if _has_account(query) else null()]

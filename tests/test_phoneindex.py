@@ -696,3 +696,30 @@ def test_index_commands_need_mariadb(tmp_path):
     for command in ("install", "rebuild", "check", "uninstall"):
         result = CliRunner().invoke(main, ["index", command, "-c", str(path)])
         assert result.exit_code == 1 and "the phone index needs MariaDB or MySQL" in result.output, result.output
+
+
+def test_json_rows_and_plain_columns_give_the_same_lookups(engine, monkeypatch):
+    """On MariaDB the lookup reads each record as one JSON_ARRAY column; its decoding (quotes,
+    backslashes, non-ASCII names, NULLs, date_modified for the newest-first tie-break) must give
+    exactly what the plain columns give."""
+    from crmsync import dialect as dialects
+
+    with engine.begin() as conn:
+        contact(conn, "t-json-old", 'Jürgen "Jo"', "O'Brien\\", modified="2025-05-05 10:00:00",
+                phone_work="+7 343 555-77-88")
+        contact(conn, "t-json-new", "Ёлка", None, modified="2026-02-02 11:12:13", phone_work="8 343 555 77 88")
+    numbers = OWN_NUMBERS + SAMPLE_NUMBERS + ["+73435557788"]
+    assert dialects.of(engine).json_rows
+    packed = Directory(engine, rules("RU"), users_cache_seconds=3600)
+    assert packed.lookup("+73435557788").caller.record_id == "t-json-new"     # the newer of the two
+    assert packed._index_sql()[0].json
+    monkeypatch.setattr(type(dialects.of(engine)), "json_rows", False)
+    plain = Directory(engine, rules("RU"), users_cache_seconds=3600)
+    assert not plain._index_sql()[0].json
+    for number in numbers:
+        a, b = packed.lookup(number), plain.lookup(number)
+        assert (a.status, a.e164, a.caller, a.explain) == (b.status, b.e164, b.caller, b.explain), number
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE contacts SET first_name = 'Jürgen \"Jo\"' WHERE id = 't-json-new'"))
+    assert packed.lookup("+73435557788").caller.name == plain.lookup("+73435557788").caller.name == 'Jürgen "Jo"'
+    execute(engine, "DELETE FROM contacts WHERE id IN ('t-json-old', 't-json-new')")

@@ -25,6 +25,7 @@ class SqlServer(MySQL):
     """The MySQL part with what T-SQL says differently (the statement builders are shared)."""
     name = "mssql"
     packed = True
+    json_rows = False          # JSON_ARRAY only from SQL Server 2022: plain columns
     # T-SQL names the lock on the table: UPDLOCK is what FOR UPDATE takes (others may read,
     # no second writer), ROWLOCK keeps it to the call's row.
     lock_hint = " WITH (UPDLOCK, ROWLOCK)"

@@ -23,6 +23,9 @@ class MySQL:
     """MariaDB/MySQL; also the base of the other parts, which change what differs."""
     name = "mysql"
     packed = True              # a transaction is one round trip
+    # The lookup's record row as ONE JSON_ARRAY column: PyMySQL parses a column description
+    # per column per query in Python (13 of them: ~100 us of a ~0.5 ms lookup).
+    json_rows = True
     lock_hint = ""             # after a table name in a locking SELECT (SQL Server's table hint)
     lock_suffix = " FOR UPDATE"
     duplicate_errors = (DUPLICATE_KEY,)

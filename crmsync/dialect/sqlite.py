@@ -7,6 +7,7 @@ from .mysql import MySQL
 class SQLite(MySQL):
     name = "sqlite"
     packed = False
+    json_rows = False
 
     def driver_sql(self, sql):
         """``?`` placeholders, ``IS`` for the null-safe ``<=>``, no ``FOR UPDATE`` (SQLite has
