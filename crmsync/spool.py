@@ -1,6 +1,7 @@
 """A durable local queue of call writes the CRM database could not take in time.
 
-The file survives a crash (WAL + synchronous=FULL).  Order matters only within one
+The file survives a crash (WAL; every op kept for replay is committed with
+synchronous=FULL, the write-ahead entries of writes in flight without fsync).  Order matters only within one
 call (its start, live updates, finish), so the queue hands out the oldest op of each
 call, and a call whose op keeps failing holds back only its own later ops.  An op
 that can never apply (a dropped column, a value strict mode refuses) is moved, after
@@ -99,6 +100,10 @@ class Spool:
         for statement in _SCHEMA:
             self._db.execute(statement)
         self._migrate()
+        # At rest NORMAL (WAL without fsync: survives a crash of this process, kill -9, not a
+        # power cut): the hot path's write-ahead entries and their deletes are one statement
+        # each, not three.  Every durable write switches to FULL around itself (``_durably``).
+        self._db.execute("PRAGMA synchronous=NORMAL")
 
     def _migrate(self):
         present = {row[1] for row in self._db.execute("PRAGMA table_info(ops)")}
@@ -112,13 +117,16 @@ class Spool:
     def _run(self, sql, args=(), fsync=True):
         with self._lock:
             if fsync:
-                return _off_loop(self._db.execute, sql, args)
-            # WAL without fsync: survives a crash of this process (kill -9), not a power cut.
+                return _off_loop(self._durably, self._db.execute, sql, args)
+            return self._db.execute(sql, args)
+
+    def _durably(self, func, *args):
+        """func's commit waits for fsync (synchronous=FULL); the caller holds the lock."""
+        self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            return func(*args)
+        finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
-            try:
-                return self._db.execute(sql, args)
-            finally:
-                self._db.execute("PRAGMA synchronous=FULL")
 
     def _read(self, sql, args=()):
         with self._lock:
@@ -195,7 +203,7 @@ class Spool:
                                  (str(error)[:2000], time.time(), op_id))
                 self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
         with self._lock:
-            _off_loop(move)
+            _off_loop(self._durably, move)
 
     # -- what operators see and do (crmagi spool, crmagi check, /healthz) ----------
 
@@ -210,20 +218,25 @@ class Spool:
     def retry(self, op_id=None):
         """Put one dead op (or all) back in the queue, in its old place; returns how many."""
         where, args = ("WHERE id = ?", (op_id,)) if op_id is not None else ("", ())
-        with self._lock, self._db:
-            self._db.execute("BEGIN IMMEDIATE")
-            moved = self._db.execute("INSERT INTO ops (%s, retry_at) SELECT id, kind, payload, call_id, 0, "
-                                     "last_error, created, 0 FROM dead %s" % (_FIELDS, where), args).rowcount
-            self._db.execute("DELETE FROM dead %s" % where, args)
-        return moved
+        def move():
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                moved = self._db.execute("INSERT INTO ops (%s, retry_at) SELECT id, kind, payload, call_id, 0, "
+                                         "last_error, created, 0 FROM dead %s" % (_FIELDS, where), args).rowcount
+                self._db.execute("DELETE FROM dead %s" % where, args)
+            return moved
+        with self._lock:
+            return self._durably(move)
 
     def drop(self, op_id):
         """Delete one op for good: 'dead', 'pending' or None when there is no such op."""
-        with self._lock:
+        def delete():
             for table, name in (("dead", "dead"), ("ops", "pending")):
                 if self._db.execute("DELETE FROM %s WHERE id = ?" % table, (op_id,)).rowcount:
                     return name
-        return None
+            return None
+        with self._lock:
+            return self._durably(delete)
 
     def stats(self):
         """Counts for operators; a write-ahead entry still within its hold is a write in

@@ -136,7 +136,7 @@ def test_spool_size_bound_is_reported(tmp_path):
 
 
 def test_spool_settings_and_many_greenlets(spool):
-    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2     # FULL
+    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 1     # NORMAL at rest; see below
     workers = [gevent.spawn(spool.push, "start", {"i": i}) for i in range(50)]
     gevent.joinall(workers, raise_error=True)
     assert len(spool) == 50
@@ -368,3 +368,34 @@ def test_stop_waits_for_a_flush_already_running(tmp_path):
     writer.stop(timeout=5)
     assert len(spool) == 0 and store.calls == [rec.call_id, rec.call_id]
     running.join(5)
+
+
+def test_durable_writes_run_under_full_sync_and_write_ahead_entries_alone(spool):
+    """A write-ahead entry and its delete are one statement each (no fsync); an op kept for
+    replay, a failure, a burial, a retry and a drop commit with synchronous=FULL."""
+    seen = []
+    spool._db.set_trace_callback(seen.append)
+    entry = spool.push_ahead("start", {"call_id": "a"}, hold=30)
+    spool.forget(entry)
+    assert [s.split()[0] for s in seen] == ["INSERT", "DELETE"]
+
+    def durable(action):
+        seen.clear()
+        action()
+        mode, writes = "NORMAL", 0
+        for statement in seen:
+            if statement.startswith("PRAGMA synchronous="):
+                mode = statement.split("=")[1]
+            elif not statement.startswith("SELECT"):
+                assert mode == "FULL", seen
+                writes += 1
+        assert writes and mode == "NORMAL", seen
+    kept = spool.push_ahead("start", {"call_id": "b"}, hold=30)
+    durable(lambda: spool.keep(kept, "CRM down"))
+    durable(lambda: spool.push("finish", {"call_id": "c"}))
+    durable(lambda: spool.fail(kept, "still down", retry_at=0))
+    durable(lambda: spool.bury(kept, "never applies"))
+    durable(lambda: spool.retry(kept))
+    durable(lambda: spool.drop(kept))
+    spool._db.set_trace_callback(None)
+    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 1
