@@ -95,8 +95,9 @@ def main(argv=None):
     monkey.patch_all()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sessions", type=int, default=3000)
+    p.add_argument("--only", choices=("crmagi", "bare"), help="one server only (bench/instructions.py)")
     args = p.parse_args(argv)
-    for kind in ("crmagi", "bare"):
+    for kind in [args.only] if args.only else ("crmagi", "bare"):
         r = measure(kind, args.sessions)
         print("%-7s %d sessions of %d commands: server CPU %.0f us per session (user %.0f, sys %.0f), %.1f s"
               % (kind, r["sessions"], COMMANDS, r["us_per_session"], r["user_us"], r["sys_us"], r["wall_s"]))

@@ -39,7 +39,8 @@ def _timed(step, items):
     return (_cpu() - started) / max(1, len(items)) * 1e6, out
 
 
-def run(database, samples, calls, region="DE"):
+def run(database, samples, calls, region="DE", steps="finish"):
+    """``steps``: the chain runs up to this step (lookup, start or finish); the later ones are skipped."""
     work = tempfile.mkdtemp(prefix="crmagi-steps-")
     ini = os.path.join(work, "crmagi.ini")
     with open(ini, "w") as f:
@@ -51,6 +52,9 @@ def run(database, samples, calls, region="DE"):
     app.flow.directory.lookup(numbers[0])          # reflection, users, phonenumbers' metadata
     lookup_us, results = _timed(app.flow.directory.lookup, numbers)
     epoch = int(time.time())
+    if steps == "lookup":
+        app.stop(timeout=1)
+        return {"calls": len(numbers), "lookup_us": lookup_us}
 
     def start(pair):
         i, (number, result) = pair
@@ -61,6 +65,9 @@ def run(database, samples, calls, region="DE"):
         app.writer.submit("start", rec)
         return rec
     start_us, records = _timed(start, list(enumerate(zip(numbers, results))))
+    if steps == "start":
+        app.stop(timeout=1)
+        return {"calls": len(numbers), "lookup_us": lookup_us, "start_us": start_us}
 
     def finish(rec):
         return app.writer.submit("finish", dataclasses.replace(
@@ -78,8 +85,13 @@ def main(argv=None):
     p.add_argument("--samples", required=True)
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--region", default="DE")
+    p.add_argument("--steps", choices=("lookup", "start", "finish"), default="finish",
+                   help="run the chain up to this step (bench/instructions.py counts each step so)")
     args = p.parse_args(argv)
-    r = run(args.database, args.samples, args.calls, args.region)
+    r = run(args.database, args.samples, args.calls, args.region, args.steps)
+    if args.steps != "finish":
+        print(json.dumps(r))
+        return
     print("%d calls one after another, CPU per call: lookup %.0f us, start %.0f us, finish %.0f us "
           "(%d finishes written)" % (r["calls"], r["lookup_us"], r["start_us"], r["finish_us"], r["finished"]))
 

@@ -166,6 +166,24 @@ def test_agi_session_smoke_run():
     assert all("20 sessions of 10 commands" in line for line in lines)
 
 
+def test_agi_session_one_server_only():
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "agi_session.py"), "--sessions", "5", "--only", "bare"],
+                         cwd=str(REPO), capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [line.split()[0] for line in run.stdout.splitlines()] == ["bare"]
+
+
+def test_instructions_smoke_run(tmp_path):
+    """bench/instructions.py under the real callgrind: a positive count per AGI session."""
+    out = tmp_path / "ins.json"
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "instructions.py"), "--parts", "agi", "--small", "2",
+                          "--large", "6", "--json", str(out)], cwd=str(REPO), capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(out.read_text())["agi"] > 10000, run.stdout
+
+
 def test_call_steps_smoke_run(crm_url, tmp_path):
     """bench/call_steps.py on the sample SuiteCRM database: every call is looked up, started and
     finished (its Call row Held)."""
@@ -182,3 +200,5 @@ def test_call_steps_smoke_run(crm_url, tmp_path):
         held = conn.execute(text("SELECT COUNT(*) FROM calls WHERE status = 'Held' AND name LIKE '%+4930%'")).scalar()
     engine.dispose()
     assert held == 4
+    assert set(call_steps.run(crm_url.rsplit("/", 1)[1], str(samples), 2, steps="start")) == {
+        "calls", "lookup_us", "start_us"}
