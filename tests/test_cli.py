@@ -88,3 +88,32 @@ def test_check_with_popups_names_the_acl_tables_they_need(crm_url, tmp_path):
     result = run("check", "-c", str(path))
     assert result.exit_code == 1
     assert "acl_roles_users: table not found" in result.output and "acl_actions.aclaccess" in result.output
+
+
+def _max_connections(url):
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        limit = int(conn.exec_driver_sql("SELECT @@max_connections").scalar())
+    engine.dispose()
+    return limit
+
+
+def test_check_warns_when_the_pools_can_outgrow_max_connections(crm_url_module, tmp_path):
+    """With 2 workers the default pool_size (20) could open 162 connections: more than MariaDB's
+    default 151, and the benchmark's lookups failed with 1040 'Too many connections' past 250
+    calls/s.  check says so, naming the key and a pool_size that fits."""
+    from agi.config import load
+    from agi.ops.checks import connection_budget, connection_warning
+
+    limit = _max_connections(crm_url_module)
+    size = limit // 8 + 1                      # 2 workers x (4 x size + 1) > limit
+    path = ini(tmp_path, "%s\npool_size = %d" % (crm_url_module, size), "[agi]\nworkers = 2\n")
+    assert connection_budget(load(path)) > limit
+    result = run("check", "-c", path, "--fix")
+    assert "WARNING [crm] pool_size: 2 worker(s) x (4 x pool_size %d + 1)" % size in result.output, result.output
+    assert "lower [crm] pool_size to at most %d" % ((limit - 2) // 8) in result.output
+    fits = ini(tmp_path, "%s\npool_size = %d" % (crm_url_module, (limit - 2) // 8), "[agi]\nworkers = 2\n")
+    engine = create_engine(crm_url_module)
+    assert connection_warning(load(fits), engine) is None
+    engine.dispose()
+    assert "WARNING [crm] pool_size" not in run("check", "-c", fits).output

@@ -76,12 +76,27 @@ def serve(config_path, listen, worker, verbose):
         app = App(cfg, popup_server=worker in (None, 0), worker_metrics=worker is not None).start()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    if worker in (None, 0):
+        gevent.spawn(_warn_connections, cfg, app.probe_engine)
     if worker is not None:     # systemd hears only from the main process (NotifyAccess=main)
         exit_with_parent()
         app.serve_forever()
         return
     systemd.notify("READY=1\nSTATUS=FastAGI on %s:%d" % app.agi.address[:2])
     app.serve_forever(stopping=lambda: systemd.notify("STOPPING=1\nSTATUS=draining"))
+
+
+def _warn_connections(cfg, engine):
+    """Off the start path: a database down or slow at start must not delay serving calls."""
+    from agi.ops.checks import connection_warning
+
+    try:
+        warning = connection_warning(cfg, engine)
+    except Exception as exc:          # the health probe reports an unreachable CRM
+        logging.getLogger("crmagi").debug("max_connections not read: %s", exc)
+        return
+    if warning:
+        logging.getLogger("crmagi").warning(warning)
 
 
 def _serve_tenants(cfg):

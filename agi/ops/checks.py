@@ -1,6 +1,7 @@
 """`crmagi check`: the config and the CRM database, every problem named by key or table.column."""
 from sqlalchemy import text
 
+from crmsync import dialect as dialects
 from crmsync.access import REQUIRED_COLUMNS
 from crmsync.accounts import ensure_virtual_account, virtual_account_exists
 from crmsync.calls import CallStore
@@ -39,6 +40,31 @@ def webpush_problems(config):
     return problems
 
 
+def connection_budget(config) -> int:
+    """Connections crmagi may hold at once: per worker, the write and the lookup pools
+    (pool_size each, and as many again in overflow under a burst) and the health probe's one."""
+    return config.agi.workers * (4 * config.crm.pool_size + 1)
+
+
+def connection_warning(config, engine):
+    """A warning naming [crm] pool_size when a burst could open more connections than the
+    database allows (MariaDB/MySQL's max_connections, 151 by default); else None.  Past that
+    limit lookups and writes fail with 'Too many connections' (1040): seen in the benchmark
+    with 2 workers and the default pool_size past 250 calls/s."""
+    if dialects.of(engine).name != "mysql":
+        return None
+    with engine.connect() as conn:
+        limit = int(conn.exec_driver_sql("SELECT @@max_connections").scalar())
+    need = connection_budget(config)
+    if need <= limit:
+        return None
+    workers = config.agi.workers
+    return ("[crm] pool_size: %d worker(s) x (4 x pool_size %d + 1) = up to %d connections under a burst, above "
+            "the database's max_connections %d (SuiteCRM needs some too); lower [crm] pool_size to at most %d "
+            "or raise max_connections" % (workers, config.crm.pool_size, need, limit,
+                                          max(1, (limit - workers) // (4 * workers))))
+
+
 def run_checks(config, fix=False, echo=print):
     """Return a list of problems (empty: all good); with ``fix`` create what crmagi owns."""
     config_problems = webpush_problems(config)
@@ -60,6 +86,9 @@ def run_checks(config, fix=False, echo=print):
             problems += Schema(engine, list(REQUIRED_COLUMNS), REQUIRED_COLUMNS).problems()
         if problems:
             return problems
+        warning = connection_warning(config, engine)
+        if warning:
+            echo("WARNING " + warning)
         return _owned(engine, config, fix, echo)
     finally:
         engine.dispose()
