@@ -230,3 +230,15 @@ def test_a_long_run_of_spaces_is_parsed_in_linear_time():
     finally:
         signal.alarm(0)
     assert key.digits == "1"
+
+
+def test_parse_is_cached_for_short_text_only():
+    from crmsync import phone
+
+    first = parse("+49 30 1234567", "DE")
+    assert parse("+49 30 1234567", "DE") is first
+    assert parse("+49 30 1234567", "AT") is not first and parse("+49 30 1234567", "AT") == phone._parse(
+        "+49 30 1234567", "AT")
+    long = "1" * 10 + " " * phone.CACHED_LENGTH
+    assert parse(long, "DE") == parse(long, "DE") and parse(long, "DE") is not parse(long, "DE")
+    assert parse(None, "DE") is None and parse("", "DE") is None
