@@ -268,6 +268,7 @@ class Directory:
             try:
                 cursor.execute(sql, dict(params, p=key[::-1] + "%"))
                 rows = cursor.fetchall()
+                dialects.of(self.engine).end_read(conn.connection.driver_connection)
             except self._dbapi.ProgrammingError as exc:      # e.g. the index table was dropped since
                 driver_error(self.engine, exc)
                 raise sa_exc.ProgrammingError("phone index lookup", None, exc) from exc

@@ -503,3 +503,22 @@ def test_the_function_is_built_from_those_steps():
         line = line.strip()
         if line.startswith(("DECLARE", "SET ", "RETURN")):
             check_tsql(line)
+
+
+@pytest.mark.parametrize("name, attribute, open_value", [("mssql", "autocommit_state", False),
+                                                           ("sqlite", "in_transaction", True)])
+def test_end_read_rolls_back_only_outside_autocommit(name, attribute, open_value):
+    """The index lookup's driver-cursor read is ended by each dialect's own test of autocommit."""
+    from crmsync import dialect as dialects
+
+    class Driver:
+        rolled_back = 0
+
+        def rollback(self):
+            self.rolled_back += 1
+
+    for value, expected in ((open_value, 1), (not open_value, 0)):
+        driver = Driver()
+        setattr(driver, attribute, value)
+        dialects.named(name).end_read(driver)
+        assert driver.rolled_back == expected

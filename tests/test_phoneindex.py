@@ -723,3 +723,38 @@ def test_json_rows_and_plain_columns_give_the_same_lookups(engine, monkeypatch):
         conn.execute(text("UPDATE contacts SET first_name = 'Jürgen \"Jo\"' WHERE id = 't-json-new'"))
     assert packed.lookup("+73435557788").caller.name == plain.lookup("+73435557788").caller.name == 'Jürgen "Jo"'
     execute(engine, "DELETE FROM contacts WHERE id IN ('t-json-old', 't-json-new')")
+
+
+def test_a_lookup_on_a_transactional_engine_leaves_no_transaction_open(crm_url):
+    """The index lookup runs on the driver's cursor (no SQLAlchemy per-call work), so SQLAlchemy
+    never ends what it began: on an engine without autocommit (crmagi serve gives lookups an
+    autocommit one, the CLI and these tests do not) the pooled connection kept its REPEATABLE
+    READ snapshot -- later lookups saw old names -- and its metadata locks, which hold up any DDL
+    on the searched tables.  Found as a CI failure of the JSON-rows test above."""
+    engine, other = make_engine(crm_url, pool_size=1), make_engine(crm_url, pool_size=1, read_only=True)
+    try:
+        _lookups_see_new_rows(engine, other)
+    finally:          # an open transaction would hold the fixture's DROP DATABASE for ever
+        other.dispose()
+        engine.dispose()
+
+
+def _lookups_see_new_rows(engine, other):
+    with engine.begin() as conn:
+        add_rows(conn)
+    index = PhoneIndex(engine, rules())
+    index.install_triggers()
+    index.rebuild()
+    directory = Directory(engine, rules(), users_cache_seconds=3600)
+    assert directory.lookup("+7 (499) 123-45-67").caller.name == "Ivan Petrov"
+    with other.connect() as conn:
+        conn.exec_driver_sql("UPDATE contacts SET first_name = 'Iwan' WHERE id = 'c-ivan'")
+    assert directory.lookup("+7 (499) 123-45-67").caller.name == "Iwan Petrov"
+    with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver.get_autocommit() is False
+        cursor = driver.cursor()
+        cursor.execute("SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = "
+                       "CONNECTION_ID()")
+        assert cursor.fetchone()[0] == 0
+        cursor.close()

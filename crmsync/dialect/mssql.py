@@ -92,6 +92,11 @@ class SqlServer(MySQL):
             cursor.close()
 
     @staticmethod
+    def end_read(driver_connection):
+        if not driver_connection.autocommit_state:
+            driver_connection.rollback()
+
+    @staticmethod
     def ping(dbapi_connection):
         cursor = dbapi_connection.cursor()
         try:

@@ -88,6 +88,14 @@ class MySQL:
         from .mysql_index import MySqlIndexSql
         return MySqlIndexSql(engine)
 
+    @staticmethod
+    def end_read(driver_connection):
+        """End the transaction a read on the driver's own cursor began, unless the connection
+        is in autocommit (the lookups' engine): SQLAlchemy did not see it begin, so nothing
+        else would end it, and the pooled connection would keep its snapshot and metadata locks."""
+        if not driver_connection.get_autocommit():
+            driver_connection.rollback()
+
     # -- errors -----------------------------------------------------------------------
 
     def is_duplicate(self, exc):

@@ -9,6 +9,11 @@ class SQLite(MySQL):
     packed = False
     json_rows = False
 
+    @staticmethod
+    def end_read(driver_connection):
+        if driver_connection.in_transaction:
+            driver_connection.rollback()
+
     def driver_sql(self, sql):
         """``?`` placeholders, ``IS`` for the null-safe ``<=>``, no ``FOR UPDATE`` (SQLite has
         one writer anyway)."""
