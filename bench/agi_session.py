@@ -16,6 +16,8 @@ import resource
 import socket
 import time
 
+from common import frames
+
 ENV = b"".join(b"agi_%s: %s\n" % pair for pair in (
     (b"network_script", b"incoming"), (b"callerid", b"+4930123"), (b"uniqueid", b"1.1"),
     (b"channel", b"PJSIP/trunk-00000001"))) + b"\n"
@@ -27,15 +29,8 @@ def asterisk(port, sessions):
     for _ in range(sessions):
         sock = socket.create_connection(("127.0.0.1", port))
         sock.sendall(ENV)
-        buf = b""
-        while True:
-            data = sock.recv(4096)
-            if not data:
-                break
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                sock.sendall(b"200 result=1 (1.1)\n" if line.startswith(b"GET") else b"200 result=1\n")
+        for line in frames(sock, b"\n", 4096):
+            sock.sendall(b"200 result=1 (1.1)\n" if line.startswith(b"GET") else b"200 result=1\n")
         sock.close()
 
 

@@ -47,13 +47,19 @@ def run(database, samples, calls, region="DE", steps="finish"):
         f.write("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n[agi]\nspool = %s\n[lookup]\ndefault_region = %s\n"
                 % (database, os.path.join(work, "spool.sqlite"), region))
     app = App(load(ini), popup_server=False)
+    try:
+        return _steps(app, samples, calls, steps)
+    finally:
+        app.stop(timeout=1)
+
+
+def _steps(app, samples, calls, steps):
     app.store.ensure_tables()
     numbers = [s["caller"] for s in json.load(open(samples))["present"]][:calls]
     app.flow.directory.lookup(numbers[0])          # reflection, users, phonenumbers' metadata
     lookup_us, results = _timed(app.flow.directory.lookup, numbers)
     epoch = int(time.time())
     if steps == "lookup":
-        app.stop(timeout=1)
         return {"calls": len(numbers), "lookup_us": lookup_us}
 
     def start(pair):
@@ -66,7 +72,6 @@ def run(database, samples, calls, region="DE", steps="finish"):
         return rec
     start_us, records = _timed(start, list(enumerate(zip(numbers, results))))
     if steps == "start":
-        app.stop(timeout=1)
         return {"calls": len(numbers), "lookup_us": lookup_us, "start_us": start_us}
 
     def finish(rec):
@@ -74,10 +79,8 @@ def run(database, samples, calls, region="DE", steps="finish"):
             rec, dial_status="ANSWER", talk_seconds=30, ring_seconds=5, answered_extension="201",
             ended_at=datetime.now(timezone.utc), hangup_cause="16"))
     finish_us, written = _timed(finish, records)
-    app.stop(timeout=1)
     return {"calls": len(numbers), "lookup_us": lookup_us, "start_us": start_us, "finish_us": finish_us,
             "finished": sum(bool(w) for w in written)}
-
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -13,6 +13,19 @@ SHARED = Path(os.environ.get("CRMAGI_SHARED", REPO.parent / "shared"))
 MARIADB = ["mariadb", "-h", "127.0.0.1", "-uroot"]
 
 
+def frames(sock, separator, size=65536):
+    """What a peer sends, cut at ``separator`` (a FastAGI line, an AMI frame), until it closes."""
+    buf = b""
+    while True:
+        data = sock.recv(size)
+        if not data:
+            return
+        buf += data
+        while separator in buf:
+            frame, buf = buf.split(separator, 1)
+            yield frame
+
+
 def create_database(prefix="crmagi_bench_"):
     name = prefix + uuid.uuid4().hex[:8]
     subprocess.run(MARIADB + ["-e", "CREATE DATABASE %s CHARACTER SET utf8mb3" % name], check=True)

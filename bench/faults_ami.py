@@ -15,6 +15,8 @@ import re
 import socket
 import threading
 
+from common import frames
+
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 _ID_KEY = re.compile(rb"^([A-Za-z]*(?:Uniqueid|Linkedid|UniqueID)): (.+)$")
 _CHANNEL = re.compile(rb"^([A-Za-z]*Channel): (.+-)([0-9a-f]{8})((?:;[12])?)$")
@@ -140,20 +142,14 @@ class AmiFeed:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
-        buf, filters, send_lock = b"", [], threading.Lock()
+        filters, send_lock = [], threading.Lock()
         try:
             conn.sendall(BANNER)
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    break
-                buf += data
-                while b"\r\n\r\n" in buf:
-                    frame, buf = buf.split(b"\r\n\r\n", 1)
-                    headers = dict(line.split(b": ", 1) for line in frame.split(b"\r\n") if b": " in line)
-                    reply = self._answer(conn, headers, filters, send_lock)
-                    with send_lock:
-                        conn.sendall(reply)
+            for frame in frames(conn, b"\r\n\r\n"):
+                headers = dict(line.split(b": ", 1) for line in frame.split(b"\r\n") if b": " in line)
+                reply = self._answer(conn, headers, filters, send_lock)
+                with send_lock:
+                    conn.sendall(reply)
         except OSError:
             pass
         finally:
