@@ -152,13 +152,17 @@ def test_secret_file_belongs_to_the_folders_owner_and_group_as_root(crm, static)
 
 
 @pytest.mark.parametrize("groups, want_gid, warned", [((), 65534, True), ((WWW_DATA,), WWW_DATA, False)])
-def test_secret_file_installed_by_a_user_who_is_not_root(static, groups, want_gid, warned):
+def test_secret_file_installed_by_a_user_who_is_not_root(static, groups, want_gid, warned, monkeypatch):
     """As nobody: 0640 still; the folder's group when nobody belongs to it, else a warning."""
     base = Path(tempfile.mkdtemp())
     try:
         base.chmod(0o755)
         crm, assets = base / "suitecrm", base / "static"
         shutil.copytree(str(static), str(assets))
+        # nobody reads the package's templates from here: a checkout under a 0700 folder
+        # (mktemp -d) is closed to nobody.
+        shutil.copytree(str(installer.TEMPLATES), str(base / "templates"))
+        monkeypatch.setattr(installer, "TEMPLATES", base / "templates")
         (crm / "include").mkdir(parents=True)
         (crm / "include/entryPoint.php").write_text("<?php\n")
         for path in (crm, crm / "include"):
