@@ -35,6 +35,7 @@ class FakeAmi:
         self.refuse = False
         self.pace = 0.0                          # seconds between streamed frames (Asterisk is not instant)
         self.stream_after = "Login"              # the action whose answer starts the stream
+        self.unanswered = set()                  # actions it never answers (an Asterisk too busy)
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
 
     def start(self):
@@ -93,6 +94,8 @@ class FakeAmi:
 
     def _answer(self, msg):
         action, aid = msg.get("Action", ""), msg.get("ActionID", "")
+        if action in self.unanswered:
+            return b""
         head = "ActionID: %s\r\n" % aid
         if action == "Login":
             if msg.get("Secret") != self.secret:

@@ -133,3 +133,58 @@ def test_a_junk_frame_is_skipped_and_the_link_stays_up(fake):
         assert fake.connections == 1 and client.stats["disconnects"] == 0 and client.stats["junk"] == 2
     finally:
         client.stop()
+
+
+def test_a_reader_with_data_always_waiting_still_lets_the_other_greenlets_run():
+    """Under load Asterisk's events are always waiting in the socket, and gevent's recv then
+    returns without a switch: the reader must yield after each chunk, or the AGI requests and
+    the effects greenlet of this process starve behind it (their queue overflowed)."""
+    import socket
+    from agi.errors import AmiError
+
+    ticks = [0]
+    seen = []
+
+    class Handler:
+        def on_event(self, message):
+            seen.append(ticks[0])
+
+    def ticker():
+        while True:
+            ticks[0] += 1
+            gevent.sleep(0)
+
+    ours, asterisk = socket.socketpair()
+    asterisk.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    frame = b"Event: Newchannel\r\nChannel: PJSIP/101-00000001\r\nUniqueid: 1.1\r\nLinkedid: 1.1\r\n\r\n"
+    payload = frame * (300_000 // len(frame))
+    asterisk.setblocking(False)
+    assert asterisk.send(payload) == len(payload)    # all of it waits in the socket already
+    asterisk.close()
+    client = AmiClient("127.0.0.1", 1, "crm", "secret", Handler())
+    running = gevent.spawn(ticker)
+    try:
+        with pytest.raises(AmiError):
+            client._read_loop(gevent.socket.socket(fileno=ours.detach()), b"")
+    finally:
+        running.kill()
+    assert len(seen) == payload.count(b"\r\n\r\n")
+    assert len(set(seen)) > 1, "the other greenlets never ran while the reader read %d bytes" % len(payload)
+
+
+def test_an_unanswered_ping_ends_the_link_only_when_nothing_else_came(fake):
+    """Under load the Ping's answer waits behind events the reader has not reached yet: a link
+    that keeps delivering is alive, and a reconnect would lose the events in between (seen at
+    200 calls/s: "no response to Ping within 2.0s", 2,585 calls unseen).  A silent link still ends."""
+    fake.unanswered = {"Ping"}
+    fake.events = [b"Event: Newchannel\r\nUniqueid: 1.%d\r\nLinkedid: 1.%d" % (n, n) for n in range(200)]
+    fake.pace = 0.01                    # 2 s of events, ten pings' time
+    rec = Recorder()
+    client = AmiClient("127.0.0.1", fake.port, "crm", "crmsecret", rec, timeout=0.2, ping_interval=0.1,
+                       backoff=Backoff(first=0.01, cap=0.1)).start()
+    try:
+        wait(lambda: len(rec.events) == 200)
+        assert fake.connections == 1 and client.stats["disconnects"] == 0
+        wait(lambda: fake.connections == 2)         # then silence: the unanswered Ping ends it
+    finally:
+        client.stop()
