@@ -140,6 +140,28 @@ class Spool:
         return self._run("INSERT INTO ops (kind, payload, call_id, created, retry_at) VALUES (?, ?, ?, ?, ?)",
                          (kind, text, chain or _call_id(payload), time.time(), retry_at), fsync).lastrowid
 
+    def push_many(self, ops):
+        """Queue ``(kind, payload, chain)`` ops in one durable transaction (one fsync), in
+        order: a backlog the caller must not hold in memory."""
+        created = time.time()
+        rows = [(kind, json.dumps(payload, sort_keys=True), chain or _call_id(payload), created, 0.0)
+                for kind, payload, chain in ops]
+
+        def insert():
+            # Autocommit connection: without the explicit BEGIN each row would commit (and
+            # fsync) on its own.
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany("INSERT INTO ops (kind, payload, call_id, created, retry_at) "
+                                     "VALUES (?, ?, ?, ?, ?)", rows)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        with self._lock:
+            _off_loop(self._durably, insert)
+        return len(rows)
+
     def push_ahead(self, kind, payload, hold, chain=None):
         """Write-ahead entry of a write about to be tried: durable against a crash of this
         process (no fsync: cheap on the hot path), not picked by a replay for ``hold``

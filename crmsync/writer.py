@@ -182,6 +182,17 @@ class CallWriter:
         self._spool(kind, rec)
         gevent.spawn(self.flush)
 
+    def shelve_live(self, changes):
+        """Live updates of distinct calls, durably queued without trying the CRM, in one spool
+        transaction: a backlog the AMI listener must not hold in memory (agi/ami/live.py).  The
+        flusher applies them at once, each behind its call's ops.  Raises when the spool
+        cannot take them."""
+        if self.live is None:
+            return
+        self.spool.push_many([("live", change.to_json(), _chain("live", change)) for change in changes])
+        self._warn_if_full()
+        gevent.spawn(self.flush)
+
     def _spool(self, kind, rec, retry_at=0.0):
         self.spool.push(kind, rec.to_json(), retry_at=retry_at, chain=_chain(kind, rec))
         self._warn_if_full()

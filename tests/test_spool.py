@@ -96,6 +96,26 @@ def test_spool_is_durable_and_ordered_per_call(tmp_path):
     raw.close()
 
 
+def test_many_ops_queue_in_one_transaction_behind_their_calls(tmp_path, monkeypatch):
+    """push_many (the AMI listener's backlog): each op at the end of its chain, in order,
+    one commit for all; a failure leaves none of them half queued."""
+    path = tmp_path / "ops.sqlite"
+    spool = Spool(path)
+    a1 = spool.push("start", {"call_id": "a", "n": 1})
+    assert spool.push_many([("live", {"call_id": "a", "n": 2}, None), ("live", {"call_id": "b", "n": 1}, None),
+                            ("live", {"call_id": "c", "n": 1}, "awaiting-row:c")]) == 3
+    assert [json.loads(op.payload)["n"] for op in spool.pending() if op.call_id == "a"] == [1, 2]
+    assert [op.call_id for op in spool.heads()] == ["a", "b", "awaiting-row:c"]
+    with pytest.raises(sqlite3.Error):         # the second row cannot be bound: none stays
+        spool.push_many([("live", {"call_id": "d"}, None), ("live", {"call_id": "e"}, object())])
+    assert len(spool) == 4 and not spool.has_call("d")
+    assert spool.push_many([("live", {"call_id": "d"}, None)]) == 1     # the connection is usable
+    assert spool.has_call("d")
+    spool.delete(a1)
+    spool.close()
+    assert [op.call_id for op in Spool(path).heads()] == ["a", "b", "awaiting-row:c", "d"]
+
+
 def test_dead_letters_keep_the_op_and_go_back_in_place(spool):
     a1 = spool.push("start", {"call_id": "a"})
     a2 = spool.push("finish", {"call_id": "a"})

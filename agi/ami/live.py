@@ -1,7 +1,9 @@
 """The AMI listener: AMI events -> the pure call model -> effects on the CRM (and popups).
 
 The AMI reader must never wait on the database, so domain events go through a
-bounded queue to one effects greenlet, which keeps their order.  After every
+queue to one effects greenlet, which keeps their order.  It writes the calls of a batch
+side by side; when it falls behind, their updates go to the spool instead (the flusher
+writes them, each call's in order), so a backlog costs disk, not memory, and loses nothing.  After every
 (re)connect the calls in progress are resynced from CoreShowChannels and the
 agents from the Agents list, so a restart of crmagi or Asterisk loses nothing.
 """
@@ -9,6 +11,7 @@ import logging
 import time
 
 import gevent
+from gevent.pool import Pool
 from gevent.queue import Full, Queue
 
 from crmlocale.catalogues import phrase
@@ -21,8 +24,11 @@ from agi.fastagi.routes import user_for_extension
 from agi.errors import AmiError
 
 log = logging.getLogger("crmagi.live")
-QUEUE_SIZE = 10000
 BATCH_MAX = 500          # domain events taken from the queue at once (see LivePipeline._effects)
+LIVE_WRITERS = 8         # calls of one batch written at once (database connections it may hold)
+SHELVE_BACKLOG = 2000    # events behind (~0.5 s at 200 calls/s): the CRM updates go to the spool
+BACKLOG_CAP = 200000     # events held at most: reached only when even the spool cannot keep up
+SHELVE_LOG_INTERVAL = 60.0
 EXPIRE_EVERY = 60.0
 # What the call model reads (agi/ami/callhandlers.py), as whitelist filters for this AMI session:
 # Asterisk then sends nothing else (no Newexten, AGIExec*, Cdr, DeviceStateChange, RTCP...).
@@ -50,8 +56,9 @@ class LivePipeline:
         self.observe = None            # click-to-call progress: sees every AMI event first
         self.clock = clock
         self.await_rows = await_rows
-        self.queue = Queue(QUEUE_SIZE)
-        self.stats = {"events": 0, "dropped": 0}
+        self.queue = Queue(BACKLOG_CAP)
+        self.stats = {"events": 0, "dropped": 0, "shelved": 0}
+        self._shelve_logged = 0.0
         self._in_effect = 0             # events of the batch being worked through
         self._worker = None
         self._expirer = None
@@ -93,7 +100,8 @@ class LivePipeline:
             self.queue.put_nowait((event, awaited))
         except Full:
             self.stats["dropped"] += 1
-            log.error("effects queue full (%d): dropping %s", QUEUE_SIZE, type(event).__name__)
+            log.error("effects queue full (%d events: the spool does not take the backlog either): "
+                      "dropping %s", BACKLOG_CAP, type(event).__name__)
 
     def start(self):
         self._worker = gevent.spawn(self._run)
@@ -151,11 +159,40 @@ class LivePipeline:
                 continue
             if update is not None:
                 updates.setdefault(update.call_id, []).append(update)
-        for grouped in updates.values():
-            try:
-                self.writer.submit_live(LiveBatch.of(grouped))
-            except Exception:
-                log.exception("live update of call %s failed", grouped[0].call_id)
+        self._write([LiveBatch.of(grouped) for grouped in updates.values()])
+
+    def _write(self, changes):
+        """Each call's updates in one transaction, LIVE_WRITERS calls at once; the next batch
+        waits for them all (a call's next updates must not overtake these).  Once the queue is
+        SHELVE_BACKLOG events behind, the rest go to the spool in one transaction: the queue
+        drains at the spool's speed, popups stay on time, the flusher writes them in order."""
+        pool = Pool(LIVE_WRITERS)
+        for n, change in enumerate(changes):
+            pool.wait_available()
+            if self.queue.qsize() >= SHELVE_BACKLOG and self._shelve(changes[n:]):
+                break
+            pool.spawn(self._submit, change)
+        pool.join()
+
+    def _submit(self, change):
+        try:
+            self.writer.submit_live(change)
+        except Exception:
+            log.exception("live update of call %s failed", change.call_id)
+
+    def _shelve(self, changes):
+        """True when the spool took ``changes``; False: write them as usual."""
+        try:
+            self.writer.shelve_live(changes)
+        except Exception:
+            log.exception("could not spool the live updates of %d call(s)", len(changes))
+            return False
+        self.stats["shelved"] += len(changes)
+        if self.clock() - self._shelve_logged >= SHELVE_LOG_INTERVAL:
+            self._shelve_logged = self.clock()
+            log.warning("AMI effects %d events behind: live updates go through the spool until it "
+                        "catches up (%d call updates so far)", self.queue.qsize(), self.stats["shelved"])
+        return True
 
     def _expire_loop(self):
         while True:
