@@ -265,10 +265,30 @@ def run(args):
         report["server_profile"] = "\n".join(_pyspy_summary(raw, args.profile_lines) for _, raw in pyspies
                                              if raw.exists())
     report.update(_log_warnings(workdirs))
+    report["spool_left"] = _spool_left(workdirs)
     report["server_logs"] = [str(w / "serve.log") for w in workdirs] if args.keep_logs else []
     for work in workdirs if not args.keep_logs else ():
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def _spool_left(workdirs):
+    """What the stopped servers left in their spools (ops the CRM has not taken yet, dead
+    letters): read before the work folders go, or a backlog would pass for lost calls."""
+    from crmsync.spool import Spool
+
+    left = {"pending": 0, "dead": 0, "kinds": {}}
+    for path in sorted(f for work in workdirs for f in work.glob("spool*.sqlite")):
+        spool = Spool(path)
+        try:
+            stats = spool.stats()
+            left["pending"] += stats.pending + stats.in_flight
+            left["dead"] += stats.dead
+            for op in spool.pending(limit=10 ** 9):
+                left["kinds"][op.kind] = left["kinds"].get(op.kind, 0) + 1
+        finally:
+            spool.close()
+    return left
 
 
 def _log_warnings(workdirs):

@@ -133,6 +133,11 @@ def print_report(report, stream=sys.stdout):
         else:
             print("  Call rows: %d written, %d finished, of %d completed calls" % (
                 w["rows"], w["finished"], w["completed_calls"]), file=stream)
+    left = r.get("spool_left")
+    if left and (left["pending"] or left["dead"]):
+        print("  spool left at stop: %d op(s) pending (%s), %d dead letter(s)" % (
+            left["pending"], ", ".join("%s %d" % kv for kv in sorted(left["kinds"].items())), left["dead"]),
+              file=stream)
     if r.get("server_log_warnings"):
         print("  server log: %d warnings/errors, e.g. %s" % (r["server_log_warnings"], r["server_log_examples"][:2]),
               file=stream)
