@@ -44,7 +44,14 @@ def _off_loop(func, *args):
     the loop blocked over 20 ms by these fsyncs 16 times in 10 s at 30 calls/s.  The caller holds the spool lock,
     so the connection is still used by one thread at a time."""
     if monkey.is_module_patched("threading"):
-        return gevent.get_hub().threadpool.apply(func, args)
+        result = gevent.get_hub().threadpool.spawn(func, *args)
+        try:
+            return result.get()
+        except BaseException:
+            # Killed while waiting (a stop): the thread still uses the connection, and the
+            # caller's lock must not be released under it.
+            result.wait()
+            raise
     return func(*args)
 
 
@@ -154,10 +161,11 @@ class Spool:
             try:
                 self._db.executemany("INSERT INTO ops (kind, payload, call_id, created, retry_at) "
                                      "VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
         with self._lock:
             _off_loop(self._durably, insert)
         return len(rows)

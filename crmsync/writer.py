@@ -27,6 +27,9 @@ KINDS = ("start", "finish", "live")
 BACKOFF_CAP = 600.0             # seconds: the longest wait between two attempts of one op
 FULL_LOG_INTERVAL = 60.0        # seconds between "spool past its bound" errors
 AHEAD_MARGIN = 1.0              # seconds a replay leaves a write-ahead entry alone past the timeout
+# Seconds a write left running past its timeout holds its call's chain, unless it ends first
+# (it always does: the driver's read timeout ends it); only after a crash is this waited out.
+LEFTOVER_HOLD = 60.0
 
 
 def _decode(op):
@@ -131,33 +134,61 @@ class CallWriter:
             return False
         try:
             # The write runs in its own greenlet so a hung database costs the caller at
-            # most ``timeout``.  Left running, it may still finish later: harmless, since
-            # the spooled copy then replays as a no-op.
+            # most ``timeout``.
             worker = gevent.spawn(self._attempt, kind, rec)
             worker.join(self.timeout)
-            error = worker.value if worker.ready() else "timed out after %.2fs" % self.timeout
-            if isinstance(error, NotYet):
-                self._not_yet(ticket, error)
-                return False
-            self.on_write("direct", error is None)
-            if error is None:
-                if ticket.op_id is not None:
-                    self.spool.forget(ticket.op_id)
-                self._up()
-                if self.spool.has_call(rec.call_id) or (kind == "start" and self._row_awaited(rec.call_id)):
-                    gevent.spawn(self.flush)        # ops of this call queued meanwhile
-                return True
-            self._failed("%s %s" % (kind, rec.call_id), error)
-            if ticket.op_id is not None:
-                self.spool.keep(ticket.op_id, error)
-                self._warn_if_full()
-            else:
-                self._spool(kind, rec)
-            self.log.debug("spooled %s of call %s: %s", kind, rec.call_id, error)
+            if worker.ready():
+                return self._settle(ticket, worker.value)
+            self._left_running(ticket, worker)
         except Exception:   # noqa: BLE001 - a call must go on whatever happens here
             self.log.exception("could not record %s of call %s: %r", kind,
                                getattr(rec, "call_id", "?"), getattr(rec, "__dict__", rec))
         return False
+
+    def _settle(self, ticket, error, counted=True):
+        """After a direct write: forget its write-ahead entry, or make it due for replay."""
+        kind, rec = ticket.kind, ticket.rec
+        if isinstance(error, NotYet):
+            self._not_yet(ticket, error)
+            return False
+        if counted:
+            self.on_write("direct", error is None)
+        if error is None:
+            if ticket.op_id is not None:
+                self.spool.forget(ticket.op_id)
+            self._up()
+            if self.spool.has_call(rec.call_id) or (kind == "start" and self._row_awaited(rec.call_id)):
+                gevent.spawn(self.flush)        # ops of this call queued meanwhile
+            return True
+        self._failed("%s %s" % (kind, rec.call_id), error)
+        if ticket.op_id is not None:
+            self.spool.keep(ticket.op_id, error)
+            self._warn_if_full()
+        else:
+            self._spool(kind, rec)
+        self.log.debug("spooled %s of call %s: %s", kind, rec.call_id, error)
+        return False
+
+    def _left_running(self, ticket, worker):
+        """Past ``timeout`` the write goes on in its greenlet and may still commit.  No replay
+        may run beside it: committing after the call's later ops, it would undo them (a late
+        transfer puts the call back with the wrong user).  Its write-ahead entry, the head of
+        the call's chain, stays held until the write ends, then is forgotten or made due."""
+        error = "timed out after %.2fs" % self.timeout
+        self.on_write("direct", False)
+        self._failed("%s %s" % (ticket.kind, ticket.rec.call_id), error)
+        if ticket.op_id is None:        # the spool failed at begin: nothing to hold
+            self._spool(ticket.kind, ticket.rec)
+            return
+        self.spool.fail(ticket.op_id, error, retry_at=time.time() + LEFTOVER_HOLD, counted=False)
+        gevent.spawn(self._after_leftover, ticket, worker)
+
+    def _after_leftover(self, ticket, worker):
+        worker.join()
+        try:
+            self._settle(ticket, worker.value, counted=False)
+        except Exception:   # noqa: BLE001 - the held entry replays after LEFTOVER_HOLD anyway
+            self.log.exception("could not settle %s of call %s", ticket.kind, ticket.rec.call_id)
 
     def _row_awaited(self, call_id):
         """Live updates of this call waited for the row just written: due now.  The read comes
@@ -244,7 +275,9 @@ class CallWriter:
                 continue
             self.on_write("spool", error is None)
             if error is None:
-                self.spool.delete(op.id)
+                # No fsync (as a forgotten write-ahead entry): a power cut loses only the newest
+                # deletes, so at worst the last ops replay again, idempotent and in order.
+                self.spool.forget(op.id)
                 applied += 1
                 self._up()
                 continue

@@ -214,6 +214,11 @@ def test_hung_database_submit_returns_within_timeout(engine, spool):
         black_hole.close()
         gevent.sleep(0)
         hung.dispose()
+    # The start's write was left running: its entry, and the finish behind it, wait until it
+    # ends (here: the black hole closes and the connect fails); then both replay.
+    with gevent.Timeout(10):
+        while not spool.heads():
+            gevent.sleep(0.05)
     assert CallWriter(CallStore(engine), spool).flush() == 2
     assert len(calls_rows(engine, rec.call_id)) == 1
 
@@ -239,9 +244,12 @@ def test_locked_table_spools_and_flush_leaves_one_call(crm_url, engine, spool):
         with locker.cursor() as cursor:
             cursor.execute("UNLOCK TABLES")
         locker.close()
-    # The timed-out write may still complete now; the replay must not duplicate it.
-    assert writer.flush() == 1
-    assert writer.pending() == 0
+    # The timed-out write completes now: its entry is forgotten, nothing replays beside it.
+    assert writer.flush() == 0
+    with gevent.Timeout(10):
+        while writer.pending():
+            gevent.sleep(0.05)
+    assert writer.flush() == 0
     assert len(calls_rows(engine, rec.call_id)) == 1
     assert writer.submit("finish", finished(rec)) is True
     assert calls_rows(engine, rec.call_id)[0]["status"] == "Held"
@@ -419,3 +427,42 @@ def test_durable_writes_run_under_full_sync_and_write_ahead_entries_alone(spool)
     durable(lambda: spool.drop(kept))
     spool._db.set_trace_callback(None)
     assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+def test_a_write_left_running_past_its_timeout_is_never_overtaken(tmp_path):
+    """A write that outlives ``timeout`` may still commit.  Its call's later ops wait until it
+    ends: before, its entry was replayed at once beside it, the call's next update applied,
+    and then the leftover committed last (a late transfer gives the call back to the wrong
+    user)."""
+    from crmsync.models import LiveUpdate
+
+    release = gevent.event.Event()
+    applied, tries = [], []
+
+    class Live:
+        def apply(self, change):
+            tries.append(change.extension)
+            if len(tries) == 1:
+                release.wait()              # the first try hangs (a lock, a slow commit)
+            applied.append(change.extension)
+            return True
+
+    class Store:
+        def ping(self):
+            return True
+
+    writer = CallWriter(Store(), Spool(tmp_path / "spool.sqlite"), timeout=0.1, flush_interval=0.05,
+                        live=Live()).start()
+    try:
+        first = LiveUpdate("call-1", "transferred", extension="101")
+        assert writer.submit_live(first) is False                   # timed out, still running
+        assert writer.submit_live(LiveUpdate("call-1", "transferred", extension="102")) is False   # queued
+        gevent.sleep(0.5)                   # ten flush intervals: nothing of call-1 may replay now
+        assert applied == [] and tries == ["101"]
+        release.set()
+        with gevent.Timeout(5):
+            while writer.pending():
+                gevent.sleep(0.05)
+        assert applied == ["101", "102"]
+    finally:
+        writer.stop()

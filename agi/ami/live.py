@@ -60,6 +60,7 @@ class LivePipeline:
         self.stats = {"events": 0, "dropped": 0, "shelved": 0}
         self._shelve_logged = 0.0
         self._in_effect = 0             # events of the batch being worked through
+        self._closing = False
         self._worker = None
         self._expirer = None
 
@@ -109,10 +110,24 @@ class LivePipeline:
             self._expirer = gevent.spawn(self._expire_loop)
         return self
 
-    def stop(self):
-        for greenlet in (self._worker, self._expirer):
-            if greenlet is not None:
-                greenlet.kill()
+    def stop(self, timeout=5.0):
+        """Let the batch in progress end (within ``timeout``), then spool the updates of the
+        events still queued: a restart must not lose what the listener had taken in."""
+        if self._expirer is not None:
+            self._expirer.kill()
+        if self._worker is None:
+            return
+        self._closing = True
+        try:
+            self.queue.put_nowait(None)         # wakes a worker waiting for events
+        except Full:
+            pass
+        self._worker.join(timeout)
+        self._worker.kill()
+        rest = [item for item in (self.queue.get_nowait() for _ in range(self.queue.qsize())) if item]
+        changes = self._changes(rest, notify=False)     # popups of a stopping process reach nobody
+        if changes and not self._shelve(changes):
+            log.error("stopping: the live updates of %d call(s) were not written", len(changes))
 
     def _awaited(self, linkedid):
         """Whether crmagi is writing this call's row although it may not be there yet: with
@@ -130,10 +145,15 @@ class LivePipeline:
                                                                                    self.model.max_digits)
 
     def _run(self):
-        for first in self.queue:
+        while not self._closing:
+            first = self.queue.get()
+            if first is None:       # stop()
+                continue
             batch = [first]
             while len(batch) < BATCH_MAX and self.queue.qsize():
-                batch.append(self.queue.get_nowait())
+                item = self.queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
             self._in_effect = len(batch)
             try:
                 self._effects(batch)
@@ -148,29 +168,36 @@ class LivePipeline:
         """Notify each event in order, then write the CRM updates: those of one call that came
         together go as one transaction (a call's answer and its recording come in the same
         burst of events: one round trip and one write-ahead entry less per call)."""
+        self._write(self._changes(batch))
+
+    def _changes(self, batch, notify=True):
+        """The CRM updates of ``(event, awaited)`` items, one LiveBatch per call, in order."""
         updates = {}            # call id -> its updates, in order
         for event, awaited in batch:
             self.stats["events"] += 1
             try:
-                self.notify(event)
+                if notify:
+                    self.notify(event)
                 update = self.update_of(event, awaited)
             except Exception:
                 log.exception("effect of %r failed", event)
                 continue
             if update is not None:
                 updates.setdefault(update.call_id, []).append(update)
-        self._write([LiveBatch.of(grouped) for grouped in updates.values()])
+        return [LiveBatch.of(grouped) for grouped in updates.values()]
 
     def _write(self, changes):
         """Each call's updates in one transaction, LIVE_WRITERS calls at once; the next batch
         waits for them all (a call's next updates must not overtake these).  Once the queue is
         SHELVE_BACKLOG events behind, the rest go to the spool in one transaction: the queue
         drains at the spool's speed, popups stay on time, the flusher writes them in order."""
-        pool = Pool(LIVE_WRITERS)
+        pool, shelving = Pool(LIVE_WRITERS), True
         for n, change in enumerate(changes):
             pool.wait_available()
-            if self.queue.qsize() >= SHELVE_BACKLOG and self._shelve(changes[n:]):
-                break
+            if shelving and self.queue.qsize() >= SHELVE_BACKLOG:
+                if self._shelve(changes[n:]):
+                    break
+                shelving = False        # the spool failed: not again for each call of the batch
             pool.spawn(self._submit, change)
         pool.join()
 
