@@ -145,6 +145,7 @@ class App:
         self.metrics.read(metrics_mod.crm_reading(self.health))
         if self.ami is not None:
             self.metrics.read(metrics_mod.ami_reading(self.ami))
+            self.metrics.read(metrics_mod.live_reading(self.live))
         if self.popups is not None:
             self.metrics.read(metrics_mod.popups_reading(self.popups.hub, self.popups.book))
         self.sampler = self.metrics.sampler() if worker_metrics else None

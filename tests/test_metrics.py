@@ -103,6 +103,23 @@ def test_ami_and_popup_readings():
     assert value(text, "crmagi_popups_sent_total") == 7
 
 
+def test_ami_effects_readings():
+    """How far the AMI effects are behind, and what that cost: updates spooled, events dropped."""
+    from agi.ami.live import LivePipeline
+    from agi.ops.metrics import live_reading
+
+    live = LivePipeline(None, None, None, lambda system, linkedid: linkedid)
+    m = Metrics()
+    m.read(live_reading(live))
+    for n in range(3):
+        live.enqueue(SimpleNamespace(linkedid=str(n)))
+    live.stats.update(shelved=5, dropped=1)
+    text = text_of(m)
+    assert value(text, "crmagi_ami_effects_backlog") == 3
+    assert value(text, "crmagi_ami_spooled_total") == 5
+    assert value(text, "crmagi_ami_dropped_total") == 1
+
+
 def test_a_failing_reading_costs_only_itself():
     m = Metrics()
     m.read(lambda: 1 / 0)

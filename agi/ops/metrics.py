@@ -40,6 +40,12 @@ READINGS = {
     "crmagi_ami_connected": ("gauge", "1 while logged in to the Asterisk Manager (absent without [ami] host)",
                              "livemin"),
     "crmagi_ami_reconnects": ("counter", "AMI logins after the first (each one follows a lost link)", None),
+    "crmagi_ami_effects_backlog": ("gauge", "AMI domain events waiting for their effects (popups, CRM updates); "
+                                   "past 2,000 the updates go through the spool", "livesum"),
+    "crmagi_ami_spooled": ("counter", "calls' live updates sent to the spool because the AMI effects "
+                                   "were behind", None),
+    "crmagi_ami_dropped": ("counter", "AMI domain events dropped: the effects queue was full "
+                                  "(200,000) and the spool did not keep up either", None),
     "crmagi_websocket_sockets": ("gauge", "browser tabs connected to the popup websocket", "livesum"),
     "crmagi_websocket_users": ("gauge", "CRM users with at least one connected tab", "livesum"),
     "crmagi_popups_sent": ("counter", "popups shown in a browser tab", None),
@@ -208,6 +214,13 @@ def ami_reading(client):
         return {"crmagi_ami_connected": int(client.connected.is_set()),
                 "crmagi_ami_reconnects": max(0, client.stats["connects"] - 1)}
     return ami_link
+
+
+def live_reading(live):
+    def ami_effects():
+        return {"crmagi_ami_effects_backlog": live.pending(), "crmagi_ami_spooled": live.stats["shelved"],
+                "crmagi_ami_dropped": live.stats["dropped"]}
+    return ami_effects
 
 
 def popups_reading(hub, book):
