@@ -36,6 +36,7 @@ class FakeAmi:
         self.pace = 0.0                          # seconds between streamed frames (Asterisk is not instant)
         self.stream_after = "Login"              # the action whose answer starts the stream
         self.unanswered = set()                  # actions it never answers (an Asterisk too busy)
+        self.delays = {}                         # action -> seconds before its answer (a loaded Asterisk)
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
 
     def start(self):
@@ -66,6 +67,7 @@ class FakeAmi:
                 for frame in frames:
                     msg = amiproto.parse_frame(frame)
                     self.actions.append(msg)
+                    gevent.sleep(self.delays.get(msg.get("Action"), 0))
                     reply = self._answer(msg)
                     if reply:
                         sock.sendall(reply)

@@ -149,3 +149,35 @@ def test_stopping_spools_the_updates_still_queued(tmp_path):
     for update in crm.applied:
         seen.setdefault(update.call_id, []).append(update.extension)
     assert all(order == ["101", "102"] for order in seen.values()) and len(seen) == 30
+
+
+def test_a_slow_answer_to_filter_costs_neither_the_filter_nor_the_resync(monkeypatch):
+    """After a reconnect under load Asterisk answers slowly.  The Filter actions wait as long as
+    the lists do, and a Filter that still fails does not skip the resync of the calls in
+    progress (before: "AMI resync failed: no response to Filter within 2.0s", no resync)."""
+    import gevent
+    from agi.ami.amiclient import AmiClient, Backoff
+    from agi.ami.live import EVENT_FILTERS
+    from fake_ami import FakeAmi
+
+    from agi.ami import live
+
+    monkeypatch.setattr(live, "RESYNC_TIMEOUT", 0.6, raising=False)     # the client's own: 0.2 s
+    fake = FakeAmi().start()
+    fake.delays = {"Filter": 0.3}
+    pipeline = LivePipeline(model(), Directory(), Writer(), lambda system, linkedid: linkedid)
+    client = AmiClient("127.0.0.1", fake.port, "crm", "crmsecret", pipeline, timeout=0.2,
+                       backoff=Backoff(first=0.01, cap=0.1)).start()
+    try:
+        with gevent.Timeout(5):
+            while not any(a.get("Action") == "CoreShowChannels" for a in fake.actions):
+                gevent.sleep(0.02)
+        assert [a.get("Filter") for a in fake.actions if a.get("Action") == "Filter"] == list(EVENT_FILTERS)
+        fake.unanswered = {"Filter"}            # never answered: the resync still happens
+        fake.delays = {}
+        before = len(fake.actions)
+        pipeline.on_connected(client)
+        assert [a.get("Action") for a in fake.actions[before:]].count("CoreShowChannels") == 1
+    finally:
+        client.stop()
+        fake.stop()

@@ -215,16 +215,25 @@ class AmiClient:
             item.result.set((response, item.events))
 
     # -- actions -------------------------------------------------------
-    def filter(self, patterns):
+    def filter(self, patterns, timeout=None):
         """Server-side whitelist filters for this session (Asterisk's Filter action):
         only events matching one of the regexes are sent.  An Asterisk that refuses
         (e.g. without the originate write class) just keeps sending everything."""
+        late = None
         for pattern in patterns:
             try:
-                self.action("Filter", [("Operation", "Add"), ("Filter", pattern)])
+                self.action("Filter", [("Operation", "Add"), ("Filter", pattern)], timeout=timeout)
             except AmiActionFailed as exc:
                 log.warning("%s: Filter refused (%s); receiving every event", self.name, exc)
                 return False
+            except AmiDisconnected:
+                raise
+            except AmiError as exc:
+                # Not answered in time, but Asterisk may still apply it: send the others too,
+                # since a part of the whitelist alone would hide the events the rest lets in.
+                late = exc
+        if late is not None:
+            raise late
         return True
 
     def new_action_id(self):

@@ -30,6 +30,7 @@ SHELVE_BACKLOG = 2000    # events behind (~0.5 s at 200 calls/s): the CRM update
 BACKLOG_CAP = 200000     # events held at most: reached only when even the spool cannot keep up
 SHELVE_LOG_INTERVAL = 60.0
 EXPIRE_EVERY = 60.0
+RESYNC_TIMEOUT = 10.0    # seconds for each action of the resync: after a reconnect Asterisk is busy
 # What the call model reads (agi/ami/callhandlers.py), as whitelist filters for this AMI session:
 # Asterisk then sends nothing else (no Newexten, AGIExec*, Cdr, DeviceStateChange, RTCP...).
 MODEL_EVENTS = ("AgentCalled", "AgentComplete", "AgentConnect", "AgentLogin", "AgentLogoff",
@@ -78,13 +79,16 @@ class LivePipeline:
         """Resync after every (re)connect: calls in progress, agents and queue members,
         so a restart of crmagi or of Asterisk loses nothing and repeats nothing."""
         try:
-            client.filter(EVENT_FILTERS)
+            client.filter(EVENT_FILTERS, timeout=RESYNC_TIMEOUT)
+        except AmiError as exc:     # every event comes then: more work, nothing missed
+            log.warning("AMI Filter not confirmed (%s); the resync goes on", exc)
+        try:
             listed = []
             for action in ("Agents", "QueueStatus", "CoreShowChannels"):
                 # Events keep arriving while the list is sent: a channel born after this
                 # snapshot is not in it, and must not be taken for one that hung up meanwhile.
                 known_before = set(self.model.chans)
-                _, events = client.action(action, collect=True, timeout=10)
+                _, events = client.action(action, collect=True, timeout=RESYNC_TIMEOUT)
                 listed.extend(events)
             for event in self.model.load_channels(listed, self.clock(), known_before):
                 self.enqueue(event, self._awaited(event.linkedid))
