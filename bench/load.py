@@ -97,10 +97,10 @@ def _count_calls(database, epoch):
     conn = _connect()
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT COUNT(*), COALESCE(SUM(outcome IS NOT NULL), 0) FROM `%s`.crmagi_calls "
-                        "WHERE linkedid LIKE %%s" % database, ("%d.%%" % epoch,))
-            rows, finished = cur.fetchone()
-        return int(rows), int(finished)
+            cur.execute("SELECT COUNT(*), COALESCE(SUM(outcome IS NOT NULL), 0), "
+                        "COALESCE(SUM(answered_extension IS NOT NULL), 0), COALESCE(SUM(recording <> ''), 0) "
+                        "FROM `%s`.crmagi_calls WHERE linkedid LIKE %%s" % database, ("%d.%%" % epoch,))
+            return tuple(int(n) for n in cur.fetchone())
     finally:
         conn.close()
 
@@ -246,6 +246,9 @@ def run(args):
             stop_server(proc)
         if feed:
             feed.close()
+    if written and written.get("rows") is not None and feed:
+        # After the stop: a server's live updates still queued or spooled are written by then.
+        written["answered"], written["recorded"] = _count_calls(args.database, epoch)[2:]
     report = aggregate(args, results, addresses, pids, cpu1 - cpu0, cpu2 - cpu0, db2 - db0, rss_end,
                        sampler.peak, start_at, wall_end, written)
     report["ami"] = {"scenario": args.ami_scenario, "calls_streamed": feed.sent_calls,
@@ -299,7 +302,8 @@ def _log_warnings(workdirs):
             lines += [line for line in log.read_text(errors="replace").splitlines()
                       if (" WARNING " in line or " ERROR " in line)
                       and "<no env>" not in line]   # start_server's port probe: connect, close
-    return {"server_log_warnings": len(lines), "server_log_examples": lines[:5]}
+    return {"server_log_warnings": len(lines), "server_log_examples": lines[:5],
+            "server_log_errors": sum(" ERROR " in line for line in lines)}
 
 
 def _wait_writes(database, epoch, completed, drain):

@@ -131,8 +131,10 @@ def print_report(report, stream=sys.stdout):
         if w.get("error"):
             print("  Call rows: not counted (%s)" % w["error"], file=stream)
         else:
-            print("  Call rows: %d written, %d finished, of %d completed calls" % (
-                w["rows"], w["finished"], w["completed_calls"]), file=stream)
+            print("  Call rows: %d written, %d finished, of %d completed calls%s" % (
+                w["rows"], w["finished"], w["completed_calls"],
+                "; after the stop %d with their answer, %d with their recording (AMI feed)" % (
+                    w["answered"], w["recorded"]) if "answered" in w else ""), file=stream)
     left = r.get("spool_left")
     if left and (left["pending"] or left["dead"]):
         print("  spool left at stop: %d op(s) pending (%s), %d dead letter(s)" % (

@@ -137,6 +137,11 @@ def test_harness_smoke_run(tmp_path):
     assert set(load_run["crm_status"]) <= {"found", "unknown", "anonymous"}
     assert load_run["server_cpu_s"] > 0 and load_run["server_rss_mb"] > 0 and load_run["generator_cpu_s"] > 0
     assert load_run["calls_written"]["finished"] == 60
+    # The AMI feed (on by default) answers and records every call: all of it reached the CRM,
+    # and nothing was left in the spools at the stop.
+    assert (load_run["calls_written"]["answered"], load_run["calls_written"]["recorded"]) == (60, 60)
+    assert load_run["spool_left"] == {"pending": 0, "dead": 0, "kinds": {}}
+    assert load_run["server_log_errors"] == 0, load_run["server_log_examples"]
     assert "lookup" in report["table"] and "load" in report["table"]
 
 
