@@ -284,10 +284,10 @@ def _spool_left(workdirs):
     for path in sorted(f for work in workdirs for f in work.glob("spool*.sqlite")):
         spool = Spool(path)
         try:
-            stats = spool.stats()
-            left["pending"] += stats.pending + stats.in_flight
-            left["dead"] += stats.dead
-            for op in spool.pending(limit=10 ** 9):
+            ops = spool.pending(limit=10 ** 9)      # every op left, in flight or waiting
+            left["pending"] += len(ops)
+            left["dead"] += spool.stats().dead
+            for op in ops:
                 left["kinds"][op.kind] = left["kinds"].get(op.kind, 0) + 1
         finally:
             spool.close()

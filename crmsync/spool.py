@@ -82,6 +82,14 @@ def _call_id(payload):
     return value if isinstance(value, str) else None
 
 
+_INSERT = "INSERT INTO ops (kind, payload, call_id, created, retry_at) VALUES (?, ?, ?, ?, ?)"
+
+
+def _row(kind, payload, chain, created, retry_at):
+    """An op's values for _INSERT: the payload as JSON text, queued in ``chain`` or its call's."""
+    return kind, json.dumps(payload, sort_keys=True), chain or _call_id(payload), created, retry_at
+
+
 def awaiting(call_id):
     """The chain of a call's live updates that wait for its row (``LiveUpdate.awaited``): apart
     from the call's own chain, so they never hold up the start that makes the row."""
@@ -135,6 +143,20 @@ class Spool:
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
 
+    def _in_transaction(self, func):
+        """``func()`` as one transaction on this autocommit connection: all or nothing.  A
+        failed COMMIT is rolled back too: a connection left inside a transaction would take
+        the next statements into it, uncommitted, and refuse ``_durably``'s PRAGMA."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            result = func()
+            self._db.execute("COMMIT")
+            return result
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
     def _read(self, sql, args=()):
         with self._lock:
             return self._db.execute(sql, args)
@@ -143,31 +165,15 @@ class Spool:
 
     def push(self, kind, payload, retry_at=0.0, fsync=True, chain=None):
         """Queue an op at the end of its ``chain`` (default: its call, ``payload["call_id"]``)."""
-        text = json.dumps(payload, sort_keys=True)
-        return self._run("INSERT INTO ops (kind, payload, call_id, created, retry_at) VALUES (?, ?, ?, ?, ?)",
-                         (kind, text, chain or _call_id(payload), time.time(), retry_at), fsync).lastrowid
+        return self._run(_INSERT, _row(kind, payload, chain, time.time(), retry_at), fsync).lastrowid
 
     def push_many(self, ops):
         """Queue ``(kind, payload, chain)`` ops in one durable transaction (one fsync), in
         order: a backlog the caller must not hold in memory."""
         created = time.time()
-        rows = [(kind, json.dumps(payload, sort_keys=True), chain or _call_id(payload), created, 0.0)
-                for kind, payload, chain in ops]
-
-        def insert():
-            # Autocommit connection: without the explicit BEGIN each row would commit (and
-            # fsync) on its own.
-            self._db.execute("BEGIN")
-            try:
-                self._db.executemany("INSERT INTO ops (kind, payload, call_id, created, retry_at) "
-                                     "VALUES (?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+        rows = [_row(kind, payload, chain, created, 0.0) for kind, payload, chain in ops]
         with self._lock:
-            _off_loop(self._durably, insert)
+            _off_loop(self._durably, self._in_transaction, lambda: self._db.executemany(_INSERT, rows))
         return len(rows)
 
     def push_ahead(self, kind, payload, hold, chain=None):
@@ -212,9 +218,6 @@ class Spool:
         """Ops of ``chain`` may be tried now (what they waited for happened); False if none."""
         return self._run("UPDATE ops SET retry_at = 0 WHERE call_id = ?", (chain,), fsync=False).rowcount > 0
 
-    def delete(self, op_id):
-        self._run("DELETE FROM ops WHERE id = ?", (op_id,))
-
     def fail(self, op_id, error, retry_at, counted=True):
         """Note a failed attempt; ``counted`` False when the CRM was simply unreachable.
         Returns the number of counted attempts."""
@@ -226,14 +229,12 @@ class Spool:
     def bury(self, op_id, error):
         """Move an op that can never apply to the dead letters, keeping its id and payload."""
         def move():
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT INTO dead (%s, died) SELECT %s, ? FROM ops WHERE id = ?"
-                                 % (_FIELDS, _FIELDS.replace("last_error", "?")),
-                                 (str(error)[:2000], time.time(), op_id))
-                self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
+            self._db.execute("INSERT INTO dead (%s, died) SELECT %s, ? FROM ops WHERE id = ?"
+                             % (_FIELDS, _FIELDS.replace("last_error", "?")),
+                             (str(error)[:2000], time.time(), op_id))
+            self._db.execute("DELETE FROM ops WHERE id = ?", (op_id,))
         with self._lock:
-            _off_loop(self._durably, move)
+            _off_loop(self._durably, self._in_transaction, move)
 
     # -- what operators see and do (crmagi spool, crmagi check, /healthz) ----------
 
@@ -249,14 +250,12 @@ class Spool:
         """Put one dead op (or all) back in the queue, in its old place; returns how many."""
         where, args = ("WHERE id = ?", (op_id,)) if op_id is not None else ("", ())
         def move():
-            with self._db:
-                self._db.execute("BEGIN IMMEDIATE")
-                moved = self._db.execute("INSERT INTO ops (%s, retry_at) SELECT id, kind, payload, call_id, 0, "
-                                         "last_error, created, 0 FROM dead %s" % (_FIELDS, where), args).rowcount
-                self._db.execute("DELETE FROM dead %s" % where, args)
+            moved = self._db.execute("INSERT INTO ops (%s, retry_at) SELECT id, kind, payload, call_id, 0, "
+                                     "last_error, created, 0 FROM dead %s" % (_FIELDS, where), args).rowcount
+            self._db.execute("DELETE FROM dead %s" % where, args)
             return moved
         with self._lock:
-            return self._durably(move)
+            return self._durably(self._in_transaction, move)
 
     def drop(self, op_id):
         """Delete one op for good: 'dead', 'pending' or None when there is no such op."""

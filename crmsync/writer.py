@@ -175,11 +175,11 @@ class CallWriter:
         transfer puts the call back with the wrong user).  Its write-ahead entry, the head of
         the call's chain, stays held until the write ends, then is forgotten or made due."""
         error = "timed out after %.2fs" % self.timeout
+        if ticket.op_id is None:        # the spool failed at begin: nothing to hold, spool it now
+            self._settle(ticket, error)
+            return
         self.on_write("direct", False)
         self._failed("%s %s" % (ticket.kind, ticket.rec.call_id), error)
-        if ticket.op_id is None:        # the spool failed at begin: nothing to hold
-            self._spool(ticket.kind, ticket.rec)
-            return
         self.spool.fail(ticket.op_id, error, retry_at=time.time() + LEFTOVER_HOLD, counted=False)
         gevent.spawn(self._after_leftover, ticket, worker)
 

@@ -88,7 +88,7 @@ def test_spool_is_durable_and_ordered_per_call(tmp_path):
     reopened = Spool(path)      # survives a restart
     assert [(op.id, op.attempts, op.last_error) for op in reopened.pending()] == [
         (a1, 2, "again"), (b1, 0, None), (a2, 0, None)]
-    reopened.delete(a1)
+    reopened.forget(a1)
     assert [op.id for op in reopened.heads()] == [b1, a2]
     reopened.close()
     raw = sqlite3.connect(str(path))
@@ -111,7 +111,7 @@ def test_many_ops_queue_in_one_transaction_behind_their_calls(tmp_path, monkeypa
     assert len(spool) == 4 and not spool.has_call("d")
     assert spool.push_many([("live", {"call_id": "d"}, None)]) == 1     # the connection is usable
     assert spool.has_call("d")
-    spool.delete(a1)
+    spool.forget(a1)
     spool.close()
     assert [op.call_id for op in Spool(path).heads()] == ["a", "b", "awaiting-row:c", "d"]
 
