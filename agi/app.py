@@ -82,14 +82,16 @@ def open_spool(config, path=None):
 
 
 class App:
-    def __init__(self, config, engine=None, popup_server=True, worker_metrics=False, shared=False, tenant=""):
+    def __init__(self, config, engine=None, popup_server=True, worker_metrics=False, shared=False, tenant="",
+                 listener=None):
         """``popup_server`` False: a FastAGI worker that only publishes popup events (over
         Redis) for worker 0, which holds the browsers' sockets and follows AMI.
         ``worker_metrics``: one worker of several; its metrics go to PROMETHEUS_MULTIPROC_DIR
         and the parent (agi/ops/workers.py) serves them all on [metrics] listen.
         ``shared``: one tenant of agi/tenants/server.py, which owns the FastAGI, popup and
         metrics listeners and hands this App its requests; it opens none itself.  ``tenant``:
-        that tenant's name (its AstDB family, its plugin keys)."""
+        that tenant's name (its AstDB family, its plugin keys).  ``listener``: the FastAGI
+        socket the parent of several workers bound for all of them (agi/ops/workers.py)."""
         self.config = config
         self.shared = shared
         self.tenant = tenant or DEFAULT_TENANT
@@ -134,7 +136,7 @@ class App:
         self.agi = None if shared else FastAgiServer(
             config.agi.listen, Router(routes.ROUTES), self.flow, env_timeout=config.agi.reply_timeout,
             reply_timeout=config.agi.reply_timeout, max_sessions=config.agi.max_sessions,
-            reuse_port=config.agi.workers > 1, observe=self.metrics.agi_answered)
+            listener=listener, observe=self.metrics.agi_answered)
         self._instrument(worker_metrics)
 
     def _instrument(self, worker_metrics):

@@ -26,17 +26,38 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def listeners(port):
-    """How many sockets listen on 127.0.0.1:``port``: one per worker that has bound it (SO_REUSEPORT)."""
-    local = "0100007F:%04X" % port
-    with open("/proc/net/tcp") as table:
-        return sum(1 for line in table if line.split()[1:2] == [local] and line.split()[3] == "0A")
+def workers_of(proc):
+    """The pids of the two workers of ``proc``, once both are started."""
+    def both():
+        pids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        return sorted(int(pid) for pid in pids) if len(pids) == 2 else None
+    return wait_for(both, timeout=20)
 
 
-def both_listen(port):
-    """The kernel spreads connections only over the sockets bound so far: a worker still starting
-    (seconds on a loaded box) would see none of the calls placed as soon as the first listens."""
-    wait_for(lambda: listeners(port) == 2, timeout=60)
+def place_calls_on(port, worker, others, count, timeout=10.0):
+    """``count`` inbound calls that only ``worker`` can take: the ``others`` are frozen (SIGSTOP)
+    meanwhile.  The workers share one accept queue, so a frozen worker's share goes to the one that
+    is free; a call placed before ``worker`` is up waits in the queue (up to ``timeout``)."""
+    for other in others:
+        os.kill(other, signal.SIGSTOP)
+    try:
+        placed = 0
+        for _ in range(count):
+            first, last = SimulatedCall(("127.0.0.1", port), "incoming", number="4930123400",
+                                        callerid="+4930999999").run(dial={"DIALSTATUS": "NOANSWER"}, timeout=timeout)
+            placed += (first.agistatus, last.agistatus) == ("SUCCESS", "SUCCESS")
+        return placed
+    finally:
+        for other in others:
+            os.kill(other, signal.SIGCONT)
+
+
+def both_serve(proc, port):
+    """Both workers accept calls (one call each, the other frozen): a worker still starting
+    (seconds on a loaded box) would otherwise leave every call to the first."""
+    pids = workers_of(proc)
+    assert [place_calls_on(port, pid, set(pids) - {pid}, 1, timeout=30) for pid in pids] == [1, 1]
+    return pids
 
 
 def test_worker_spool_names():
@@ -51,7 +72,7 @@ def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)],
                             stderr=subprocess.PIPE, text=True)
     try:
-        both_listen(port)
+        both_serve(proc, port)
         deadline = time.monotonic() + 20
         statuses = []
         while time.monotonic() < deadline and len(statuses) < 20:
@@ -113,20 +134,18 @@ def test_two_workers_give_one_metrics_view(crm_url, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)))
     try:
-        both_listen(port)
-        assert place_calls(port, 40) == 40
+        workers = workers_of(proc)
+        # 20 calls on each worker: while one is frozen the other takes every call.
+        assert [place_calls_on(port, pid, set(workers) - {pid}, 20) for pid in workers] == [20, 20]
         wait_for(lambda: value(metrics(address), "crmagi_calls_total", route="hangup", crm_status="none") == 40,
                  timeout=10)
         text = metrics(address)
         assert value(text, "crmagi_calls_total", route="incoming", crm_status="unknown") == 40
         assert value(text, "crmagi_agi_answer_seconds_count", route="incoming") == 40
         assert value(text, "crmagi_lookup_seconds_count") == 40
-        workers = sorted(int(pid) for pid in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                                                            text=True).stdout.split())
-        assert len(workers) == 2
         assert sorted(int(p.name[8:-3]) for p in metrics_dir.glob("counter_*.db")) == workers
         per_worker = [calls_of_one_worker(metrics_dir, pid, tmp_path) for pid in workers]
-        assert sum(per_worker) == 40 and min(per_worker) > 0      # both took calls; the view sums them
+        assert per_worker == [20, 20]                               # the view sums them
         status, body = wait_for(lambda: (lambda h: h if h[1]["crm"] == "up" else None)(health(address)))
         assert status == 200 and body["workers"] == "2/2" and body["reasons"] == []
         # livesum of both spools (a write in flight is in its spool for a moment)
@@ -164,7 +183,7 @@ def test_one_worker_follows_ami_and_updates_that_beat_their_row_wait_for_it(crm_
                             text=True)
     engine = make_engine(crm_url)
     try:
-        both_listen(port)                           # calls of both workers, updates of the other's calls
+        both_serve(proc, port)                      # calls of both workers, updates of the other's calls
         assert place_calls(port, 1) == 1
         wait_for(lambda: len(feed.clients) == 1, timeout=10)
         epoch, linkedids = int(time.time()), []
@@ -241,3 +260,23 @@ def test_a_worker_whose_parent_died_before_it_watched_exits(monkeypatch):
     watcher = workers.exit_with_parent(interval=0.01)
     watcher.join(timeout=2)
     assert signals == [(os.getpid(), signal.SIGTERM)]
+
+
+def test_a_port_taken_stops_the_start_with_the_key_named(crm_url, tmp_path):
+    """The parent binds the port for all workers: a port in use is one clear error at start, not
+    workers failing to bind and being restarted for ever."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        ini = tmp_path / "crmagi.ini"
+        ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                       "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
+        try:
+            done = subprocess.run([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], capture_output=True,
+                                  text=True, timeout=30)
+        except subprocess.TimeoutExpired as exc:
+            subprocess.run(["pkill", "-f", str(ini)])
+            raise AssertionError("still running after 30 s: %s" % (exc.stderr or b"")[-2000:]) from None
+    assert done.returncode != 0
+    assert "config [agi] listen: cannot listen on 127.0.0.1:%d (Address already in use)" % port in done.stderr

@@ -8,6 +8,7 @@ monkey.patch_all()
 gevent.config.track_greenlet_tree = False
 
 import logging  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 
 import click  # noqa: E402
@@ -49,8 +50,10 @@ def main():
 @CONFIG_OPTION
 @click.option("--listen", help="Override [agi] listen (host:port).")
 @click.option("--worker", type=int, default=None, hidden=True, help="Run as worker N of [agi] workers.")
+@click.option("--listen-fd", type=int, default=None, hidden=True,
+              help="A worker's FastAGI socket, bound by its parent for all workers.")
 @click.option("-v", "--verbose", is_flag=True)
-def serve(config_path, listen, worker, verbose):
+def serve(config_path, listen, worker, listen_fd, verbose):
     """Run the FastAGI server (several worker processes with [agi] workers)."""
     import dataclasses
 
@@ -69,11 +72,14 @@ def serve(config_path, listen, worker, verbose):
             raise ConfigError("config [webpush] redis_url: required with [agi] workers > 1 (the workers "
                               "publish popups to worker 0 through Redis)")
         if worker is None and cfg.agi.workers > 1:
-            sys.exit(run_workers(config_path, cfg.agi.workers, listen, metrics_listen=cfg.metrics.listen))
+            sys.exit(run_workers(config_path, cfg.agi.workers, listen, metrics_listen=cfg.metrics.listen,
+                                 address=cfg.agi.listen))
         if worker is not None:
             agi = dataclasses.replace(cfg.agi, spool=worker_spool(cfg.agi.spool, worker))
             cfg = dataclasses.replace(cfg, agi=agi)
-        app = App(cfg, popup_server=worker in (None, 0), worker_metrics=worker is not None).start()
+        listener = None if listen_fd is None else socket.socket(fileno=listen_fd)
+        app = App(cfg, popup_server=worker in (None, 0), worker_metrics=worker is not None,
+                  listener=listener).start()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if worker in (None, 0):

@@ -48,11 +48,14 @@ class Router:
 
 
 def make_listener(address, backlog=1024):
-    """A listening socket several worker processes can bind at once; the kernel spreads connections."""
+    """The one listening socket of all worker processes, bound by the parent
+    (agi/ops/workers.py), which passes it to each worker.  One accept queue for all: a worker
+    busy (worker 0 also follows AMI) or frozen accepts less and the others take the calls.
+    With one socket per worker (SO_REUSEPORT) the kernel hashed each connection to a worker
+    whatever its load, and the connections queued at a worker that died were reset."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(address)
     sock.listen(backlog)
     return sock
@@ -60,9 +63,10 @@ def make_listener(address, backlog=1024):
 
 class FastAgiServer:
     def __init__(self, listen, router, flow, env_timeout=2.0, reply_timeout=2.0, max_sessions=500,
-                 reuse_port=False, observe=None, pick=None):
+                 listener=None, observe=None, pick=None):
         """``pick(env)`` -> Route: which handler and CallFlow serve a request (agi/tenants
-        picks the tenant's); default: ``router`` by script name, with ``flow``."""
+        picks the tenant's); default: ``router`` by script name, with ``flow``.  ``listener``:
+        a listening socket shared with other workers (make_listener), used instead of ``listen``."""
         self.router = router
         self.pick = pick or self._by_script
         # observe(route, CRM_STATUS or None, seconds from accept to close): the metrics hook
@@ -71,8 +75,11 @@ class FastAgiServer:
         self.env_timeout = env_timeout
         self.reply_timeout = reply_timeout
         self.pool = Pool(max_sessions)
-        listener = make_listener(listen) if reuse_port else listen
-        self.server = StreamServer(listener, self.handle, spawn=self.pool)
+        self.server = StreamServer(listen if listener is None else listener, self.handle, spawn=self.pool)
+        if listener is not None:
+            # One accept per wake-up: gevent takes up to 100 queued connections at once, so the
+            # busiest worker, waking late, would take all that queued meanwhile.
+            self.server.max_accept = 1
         self.stats = {"sessions": 0, "errors": 0}
 
     @property

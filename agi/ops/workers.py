@@ -1,8 +1,9 @@
 """`crmagi serve` with ``[agi] workers`` > 1: one process per core on one port.
 
 Python runs one core per process, so each worker is a whole `crmagi serve`
-(its own gevent hub, database pool and spool file) binding the same port with
-SO_REUSEPORT; the kernel spreads the connections.  This parent starts them,
+(its own gevent hub, database pool and spool file).  This parent binds the FastAGI
+port once and passes the socket to every worker: whichever is free accepts the next
+call (agi/fastagi/server.py make_listener says why not SO_REUSEPORT).  It starts them,
 restarts one that dies, passes SIGTERM/SIGINT on, and serves /metrics and
 /healthz for all of them: the workers write their metrics to files in
 PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode), which this
@@ -27,8 +28,10 @@ RESTART_DELAY = 1.0
 PARENT_ENV = "CRMAGI_PARENT_PID"
 
 
-def worker_command(config_path, index, listen=None):
+def worker_command(config_path, index, listen=None, listen_fd=None):
     cmd = [sys.executable, "-m", "agi.cli", "serve", "--worker", str(index)]
+    if listen_fd is not None:
+        cmd += ["--listen-fd", str(listen_fd)]
     if config_path:
         cmd += ["-c", config_path]
     if listen:
@@ -36,11 +39,18 @@ def worker_command(config_path, index, listen=None):
     return cmd
 
 
-def run_workers(config_path, count, listen=None, metrics_listen=None):
-    """Run ``count`` workers until SIGTERM/SIGINT; returns the exit status."""
+def run_workers(config_path, count, listen=None, metrics_listen=None, address=None):
+    """Run ``count`` workers until SIGTERM/SIGINT; returns the exit status.  ``address``: the
+    FastAGI (host, port), bound here for all workers; a port taken raises ConfigError."""
+    listener = _listen(address)
     metrics_dir, own_dir = metrics_directory(os.environ)
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, **{PARENT_ENV: str(os.getpid())})
-    procs = {i: subprocess.Popen(worker_command(config_path, i, listen), env=env) for i in range(count)}
+
+    def start(index):
+        return subprocess.Popen(worker_command(config_path, index, listen, listener.fileno()), env=env,
+                                pass_fds=(listener.fileno(),))
+
+    procs = {i: start(i) for i in range(count)}
     monitor = None
     if metrics_listen:
         from agi.ops.monitor import MergedView, MonitorServer
@@ -51,7 +61,7 @@ def run_workers(config_path, count, listen=None, metrics_listen=None):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     log.info("started %d FastAGI workers: %s", count, ", ".join(str(p.pid) for p in procs.values()))
-    # Ready once started: the workers bind at once, and a worker that cannot is restarted below.
+    # Ready once started: the port is bound, and calls queue on it until a worker accepts them.
     systemd.notify("READY=1\nSTATUS=%d FastAGI workers" % count)
     while not stopping:
         for index, proc in list(procs.items()):
@@ -59,18 +69,30 @@ def run_workers(config_path, count, listen=None, metrics_listen=None):
                 log.error("worker %d (pid %d) exited with %s; restarting", index, proc.pid, proc.returncode)
                 _forget_worker(proc.pid, metrics_dir)
                 time.sleep(RESTART_DELAY)
-                procs[index] = subprocess.Popen(worker_command(config_path, index, listen), env=env)
+                procs[index] = start(index)
         time.sleep(0.2)
     systemd.notify("STOPPING=1\nSTATUS=draining")
     for proc in procs.values():
         proc.send_signal(signal.SIGTERM)
     for proc in procs.values():
         proc.wait()
+    listener.close()
     if monitor is not None:
         monitor.stop()
     if own_dir:
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _listen(address):
+    from agi.errors import ConfigError
+    from agi.fastagi.server import make_listener
+
+    try:
+        return make_listener(address)
+    except OSError as exc:
+        raise ConfigError("config [agi] listen: cannot listen on %s:%d (%s)" % (address[0], address[1],
+                                                                               exc.strerror or exc)) from None
 
 
 def metrics_directory(environ):
