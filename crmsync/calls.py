@@ -286,7 +286,7 @@ class CallStore:
         found = tx.read_sets(reads)
         if not found[0]:
             return _MISSING
-        ended_at, transferred, answered_before, owner = found[0][0]
+        ended_at, transferred, answered_before, owner = self.dialect.rows_of(found[0])[0]
         if ended_at is not None:
             return False                    # finished before: the first finish wins
         statements = self._end_statements(rec, now, owner, transferred, answered_before)
@@ -385,7 +385,8 @@ class _Statements:
         # The call's state and its current owner, locked (FOR UPDATE, or SQL Server's UPDLOCK,
         # serialises concurrent finishes of one call): one round trip.
         self.finish_read = (
-            "SELECT m.{ended_at}, m.{transfer_user_id}, m.{answered_extension}, c.{assigned_user_id} "
+            "SELECT " + dialect.row_columns(
+                "m.{ended_at}, m.{transfer_user_id}, m.{answered_extension}, c.{assigned_user_id}") + " "
             "FROM {crmagi_calls} m{hint} LEFT JOIN {calls} c ON c.{id} = m.{call_id} "
             "WHERE m.{call_id} = %s{suffix}").format(
                 hint=dialect.lock_hint, suffix=dialect.lock_suffix, **_quoted(q, (

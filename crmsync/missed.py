@@ -83,10 +83,11 @@ class _Sql:
         names = {name: q(name) for name in ("id", "alert_id", "crmagi_missed", "number_key", "open", "last_at",
                                             "user_id", "attempts", "first_at", "alerts")}
         locked = dict(names, hint=dialect.lock_hint, suffix=dialect.lock_suffix)
-        self.open_rows_before = ("SELECT {id}, {alert_id} FROM {crmagi_missed}{hint} WHERE {number_key} = %s "
-                                 "AND {open} = 1 AND {last_at} <= %s{suffix}").format(**locked)
-        self.open_rows = ("SELECT {id}, {user_id}, {attempts}, {alert_id}, {first_at} FROM {crmagi_missed}{hint} "
-                          "WHERE {number_key} = %s AND {open} = 1{suffix}").format(**locked)
+        self.open_rows_before = ("SELECT " + dialect.row_columns("{id}, {alert_id}") + " FROM {crmagi_missed}{hint} "
+                                 "WHERE {number_key} = %s AND {open} = 1 AND {last_at} <= %s{suffix}").format(**locked)
+        self.open_rows = ("SELECT " + dialect.row_columns("{id}, {user_id}, {attempts}, {alert_id}, {first_at}") +
+                          " FROM {crmagi_missed}{hint} WHERE {number_key} = %s AND {open} = 1{suffix}").format(**locked)
+        self.rows_of = dialect.rows_of
         self.first = "INSERT INTO %s (%s) VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s, %%s, 1, %%s, %%s, %%s, %%s, 1)" % (
             q("crmagi_missed"), ", ".join(map(q, (
                 "id", "number_key", "number", "user_id", "parent_type", "parent_id", "parent_name", "caller_name",
@@ -209,6 +210,7 @@ class MissedCalls:
     def statements(self, plan, rec, owner, now, rows):
         """What the finish of ``rec`` changes, from its ``plan`` and the ``rows`` of the plan's
         read (locked in the finish's transaction)."""
+        rows = self._sql.rows_of(rows)
         if plan.connected:
             return self._close(rows, rec, now)
         users = [owner] if owner else [u for u in self.fallback_users() if u]

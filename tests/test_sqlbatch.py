@@ -2,7 +2,8 @@
 one on SQLite; a failing statement leaves nothing of its transaction; driver errors reach the
 metrics hook (watch_errors) although SQLAlchemy never sees them."""
 import uuid
-from datetime import datetime
+from datetime import date, datetime, timezone
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import text
@@ -110,3 +111,42 @@ def test_driver_errors_reach_the_metrics_hook_but_duplicates_do_not(engine):
         with sqlbatch.transaction(engine) as tx:
             tx.commit([sqlbatch.insert("missing_table", row)])
     assert len(seen) == 1 and seen[0] in ("ProgrammingError", "OperationalError")
+
+
+HOSTILE = ["", "plain", "a'b", 'a"b', "back\\slash", "nul\x00byte", "ctrl-z\x1a", "line\nbreak\r",
+           "'; DROP TABLE t; --", "\\'", "%s %(x)s %%", "Müller Ωμέγα 😀", "".join(map(chr, range(256)))]
+OTHERS = [0, -1, 2 ** 70, True, False, None, 1.5, datetime(2026, 12, 6, 8, 0, 0),
+          datetime(2026, 12, 6, 8, 0, 0, 123), datetime(999, 1, 2, 3, 4, 5),
+          datetime(2026, 12, 6, 8, 0, 0, tzinfo=timezone.utc), date(2026, 12, 6), Decimal("1.10"), b"by'tes"]
+
+
+def test_literals_are_exactly_pymysqls_and_round_trip(crm_url_module):
+    """crmsync.dialect.mysql.literals writes the hot path's values without PyMySQL's dispatch
+    per value: it must write what PyMySQL's own escape writes, for hostile strings and every type,
+    also while the server is in NO_BACKSLASH_ESCAPES mode (quotes doubled, backslashes literal)."""
+    from crmsync.dialect.mysql import literals
+
+    engine = make_engine(crm_url_module, pool_size=1)
+    try:
+        with engine.begin() as c:
+            c.execute(text("DROP TABLE IF EXISTS lit"))
+            c.execute(text("CREATE TABLE lit (n INT PRIMARY KEY, v TEXT) CHARACTER SET utf8mb4"))
+        raw = engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            for mode in ("", "NO_BACKSLASH_ESCAPES"):
+                cursor = raw.cursor()
+                cursor.execute("SET SESSION sql_mode = %s", (mode,))
+                assert literals(conn, HOSTILE + OTHERS) == tuple(conn.escape(v) for v in HOSTILE + OTHERS)
+                cursor.execute("DELETE FROM lit")
+                for n, value in enumerate(HOSTILE):
+                    cursor.execute("INSERT INTO lit (n, v) VALUES (%s, %s)" % literals(conn, (n, value)))
+                cursor.execute("SELECT v FROM lit ORDER BY n")
+                assert [row[0] for row in cursor.fetchall()] == HOSTILE, mode
+                raw.commit()
+        finally:
+            raw.close()
+    finally:
+        with engine.begin() as c:
+            c.execute(text("DROP TABLE IF EXISTS lit"))
+        engine.dispose()
