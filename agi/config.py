@@ -201,8 +201,9 @@ class AgiSettings:
     timeout: float = setting(0.5, _float, "seconds: a request always answers within this, with what it has")
     reply_timeout: float = setting(2.0, _float, "seconds to wait for Asterisk's reply to one command")
     max_sessions: int = setting(500, _int, "concurrent FastAGI sessions per worker; more wait in the accept queue")
-    workers: int = setting(1, _int, "worker processes sharing the port (SO_REUSEPORT); one per core. The parent "
-                                    "restarts a worker that dies; a worker whose parent dies (even by SIGKILL) "
+    workers: int = setting(1, _int, "worker processes, one per core, sharing one socket the parent binds: "
+                                    "a free worker takes the next call. The parent restarts a worker that dies "
+                                    "(calls wait in the queue meanwhile); a worker whose parent dies (even by SIGKILL) "
                                     "drains and exits within a second")
     set_callerid_name: bool = setting(True, _bool, "set CALLERID(name) to the record's name when found")
     log_internal: bool = setting(False, _bool, "also log calls between internal extensions")

@@ -219,6 +219,7 @@ def run(args):
         if sql_log:
             sql_log.mark()
         cpu0, db0, busy0, own0 = _cpu(pids), _cpu(mysqld), machine_busy_seconds(), sum(os.times()[:2])
+        each0 = [cpu_seconds(p) for p in pids]
         tcp0 = tcp_counters()
         sampler = RssSampler(lambda: pids, args.rss_interval)
         sampler.start()
@@ -227,6 +228,7 @@ def run(args):
         results = _generators(args, base)
         wall_end = time.time()
         cpu1, db1, busy1, own1 = _cpu(pids), _cpu(mysqld), machine_busy_seconds(), sum(os.times()[:2])
+        each1 = [cpu_seconds(p) for p in pids]
         tcp1 = tcp_counters()
         samples = sampler.stop()
         rss_end = sum(rss_mb(p) for p in pids)
@@ -253,6 +255,8 @@ def run(args):
                        sampler.peak, start_at, wall_end, written)
     report["ami"] = {"scenario": args.ami_scenario, "calls_streamed": feed.sent_calls,
                      "calls_unseen": feed.skipped_calls, "feed_cpu_s": own1 - own0} if feed else None
+    # Per process (a parent, then its workers in start order): is one worker the bottleneck?
+    report["server_cpu_s_each"] = [round(b - a, 2) for a, b in zip(each0, each1)]
     report["tcp"] = counter_delta(tcp0, tcp1)
     report["rss_samples"] = samples
     report["rss"] = rss_summary(samples)

@@ -108,6 +108,9 @@ def print_report(report, stream=sys.stdout):
              ms(r["mariadb_cpu_ms_per_call"]), ms(r["generator_cpu_ms_per_call"]),
              ", AMI feed %s ms" % ms(1000.0 * r["ami"]["feed_cpu_s"] / r["calls_completed"])
              if r.get("ami") and r["calls_completed"] else ""), file=stream)
+    if len(r.get("server_cpu_s_each") or ()) > 1:
+        print("  crmagi CPU s per process (parent first): %s" % " / ".join("%.1f" % v for v in r["server_cpu_s_each"]),
+              file=stream)
     rss = r.get("rss") or {}
     print("  server RSS: %.0f MB at the end, peak %.0f%s" % (
         r["server_rss_mb"], r["server_rss_peak_mb"],
