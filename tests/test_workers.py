@@ -63,17 +63,21 @@ def both_serve(proc, port):
     return pids
 
 
+def serve_two(crm_url, tmp_path, stderr=subprocess.DEVNULL):
+    """`crmagi serve` with 2 workers on a free port: (the parent's Popen, the port)."""
+    port = free_port()
+    ini = tmp_path / "crmagi.ini"
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
+    return subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=stderr, text=True), port
+
+
 def test_worker_spool_names():
     assert worker_spool("/var/lib/crmagi/spool.sqlite", 1) == "/var/lib/crmagi/spool.w1.sqlite"
 
 
 def test_two_workers_share_the_port_and_stop_on_sigterm(crm_url, tmp_path):
-    port = free_port()
-    ini = tmp_path / "crmagi.ini"
-    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
-                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
-    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)],
-                            stderr=subprocess.PIPE, text=True)
+    proc, port = serve_two(crm_url, tmp_path, stderr=subprocess.PIPE)
     try:
         both_serve(proc, port)
         deadline = time.monotonic() + 20
@@ -221,11 +225,7 @@ def test_one_worker_follows_ami_and_updates_that_beat_their_row_wait_for_it(crm_
 def test_workers_exit_when_their_parent_is_killed(crm_url, tmp_path):
     """SIGKILL of the parent cannot be passed on: the workers notice and drain by themselves
     instead of keeping the port, the AMI login and database connections as orphans."""
-    port = free_port()
-    ini = tmp_path / "crmagi.ini"
-    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
-                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
-    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.DEVNULL)
+    proc, port = serve_two(crm_url, tmp_path)
     try:
         assert place_calls(port, 1) == 1
         children = wait_for(lambda: subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
@@ -292,11 +292,7 @@ def test_calls_queued_when_a_worker_dies_are_served_by_the_others(crm_url, tmp_p
     is killed and worker 1 thawed."""
     import threading
 
-    port = free_port()
-    ini = tmp_path / "crmagi.ini"
-    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
-                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
-    proc = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=subprocess.DEVNULL)
+    proc, port = serve_two(crm_url, tmp_path)
     try:
         first, second = both_serve(proc, port)
         for pid in (first, second):
