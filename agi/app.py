@@ -222,6 +222,10 @@ class App:
             log.warning("CRM not ready yet (%s); lookups answer CRM_STATUS=error until it is", exc)
 
     def stop(self, timeout=5.0):
+        if self.agi is not None:
+            # New calls are refused at once: what follows may take seconds (the backfill, the
+            # AMI effects), and a call queued meanwhile would wait for nothing.
+            self.agi.close()
         if self.backfill is not None:    # a write it began is durable: the spool finishes it
             self.backfill.join(timeout)
             self.backfill.kill()

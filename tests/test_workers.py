@@ -1,5 +1,6 @@
 """Tier c: `crmagi serve` with [agi] workers = 2: two processes on one port, both answering,
 and one /metrics and /healthz for both, served by the parent."""
+import contextlib
 import os
 import shutil
 import signal
@@ -34,41 +35,69 @@ def workers_of(proc):
     return wait_for(both, timeout=20)
 
 
-def place_calls_on(port, worker, others, count, timeout=10.0):
-    """``count`` inbound calls that only ``worker`` can take: the ``others`` are frozen (SIGSTOP)
-    meanwhile.  The workers share one accept queue, so a frozen worker's share goes to the one that
-    is free; a call placed before ``worker`` is up waits in the queue (up to ``timeout``)."""
-    for other in others:
-        os.kill(other, signal.SIGSTOP)
+@contextlib.contextmanager
+def frozen(*pids):
+    """The workers ``pids`` stopped (SIGSTOP) for the block.  The workers share one accept queue,
+    so the others take every call meanwhile; a dead one is skipped when thawing."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     try:
-        placed = 0
-        for _ in range(count):
-            first, last = SimulatedCall(("127.0.0.1", port), "incoming", number="4930123400",
-                                        callerid="+4930999999").run(dial={"DIALSTATUS": "NOANSWER"}, timeout=timeout)
-            # A connection reset also leaves AGISTATUS=SUCCESS (Asterisk goes on): the call was
-            # served only if crmagi set CRM_STATUS.
-            placed += (first.agistatus, last.agistatus) == ("SUCCESS", "SUCCESS") and \
-                first.variables.get("CRM_STATUS") is not None
-        return placed
+        yield
     finally:
-        for other in others:
-            os.kill(other, signal.SIGCONT)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+
+def served_calls(port, count, timeout=10.0):
+    """How many of ``count`` inbound calls crmagi served; a call placed while no worker accepts
+    waits in the queue (up to ``timeout``).  A connection reset also leaves AGISTATUS=SUCCESS
+    (Asterisk goes on): a call counts only if crmagi set CRM_STATUS."""
+    served = 0
+    for _ in range(count):
+        first, last = SimulatedCall(("127.0.0.1", port), "incoming", number="4930123400",
+                                    callerid="+4930999999").run(dial={"DIALSTATUS": "NOANSWER"}, timeout=timeout)
+        served += (first.agistatus, last.agistatus) == ("SUCCESS", "SUCCESS") and \
+            first.variables.get("CRM_STATUS") is not None
+    return served
+
+
+def worker_pid(proc, index):
+    """The pid of worker ``index`` of ``proc`` (its command line says which it is)."""
+    for pid in workers_of(proc):
+        with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+            args = cmdline.read().split(b"\0")
+        if args[args.index(b"--worker") + 1] == str(index).encode():
+            return pid
+    raise AssertionError("no worker %d" % index)
 
 
 def both_serve(proc, port):
     """Both workers accept calls (one call each, the other frozen): a worker still starting
     (seconds on a loaded box) would otherwise leave every call to the first."""
     pids = workers_of(proc)
-    assert [place_calls_on(port, pid, set(pids) - {pid}, 1, timeout=30) for pid in pids] == [1, 1]
+    served = []
+    for pid in pids:
+        with frozen(*(set(pids) - {pid})):
+            served.append(served_calls(port, 1, timeout=30))
+    assert served == [1, 1]
     return pids
 
 
-def serve_two(crm_url, tmp_path, stderr=subprocess.DEVNULL):
+def queued(port):
+    """Connections waiting to be accepted on 127.0.0.1:``port`` (the Recv-Q of its listeners)."""
+    lines = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True).stdout
+    return sum(int(line.split()[1]) for line in lines.splitlines() if line.strip())
+
+
+def serve_two(crm_url, tmp_path, stderr=subprocess.DEVNULL, agi=""):
     """`crmagi serve` with 2 workers on a free port: (the parent's Popen, the port)."""
     port = free_port()
     ini = tmp_path / "crmagi.ini"
-    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
-                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, free_port()))
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n%s"
+                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, agi, free_port()))
     return subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=stderr, text=True), port
 
 
@@ -142,8 +171,11 @@ def test_two_workers_give_one_metrics_view(crm_url, tmp_path):
                             text=True, env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)))
     try:
         workers = workers_of(proc)
-        # 20 calls on each worker: while one is frozen the other takes every call.
-        assert [place_calls_on(port, pid, set(workers) - {pid}, 20) for pid in workers] == [20, 20]
+        served = []
+        for pid in workers:             # 20 calls on each worker: while one is frozen the other takes all
+            with frozen(*(set(workers) - {pid})):
+                served.append(served_calls(port, 20))
+        assert served == [20, 20]
         wait_for(lambda: value(metrics(address), "crmagi_calls_total", route="hangup", crm_status="none") == 40,
                  timeout=10)
         text = metrics(address)
@@ -190,8 +222,8 @@ def test_one_worker_follows_ami_and_updates_that_beat_their_row_wait_for_it(crm_
                             text=True)
     engine = make_engine(crm_url)
     try:
-        both_serve(proc, port)                      # calls of both workers, updates of the other's calls
-        assert place_calls(port, 1) == 1
+        both_serve(proc, port)
+        zero, one = worker_pid(proc, 0), worker_pid(proc, 1)
         wait_for(lambda: len(feed.clients) == 1, timeout=10)
         epoch, linkedids = int(time.time()), []
         for serial in range(1, 21):
@@ -199,7 +231,12 @@ def test_one_worker_follows_ami_and_updates_that_beat_their_row_wait_for_it(crm_
             assert feed.send_call(scenario, linkedid, serial, epoch)
             call = SimulatedCall(("127.0.0.1", port), "incoming", number="4930123400", callerid="+4930999999",
                                  uniqueid=linkedid)
-            first, last = call.run(dial={"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "5", "DIALEDPEERNUMBER": "101"})
+            if serial % 2 == 0:
+                time.sleep(0.3)         # worker 0 reads the events first: its update beats the row
+            # Odd calls on worker 0, even ones on worker 1, which gets its updates from worker 0.
+            with frozen(one if serial % 2 else zero):
+                first, last = call.run(dial={"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "5",
+                                             "DIALEDPEERNUMBER": "101"})
             assert (first.agistatus, last.agistatus) == ("SUCCESS", "SUCCESS")
             linkedids.append(linkedid)
 
@@ -294,23 +331,75 @@ def test_calls_queued_when_a_worker_dies_are_served_by_the_others(crm_url, tmp_p
 
     proc, port = serve_two(crm_url, tmp_path)
     try:
-        first, second = both_serve(proc, port)
-        for pid in (first, second):
-            os.kill(pid, signal.SIGSTOP)
         results = []
-        callers = [threading.Thread(target=lambda: results.append(place_calls_on(port, None, (), 1, timeout=30)))
+        callers = [threading.Thread(target=lambda: results.append(served_calls(port, 1, timeout=30)))
                    for _ in range(6)]
-        try:
+        with frozen(*both_serve(proc, port)):
             for caller in callers:
                 caller.start()
-            time.sleep(1)                               # all six connected and queued
-            os.kill(first, signal.SIGKILL)
+            wait_for(lambda: queued(port) == 6, timeout=10)
+            os.kill(worker_pid(proc, 0), signal.SIGKILL)
             time.sleep(0.5)
-        finally:
-            os.kill(second, signal.SIGCONT)
         for caller in callers:
             caller.join(timeout=60)
         assert results == [1] * 6
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_a_call_arriving_during_the_drain_is_refused_at_once(crm_url, tmp_path):
+    """SIGTERM: the workers drain their sessions, and the port closes with them.  A call arriving
+    meanwhile is refused at once (Asterisk goes on without us) rather than left in the accept queue
+    the parent still held until the last worker had exited, and then reset."""
+    proc, port = serve_two(crm_url, tmp_path, agi="reply_timeout = 8\n")
+    held = None
+    try:
+        both_serve(proc, port)
+        # A session in progress: its environment sent, the worker's first command never answered.
+        held = socket.create_connection(("127.0.0.1", port), timeout=10)
+        held.sendall(b"agi_network_script: incoming\nagi_uniqueid: 1.1\nagi_callerid: 4930999999\n\n")
+        assert held.recv(100).startswith(b"GET FULL VARIABLE")
+        proc.send_signal(signal.SIGTERM)
+
+        wait_for(lambda: refused(port), timeout=5)
+        assert proc.poll() is None              # refused while the held session still drains
+    finally:
+        if held is not None:
+            held.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_with_every_worker_dead_calls_are_refused_until_one_runs_again(crm_url, tmp_path):
+    """Asterisk waits for an AGI server's first command without a time limit: while no worker
+    runs, the parent closes the port so that calls are refused (the dialplan goes on without the
+    CRM) rather than held in silence; a restarted worker gets it bound again."""
+    proc, port = serve_two(crm_url, tmp_path)
+    try:
+        for pid in both_serve(proc, port):
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: refused(port), timeout=5)
+        wait_for(lambda: served_calls(port, 1, timeout=10) == 1, timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+def test_a_worker_started_by_hand_is_refused(crm_url, tmp_path):
+    """`--worker` is for the processes `crmagi serve` starts, which get its socket: alone, with
+    [agi] workers > 1, it would bind the port for itself."""
+    ini = tmp_path / "crmagi.ini"
+    ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n"
+                   % (crm_url, free_port()))
+    done = subprocess.run([sys.executable, "-m", "agi.cli", "serve", "--worker", "1", "-c", str(ini)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--worker is for the processes `crmagi serve` starts itself" in done.stderr

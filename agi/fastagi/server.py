@@ -91,6 +91,11 @@ class FastAgiServer:
         log.info("FastAGI listening on %s:%d (routes: %s)", self.address[0], self.address[1],
                  ", ".join(self.router.names()))
 
+    def close(self):
+        """Stop accepting now (the listening socket closes); sessions in progress go on."""
+        if not self.server.closed:
+            self.server.close()
+
     def stop(self, timeout=5.0):
         """Stop accepting, let running sessions finish for ``timeout`` s, then kill them."""
         self.server.stop(timeout=timeout)

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 
+from agi.errors import ConfigError
 from agi.ops import systemd
 
 log = logging.getLogger("crmagi.workers")
@@ -42,13 +43,13 @@ def worker_command(config_path, index, listen=None, listen_fd=None):
 def run_workers(config_path, count, listen=None, metrics_listen=None, address=None):
     """Run ``count`` workers until SIGTERM/SIGINT; returns the exit status.  ``address``: the
     FastAGI (host, port), bound here for all workers; a port taken raises ConfigError."""
-    listener = _listen(address)
+    port = SharedPort(address)
     metrics_dir, own_dir = metrics_directory(os.environ)
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=metrics_dir, **{PARENT_ENV: str(os.getpid())})
 
     def start(index):
-        return subprocess.Popen(worker_command(config_path, index, listen, listener.fileno()), env=env,
-                                pass_fds=(listener.fileno(),))
+        fd = port.fd()
+        return subprocess.Popen(worker_command(config_path, index, listen, fd), env=env, pass_fds=(fd,))
 
     procs = {i: start(i) for i in range(count)}
     monitor = None
@@ -64,19 +65,18 @@ def run_workers(config_path, count, listen=None, metrics_listen=None, address=No
     # Ready once started: the port is bound, and calls queue on it until a worker accepts them.
     systemd.notify("READY=1\nSTATUS=%d FastAGI workers" % count)
     while not stopping:
-        for index, proc in list(procs.items()):
-            if proc.poll() is not None:
-                log.error("worker %d (pid %d) exited with %s; restarting", index, proc.pid, proc.returncode)
-                _forget_worker(proc.pid, metrics_dir)
-                time.sleep(RESTART_DELAY)
-                procs[index] = start(index)
+        dead = [index for index, proc in procs.items() if proc.poll() is not None]
+        if dead:
+            _restart(procs, dead, port, start, metrics_dir)
         time.sleep(0.2)
     systemd.notify("STOPPING=1\nSTATUS=draining")
+    # The port closes as soon as the draining workers close their copies: a call arriving during
+    # the drain is refused at once (Asterisk goes on) instead of waiting in a queue nobody reads.
+    port.close()
     for proc in procs.values():
         proc.send_signal(signal.SIGTERM)
     for proc in procs.values():
         proc.wait()
-    listener.close()
     if monitor is not None:
         monitor.stop()
     if own_dir:
@@ -84,8 +84,42 @@ def run_workers(config_path, count, listen=None, metrics_listen=None, address=No
     return 0
 
 
+def _restart(procs, dead, port, start, metrics_dir):
+    if len(dead) == len(procs):
+        port.close()            # no worker left: refuse calls until one runs again
+    for index in dead:
+        log.error("worker %d (pid %d) exited with %s; restarting", index, procs[index].pid, procs[index].returncode)
+        _forget_worker(procs[index].pid, metrics_dir)
+    time.sleep(RESTART_DELAY)
+    for index in dead:
+        try:
+            procs[index] = start(index)
+        except ConfigError as exc:          # the port was taken meanwhile: tried again next round
+            log.error("worker %d not restarted: %s", index, exc)
+
+
+class SharedPort:
+    """The FastAGI socket the workers share, open only while a worker runs.  Asterisk waits for
+    an AGI server's first command without a time limit: with no worker, a call queued on a socket
+    nobody reads would hold its caller in silence, where a refused one goes on in the dialplan."""
+
+    def __init__(self, address):
+        self.address = address
+        self.sock = _listen(address)
+
+    def fd(self):
+        """The socket's descriptor; bound again if it was closed."""
+        if self.sock is None:
+            self.sock = _listen(self.address)
+        return self.sock.fileno()
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
 def _listen(address):
-    from agi.errors import ConfigError
     from agi.fastagi.server import make_listener
 
     try:
