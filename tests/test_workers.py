@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import bindparam, text
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -403,3 +404,23 @@ def test_a_worker_started_by_hand_is_refused(crm_url, tmp_path):
     done = subprocess.run([sys.executable, "-m", "agi.cli", "serve", "--worker", "1", "-c", str(ini)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--worker is for the processes `crmagi serve` starts itself" in done.stderr
+
+
+def test_a_port_freed_within_the_bind_wait_is_taken():
+    """SIGKILL of the parent: its workers hold the port until they notice (about a second).  A
+    crmagi started at once (a supervisor's restart) waits for the port instead of failing."""
+    import threading
+
+    from agi.errors import ConfigError
+    from agi.ops.workers import _listen
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    address = holder.getsockname()
+    with pytest.raises(ConfigError):
+        _listen(address, wait=0)
+    threading.Timer(1.0, holder.close).start()
+    started = time.monotonic()
+    _listen(address, wait=10).close()
+    assert 0.8 < time.monotonic() - started < 5

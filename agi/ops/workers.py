@@ -9,6 +9,7 @@ restarts one that dies, passes SIGTERM/SIGINT on, and serves /metrics and
 PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode), which this
 process merges when scraped (agi/ops/metrics.py).
 """
+import errno
 import glob
 import logging
 import os
@@ -24,6 +25,7 @@ from agi.ops import systemd
 
 log = logging.getLogger("crmagi.workers")
 RESTART_DELAY = 1.0
+BIND_WAIT = 5.0     # seconds a port in use is waited for at start (see _listen)
 # The parent's pid, given to each worker: a worker reading os.getppid() itself would, if the
 # parent died while the worker was still starting, take its new parent (init) for its own.
 PARENT_ENV = "CRMAGI_PARENT_PID"
@@ -119,14 +121,22 @@ class SharedPort:
             self.sock = None
 
 
-def _listen(address):
+def _listen(address, wait=None):
+    """The shared socket bound to ``address``.  A port in use is waited for ``BIND_WAIT`` s: the
+    workers of a crmagi killed just before (SIGKILL cannot be passed on) hold it until they have
+    noticed and stopped accepting, about a second (exit_with_parent)."""
     from agi.fastagi.server import make_listener
 
-    try:
-        return make_listener(address)
-    except OSError as exc:
-        raise ConfigError("config [agi] listen: cannot listen on %s:%d (%s)" % (address[0], address[1],
-                                                                               exc.strerror or exc)) from None
+    deadline = time.monotonic() + (BIND_WAIT if wait is None else wait)
+    while True:
+        try:
+            return make_listener(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            raise ConfigError("config [agi] listen: cannot listen on %s:%d (%s)" % (
+                address[0], address[1], exc.strerror or exc)) from None
 
 
 def metrics_directory(environ):
