@@ -125,6 +125,9 @@ def _crm_url(value):
     if backend not in _DATABASES:
         raise PlainError("%s databases are not supported (mysql+pymysql://, mssql+pymssql:// or sqlite:///)"
                          % backend)
+    if backend in ("mysql", "mariadb") and driver != "pymysql":
+        # The hot path speaks PyMySQL itself (its escaping, multi-statement packets: crmsync/dialect).
+        raise PlainError("MariaDB/MySQL is reached through PyMySQL: write %s+pymysql://user:pass@host/db" % backend)
     if backend == "mssql":
         if driver != "pymssql":
             raise PlainError("SQL Server is reached through pymssql: write mssql+pymssql://user:pass@host/db")

@@ -197,6 +197,8 @@ def test_an_mssql_url_without_the_extra_names_the_key_and_the_extra(tmp_path, mo
     ("mssql+pyodbc://crm:s3cret@db/sugarcrm", "mssql+pymssql://"),
     ("mssql://crm:s3cret@db/sugarcrm", "mssql+pymssql://"),
     ("postgresql://crm:s3cret@db/crm", "postgresql databases are not supported"),
+    ("mysql://crm:s3cret@db/crm", "mysql+pymysql://"),
+    ("mysql+mysqldb://crm:s3cret@db/crm", "mysql+pymysql://"),
 ])
 def test_other_database_urls_are_refused_by_key(tmp_path, url, says):
     with pytest.raises(ConfigError, match=r"^config \[crm\] url: ") as caught:
