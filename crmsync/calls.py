@@ -354,7 +354,13 @@ class CallStore:
                 "id": str(uuid.uuid4()), "call_id": rec.call_id, rec.link_column: rec.parent_id,
                 "required": "1", "accept_status": "none", "date_modified": now, "deleted": 0})))
         if rec.assigned_user_id:
-            out.append(self.link_user_statement(rec.call_id, rec.assigned_user_id, now))
+            # A plain INSERT (65-120 us in MariaDB against 165 us for the WHERE NOT EXISTS form): a
+            # new call has no links yet.  A second start fails on crmagi_calls' key above, and a
+            # live update links a user only once the call's row exists (livecalls.py).
+            self.table("calls_users")        # checked to exist, as every table written
+            out.append(self.insert("calls_users", {
+                "id": str(uuid.uuid4()), "call_id": rec.call_id, "user_id": rec.assigned_user_id,
+                "required": "1", "accept_status": "accept", "date_modified": now, "deleted": 0}))
         return out
 
     def insert(self, table, values):
