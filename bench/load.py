@@ -218,8 +218,8 @@ def run(args):
         schedule = AmiSchedule(feed, scenario, base, args.ami_delay) if feed else None
         if sql_log:
             sql_log.mark()
-        cpu0, db0, busy0, own0 = _cpu(pids), _cpu(mysqld), machine_busy_seconds(), sum(os.times()[:2])
         each0 = [cpu_seconds(p) for p in pids]
+        cpu0, db0, busy0, own0 = sum(each0), _cpu(mysqld), machine_busy_seconds(), sum(os.times()[:2])
         tcp0 = tcp_counters()
         sampler = RssSampler(lambda: pids, args.rss_interval)
         sampler.start()
@@ -227,8 +227,8 @@ def run(args):
             schedule.start()
         results = _generators(args, base)
         wall_end = time.time()
-        cpu1, db1, busy1, own1 = _cpu(pids), _cpu(mysqld), machine_busy_seconds(), sum(os.times()[:2])
         each1 = [cpu_seconds(p) for p in pids]
+        cpu1, db1, busy1, own1 = sum(each1), _cpu(mysqld), machine_busy_seconds(), sum(os.times()[:2])
         tcp1 = tcp_counters()
         samples = sampler.stop()
         rss_end = sum(rss_mb(p) for p in pids)

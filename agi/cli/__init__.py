@@ -80,8 +80,9 @@ def serve(config_path, listen, worker, listen_fd, verbose):
         if worker is not None and listen_fd is None and cfg.agi.workers > 1:
             raise ConfigError("--worker is for the processes `crmagi serve` starts itself (they get the "
                               "FastAGI socket it binds for all of them); run `crmagi serve` without it")
-        listener = None if listen_fd is None else socket.socket(fileno=listen_fd)
-        if listener is not None:
+        listener = None
+        if listen_fd is not None:
+            listener = socket.socket(fileno=listen_fd)
             listener.set_inheritable(False)
         app = App(cfg, popup_server=worker in (None, 0), worker_metrics=worker is not None,
                   listener=listener).start()

@@ -44,6 +44,12 @@ def literals(conn, params):
     return tuple(out)
 
 
+def _packet(cursor, statements):
+    """``(sql, params)`` statements as the text of one multi-statement packet."""
+    conn = cursor.connection
+    return ";\n".join([sql % literals(conn, params) for sql, params in statements])
+
+
 def errno(exc):
     """The server's error number of a DBAPI error (or of the one SQLAlchemy wrapped), else None."""
     args = getattr(getattr(exc, "orig", exc), "args", ())
@@ -104,8 +110,7 @@ class MySQL:
 
     def run_batch(self, raw, cursor, statements):
         """Run ``statements`` and commit, in one round trip; the first result set's rows."""
-        conn = cursor.connection
-        cursor.execute(";\n".join([sql % literals(conn, params) for sql, params in statements] + ["COMMIT"]))
+        cursor.execute(_packet(cursor, [*statements, ("COMMIT", ())]))
         first = list(cursor.fetchall() or ())
         while cursor.nextset():
             pass
@@ -113,8 +118,7 @@ class MySQL:
 
     def read_sets(self, cursor, queries):
         """Each SELECT's rows, the SELECTs sent as one packet."""
-        conn = cursor.connection
-        cursor.execute(";\n".join([sql % literals(conn, params) for sql, params in queries]))
+        cursor.execute(_packet(cursor, queries))
         sets = [[tuple(row) for row in cursor.fetchall() or ()]]
         while cursor.nextset():
             sets.append([tuple(row) for row in cursor.fetchall() or ()])
