@@ -23,7 +23,7 @@ import select
 import socket
 import time
 
-from agi.demo.asterisk_commands import Channel, answer
+from agi.demo.asterisk_commands import Channel, answer, assignments
 from agi.fastagi.protocol import AgiEnv
 from agi.demo.simulator import DEFAULT_THREADID, env_block, take_line
 
@@ -38,7 +38,7 @@ def serial_of(index, i):
 
 # -- Asterisk's replies, fast -----------------------------------------------------------
 # agi.demo.asterisk_commands.answer() parses every line character by character; crmagi's calls
-# are ~20 SET/GET VARIABLE lines each.  For those, when the line has the plain shape
+# are SET/GET VARIABLE lines.  For those, when the line has the plain shape
 # (words and "quoted words" without backslashes), parse_args() is exactly a tokenizer, so
 # fast_answer() does the same thing without the per-character loop.  Everything else goes
 # to answer() itself.  tests/test_bench_smoke.py checks both agree, on the recorded lines
@@ -54,9 +54,10 @@ def fast_answer(chan, line, astdb, assigned):
         text = line[:-1].decode("utf-8", "surrogateescape")
         if _PLAIN.fullmatch(text):
             argv = [m.group(1) if m.group(1) is not None else m.group(2) for m in _TOKEN.finditer(text)]
-            if line[0] == 83 and len(argv) == 4:       # "S": SET VARIABLE name value
-                chan.write(argv[2], argv[3])
-                assigned[argv[2]] = argv[3]
+            if line[0] == 83 and len(argv) == 4:       # "S": SET VARIABLE name value (or ARRAY(...))
+                for name, value in assignments(argv[2], argv[3]):
+                    chan.write(name, value)
+                    assigned[name] = value
                 return b"200 result=1\n"
             if line[0] == 71 and len(argv) == 3:       # "G": GET VARIABLE name
                 value = chan.read(argv[2])

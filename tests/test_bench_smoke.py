@@ -58,7 +58,9 @@ def test_fast_answer_is_answer_on_the_recorded_commands():
               b"GET VARIABLE CRM_CALL\n", b"GET VARIABLE HANGUPCAUSE\n", b"GET VARIABLE EMPTY\n",
               b"GET VARIABLE UNSET\n", b'SET VARIABLE X ""\n', b"SET VARIABLE A B C\n", b"GET VARIABLE\n",
               b'SET VARIABLE X "two words"\n', b"SET VARIABLE X\ttab\n", b'SET VARIABLE X a"b"\n',
-              b"set variable X y\n", b"GET VARIABLE CHANNEL(linkedid)\n", b"GET VARIABLE EXTEN\n"]
+              b"set variable X y\n", b"GET VARIABLE CHANNEL(linkedid)\n", b"GET VARIABLE EXTEN\n",
+              b'SET VARIABLE ARRAY(CRM_STATUS,CRM_MODULE,CALLERID(name)) "found,Contacts,Anna"\n',
+              b'SET VARIABLE array(A,B) "x\\\\,y,(z,w)"\n', b"SET VARIABLE ARRAY(A,B) x\n"]
     assert len(lines) > 50
     for line in lines:
         _same(line)
@@ -69,7 +71,8 @@ _TEXT = st.text(alphabet=st.sampled_from(list('ab Z09 \t"\\()$_{}-.|\'') + ["ä"
 
 
 @settings(max_examples=400, deadline=None)
-@given(verb=st.sampled_from([b"SET VARIABLE ", b"GET VARIABLE "]), rest=_TEXT, dead=st.booleans())
+@given(verb=st.sampled_from([b"SET VARIABLE ", b"GET VARIABLE ", b"SET VARIABLE ARRAY(A,B) "]), rest=_TEXT,
+       dead=st.booleans())
 def test_fast_answer_is_answer_on_generated_lines(verb, rest, dead):
     _same(verb + rest.encode("utf-8") + b"\n", dead)
 

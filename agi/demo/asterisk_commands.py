@@ -64,6 +64,41 @@ def parse_args(line: str) -> List[str]:
     return args
 
 
+def separate_args(text: str, delim: str = ",") -> List[str]:
+    """main/app.c __ast_app_separate_args() with remove_chars (AST_STANDARD_APP_ARGS): the
+    delimiter splits outside parentheses, brackets and double quotes; quotes are dropped and a
+    backslash makes the next character literal (and is dropped)."""
+    args, current, paren, bracket, quoted, i = [], [], 0, 0, False, 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            i += 1
+            if i < len(text):
+                current.append(text[i])
+        elif char == '"' and delim != '"':
+            quoted = not quoted
+        elif char == delim and not (paren or bracket or quoted):
+            args.append("".join(current))
+            current = []
+        else:
+            paren += 1 if char == "(" else -1 if char == ")" and paren else 0
+            bracket += 1 if char == "[" else -1 if char == "]" and bracket else 0
+            current.append(char)
+        i += 1
+    if current or args or text:
+        args.append("".join(current))
+    return args
+
+
+def assignments(name: str, value: str) -> List[Tuple[str, str]]:
+    """What ``SET VARIABLE name value`` assigns: func_strings.c ARRAY(n1,n2,...) sets each name
+    to its value of the comma-separated list (missing ones to ""); any other name, itself."""
+    if name.upper().startswith("ARRAY(") and name.endswith(")"):
+        names, values = separate_args(name[6:-1]), separate_args(value)
+        return [(var, values[i] if i < len(values) else "") for i, var in enumerate(names)]
+    return [(name, value)]
+
+
 def find_command(argv: List[str]) -> Optional[str]:
     """The command's lower-case name ("get full variable"), or None: ``510``."""
     words = tuple(word.lower() for word in argv)
@@ -187,8 +222,9 @@ def _run(name: str, chan: Channel, argv: List[str], astdb, assigned) -> Optional
     """One command's reply, or None for a 520 usage reply (the argc checks of res_agi.c)."""
     argc, key = len(argv), tuple(argv[2:4])
     if name == "set variable" and argc == 4:
-        chan.write(argv[2], argv[3])
-        assigned[argv[2]] = argv[3]
+        for var, value in assignments(argv[2], argv[3]):
+            chan.write(var, value)
+            assigned[var] = value
         return "200 result=1\n"
     if name == "get variable" and argc == 3:
         return _value(chan.read(argv[2]))

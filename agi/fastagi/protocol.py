@@ -138,6 +138,66 @@ def set_variable(name, value) -> bytes:
     return format_command("SET VARIABLE", check_name(name), args=(value,))
 
 
+# ARRAY() splits its value like application arguments (main/app.c __ast_app_separate_args):
+# a comma ends a value, quotes, parentheses and brackets group, and a backslash makes the next
+# character literal.  Escaping each of these characters keeps any value whole (checked on
+# Asterisk 22.10.1 with commas, quotes, parentheses, brackets, backslashes, ${...}, leading and
+# trailing spaces and non-ASCII text: tests/test_agi_multivar_peer.py).
+_ARRAY_SPECIAL = re.compile(r'([\\,"()\[\]])')
+
+
+def array_escape(value: str) -> str:
+    return _ARRAY_SPECIAL.sub(r"\\\1", value)
+
+
+def set_variables(pairs) -> List[bytes]:
+    """Command lines that set every ``(name, value)`` of ``pairs``, in order, in as few
+    commands as fit Asterisk's line: several at once through ``SET VARIABLE ARRAY(n1,n2,...)``
+    (each command is a round trip; Asterisk takes no pipelining), a lone one plainly."""
+    lines, names, values = [], [], []
+    for name, value in pairs:
+        check_name(name)
+        value = "" if value is None else str(value)
+        if names and _array_size(names + [name], values + [value]) > MAX_COMMAND:
+            lines.append(_set_line(names, values))
+            names, values = [], []
+        names.append(name)
+        values.append(value)
+    if names:
+        lines.append(_set_line(names, values))
+    return lines
+
+
+def _set_line(names, values) -> bytes:
+    return set_variable(names[0], values[0]) if len(names) == 1 else _array_line(names, values)
+
+
+def _array_line(names, values) -> bytes:
+    return format_command("SET VARIABLE", "ARRAY(%s)" % ",".join(names),
+                          args=(",".join(array_escape(v) for v in values),))
+
+
+def _array_size(names, values) -> int:
+    """Bytes of ``_array_line(names, values)``, which refuses a line past MAX_COMMAND."""
+    text = "SET VARIABLE ARRAY(%s) %s\n" % (",".join(names), quote(",".join(array_escape(v) for v in values)))
+    return len(text.encode("utf-8"))
+
+
+def joined_expression(expressions, separator) -> str:
+    """One GET FULL VARIABLE expression for several: Asterisk substitutes each ``${...}`` and
+    copies its value as it is, so the values come back between the separators."""
+    return separator.join(expressions)
+
+
+def split_values(text, separator, count) -> Optional[List[str]]:
+    """The ``count`` values of a joined expression's reply, or None when they cannot be told
+    apart (a value held the separator): the caller then reads them one by one."""
+    if text is None:
+        return None
+    values = text.split(separator)
+    return values if len(values) == count else None
+
+
 def get_variable(name) -> bytes:
     return format_command("GET VARIABLE", check_name(name))
 

@@ -119,19 +119,25 @@ def _cnam(value):
     return value if value and value.lower() != "unknown" else None
 
 
+LINKEDID = "${CHANNEL(linkedid)}"
+
+
 def _linkedid(session):
-    return session.get_full_variable("${CHANNEL(linkedid)}") or session.env.get("uniqueid", "")
+    return session.get_full_variable(LINKEDID) or session.env.get("uniqueid", "")
 
 
 MAX_VALUE = 255          # Asterisk reads at most 2047 bytes per command line
 
 
-def _answer(session, values, result, flow):
-    for name, value in values.items():
-        session.set_variable(name, value[:MAX_VALUE])
+def _answer(session, values, result, flow, record):
+    """The contract's variables, the caller's name and CRM_CALL (the hangup request's start of
+    the call), set in one command where they fit (protocol.set_variables)."""
+    values = {name: value[:MAX_VALUE] for name, value in values.items()}
     caller = result.caller if result else None
     if caller and flow.set_callerid_name and caller.name:
-        session.set_variable("CALLERID(name)", caller.name[:80])
+        values["CALLERID(name)"] = caller.name[:80]
+    values["CRM_CALL"] = callstate.pack(record)
+    session.set_variables(values)
 
 
 def user_for_extension(directory, extension):
@@ -151,8 +157,7 @@ def _deadline(flow, accepted_at):
 def _reply_then_write(session, flow, job, record, result):
     """Answer the dialplan and close (Asterisk moves on), then give a late lookup more
     time and write the start of the call."""
-    _answer(session, _lookup_vars(result, record.call_id), result, flow)
-    session.set_variable("CRM_CALL", callstate.pack(record))
+    _answer(session, _lookup_vars(result, record.call_id), result, flow, record)
     session.close()
     write_start(flow, job, record, result)
 
@@ -190,12 +195,15 @@ def incoming(session, flow: CallFlow, accepted_at: float):
     _reply_then_write(session, flow, job, record, result)
 
 
-def _click_mark(session, flow, dialled):
-    """The click-to-call mark crmagi's own Originate put on this channel, when it is valid and
-    for this number; None for every other outbound call (and without a [webpush] secret)."""
+def _linkedid_and_mark(session, flow, dialled):
+    """The call's linkedid and the click-to-call mark crmagi's own Originate put on this
+    channel when it is valid and for this number (None for every other outbound call, and
+    without a [webpush] secret): one command."""
     if not flow.click_secret:
-        return None
-    return valid_mark(flow.click_secret, session.get_variable(clickmark.VARIABLE), dialled, time.time())
+        return _linkedid(session), None
+    linkedid, text = session.get_full_variables((LINKEDID, "${%s}" % clickmark.VARIABLE))
+    mark = valid_mark(flow.click_secret, text, dialled, time.time()) if text else None
+    return linkedid or session.env.get("uniqueid", ""), mark
 
 
 def valid_mark(secret, text, dialled, now):
@@ -227,12 +235,11 @@ def outgoing(session, flow: CallFlow, accepted_at: float):
         session.set_variable("CRM_STATUS", "internal")
         session.close()
         return
-    mark = _click_mark(session, flow, dialled)
+    linkedid, mark = _linkedid_and_mark(session, flow, dialled)
     # A click-to-call shows the callee on the user's phone; the user is in the mark.
     extension = mark.extension if mark else callstate.clean(env.get("callerid"))
     job = None if mark and mark.record_id else flow.start_lookup(flow.directory.lookup, dialled)
     user_job = flow.start_lookup(flow.directory.user_by_extension, extension) if extension and not mark else None
-    linkedid = _linkedid(session)
     call_id = flow.call_id_for(flow.system_name, linkedid)
     result = clicked(mark, dialled) if job is None else flow.wait_lookup(job, deadline)
     user = flow.wait_lookup(user_job, deadline)
@@ -247,6 +254,7 @@ def outgoing(session, flow: CallFlow, accepted_at: float):
 
 HANGUP_VARS = ("CRM_CALL", "DIALSTATUS", "ANSWEREDTIME", "DIALEDTIME",
                "DIALEDPEERNUMBER", "MEMBERINTERFACE", "MIXMONITOR_FILENAME", "HANGUPCAUSE")
+HANGUP_READS = tuple("${%s}" % name for name in HANGUP_VARS)
 
 
 def hangup(session, flow: CallFlow, accepted_at: float):
@@ -255,9 +263,11 @@ def hangup(session, flow: CallFlow, accepted_at: float):
     The end of the call is made durable (written ahead) before ``CRM_HANGUP=done`` tells
     the include not to keep it in AstDB: a crmagi killed at any point of this request
     loses nothing -- at worst the end is applied twice, which changes nothing."""
-    values = {name: session.get_variable(name) for name in HANGUP_VARS}
+    # One command reads the variables and the AstDB keys of calls that ended while crmagi was down.
+    *read, keys = session.get_full_variables(HANGUP_READS + (ended.keys_expression(flow.ended_family),))
+    values = dict(zip(HANGUP_VARS, read))
     record = end_of_call(values, lambda: _rebuild_from_channel(session, flow))
-    _collect_ended(session, flow)
+    _collect_ended(session, flow, keys)
     ticket = None if record is None else flow.writer.begin("finish", record)
     if ticket is None or ticket.durable:
         session.set_variable(ended.DONE_VARIABLE, "done")
@@ -297,12 +307,13 @@ def rebuild(flow, direction, linkedid, uniqueid, callerid, target):
                       extension=extension, started_at=_now(), lookup_status=PENDING)
 
 
-def _collect_ended(session, flow):
+def _collect_ended(session, flow, keys_text):
     """Finish the calls whose own hangup request found crmagi down (agi/fastagi/ended.py): each is
-    spooled (durable) before its AstDB entry is deleted.  Never fails this request."""
+    spooled (durable) before its AstDB entry is deleted.  ``keys_text``: the family's DB_KEYS as
+    the request read them.  Never fails this request."""
     keys = []
     try:
-        listed = ended.parse_keys(session.get_full_variable(ended.keys_expression(flow.ended_family)))
+        listed = ended.parse_keys(keys_text)
         # Concurrent hangup requests after a restart see the same keys: each takes others.
         keys = [key for key in listed if key not in flow.collecting][:ended.PER_REQUEST]
         flow.collecting.update(keys)

@@ -6,6 +6,7 @@ commands hang (fixtures 10f).  Every read is bounded by a timeout, and the
 unsolicited ``HANGUP`` line is recorded and skipped wherever it arrives.
 """
 import logging
+import secrets
 import socket
 import time
 
@@ -97,6 +98,24 @@ class AgiSession:
     def set_variable(self, name, value):
         self.command(protocol.set_variable(name, "" if value is None else value))
         self.variables[name] = value
+
+    def set_variables(self, values):
+        """Set every variable of the dict ``values`` (in its order) in as few commands as fit."""
+        for line in protocol.set_variables(values.items()):
+            self.command(line)
+        self.variables.update(values)
+
+    def get_full_variables(self, expressions):
+        """The values of several GET FULL VARIABLE expressions (``"${NAME}"``...) in one
+        command ("" for an unset variable, as GET FULL VARIABLE says).  The separator is new
+        for each read: a value a caller chose (a name, a file name) cannot forge one; should
+        a value hold it anyway, each is read alone."""
+        separator = "~%s~" % secrets.token_hex(6)
+        text = self.get_full_variable(protocol.joined_expression(expressions, separator))
+        values = protocol.split_values(text, separator, len(expressions))
+        if values is None:
+            values = [self.get_full_variable(expression) or "" for expression in expressions]
+        return values
 
     def database_get(self, family, key):
         return self.command(protocol.database_get(family, key)).value
