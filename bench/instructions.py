@@ -13,12 +13,16 @@ imports and warm-up cancel out):
 ``agi``
     crmagi's FastAGI server through one 10-command session (bench/agi_session.py; the
     client that plays Asterisk is a spawned process valgrind does not follow).
+``call``
+    whole calls through crmagi's FastAGI server (bench/call_session.py): both AGI requests, the
+    lookup, the start and the finish writes; everything but the AMI listener.
 ``lookup``, ``start``, ``finish``
     bench/call_steps.py run up to that step (``--steps``); a step's own count is its chain's
     minus the previous chain's.
 
     python bench/instructions.py --database DB --samples FILE            # ~10 minutes
     python bench/instructions.py --database DB --samples FILE --parts lookup --small 100 --large 400
+    python bench/instructions.py --database DB --samples FILE --parts call --small 50 --large 200
 """
 import argparse
 import json
@@ -52,6 +56,9 @@ def measure(args):
     if "agi" in args.parts:
         report["agi"] = per_item(lambda n: [os.path.join(HERE, "agi_session.py"), "--sessions", str(n),
                                             "--only", "crmagi"], args.small, args.large)
+    if "call" in args.parts:
+        report["call"] = per_item(lambda n: [os.path.join(HERE, "call_session.py"), "--database", args.database,
+                                             "--samples", args.samples, "--calls", str(n)], args.small, args.large)
     chains = {}
     for step in CHAIN[:max((CHAIN.index(p) + 1 for p in args.parts if p in CHAIN), default=0)]:
         chains[step] = per_item(lambda n, step=step: [
@@ -76,8 +83,8 @@ def main(argv=None):
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args(argv)
     args.parts = [x.strip() for x in args.parts.split(",") if x.strip()]
-    if set(args.parts) & set(CHAIN) and not (args.database and args.samples):
-        p.error("lookup, start and finish need --database and --samples")
+    if set(args.parts) & (set(CHAIN) | {"call"}) and not (args.database and args.samples):
+        p.error("call, lookup, start and finish need --database and --samples")
     report = measure(args)
     for part, value in report.items():
         print("%-7s %9.0f instructions per item" % (part, value))

@@ -210,3 +210,20 @@ def test_call_steps_smoke_run(crm_url, tmp_path):
     assert held == 4
     assert set(call_steps.run(crm_url.rsplit("/", 1)[1], str(samples), 2, steps="start")) == {
         "calls", "lookup_us", "start_us"}
+
+
+def test_call_session_runs_whole_calls_and_leaves_nothing_spooled(crm_url, tmp_path):
+    """bench/call_session.py (what ``instructions.py --parts call`` counts) on the e2e database:
+    every call goes through both requests and both writes."""
+    from test_end_to_end import SEED, rows, seeded
+    engine = seeded(crm_url, SEED)
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"present": [{"caller": "+4930111111"}, {"caller": "+4930222222"}] * 3}))
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "call_session.py"), "--database",
+                          crm_url.rsplit("/", 1)[1], "--samples", str(samples), "--calls", "6"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("6 calls one after another") and "0 ops left in the spool" in run.stdout, run.stdout
+    assert rows(engine, "SELECT COUNT(*) AS n FROM crmagi_calls WHERE ended_at IS NOT NULL "
+                        "AND answered_extension = '101'")[0]["n"] == 6
+    engine.dispose()
