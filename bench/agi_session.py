@@ -2,9 +2,10 @@
 
 A client process plays Asterisk (the env block, then one reply per command line, as
 res_agi.c answers), N sessions one after another; the server runs, in this process,
-either crmagi's FastAgiServer with a handler that sends what ``incoming`` sends for a found
-caller (GET FULL VARIABLE of the linkedid, nine SET VARIABLEs), or the same ten commands on
-a bare gevent StreamServer.  Server CPU per session (getrusage) is the floor that the
+either crmagi's FastAgiServer with a handler that sends what ``incoming`` sent for a found
+caller until the seventh session of 2026-12-07 (GET FULL VARIABLE of the linkedid, nine SET
+VARIABLEs; it now sets them with one ARRAY() command), kept as a fixed 10-command dialogue, or the
+same ten commands on a bare gevent StreamServer.  Server CPU per session (getrusage) is the floor that the
 dialogue alone costs on this box: each command is a loopback round trip and a wake-up of
 the event loop.
 

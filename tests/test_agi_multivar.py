@@ -105,21 +105,49 @@ def test_each_read_has_its_own_separator():
     assert sock.sent[0] != sock.sent[1]
 
 
+ANSWERED = {"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "30", "DIALEDTIME": "35", "DIALEDPEERNUMBER": "101",
+            "MIXMONITOR_FILENAME": "/r/in-1.wav"}
+
+
 def test_a_call_takes_two_commands_in_each_request(db, crm_url, tmp_path):
     app = App(app_config(crm_url, tmp_path)).start()
     try:
+        checked, _ = SimulatedCall(app.agi.address, number="4930123400", callerid="+4930222222").run(ANSWERED)
+        assert len(checked.commands) == 3 and checked.commands[2].startswith(b"GET FULL VARIABLE ${CRM_CALL_ID}")
+        assert app.flow.array_set is True       # the first answer of a process reads one back
         simulated = SimulatedCall(app.agi.address, number="4930123400", callerid="+4930111111",
                                   calleridname='O"Neil, (x)')
-        first, last = simulated.run({"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "30", "DIALEDTIME": "35",
-                                     "DIALEDPEERNUMBER": "101", "MIXMONITOR_FILENAME": "/r/in-1.wav"})
+        first, last = simulated.run(ANSWERED)
         assert [c.split(b" ")[:3] for c in first.commands] == [[b"GET", b"FULL", b"VARIABLE"],
-                                                                [b"SET", b"VARIABLE", first.commands[1].split(b" ")[2]]]
+                                                                [b"SET", b"VARIABLE", b"ARRAY(CRM_STATUS,CRM_MODULE,"
+                                                                 b"CRM_RECORD_ID,CRM_RECORD_NAME,CRM_OWNER_USER_ID,"
+                                                                 b"CRM_OWNER_EXTEN,CRM_CALL_ID,CALLERID(name),CRM_CALL)"]]
         assert first.variables["CRM_STATUS"] == "found" and first.variables["CRM_OWNER_EXTEN"] == "101"
         assert first.variables["CALLERID(name)"] == simulated.channel.callerid_name
         assert len(last.commands) == 2 and last.variables == {"CRM_HANGUP": "done"}
-        done = wait_for(lambda: rows(db, "SELECT call_id FROM crmagi_calls WHERE ended_at IS NOT NULL"), timeout=10)
-        row = call(db, done[0]["call_id"], status="Held")
+        call_id = first.variables["CRM_CALL_ID"]
+        wait_for(lambda: rows(db, "SELECT 1 FROM crmagi_calls WHERE call_id=:c AND ended_at IS NOT NULL", c=call_id),
+                 timeout=10)
+        row = call(db, call_id, status="Held")
         assert row["parent_id"] == CONTACT
         assert crmagi_row(db, row["id"])["recording"] == "/r/in-1.wav"
+    finally:
+        app.stop(timeout=1)
+
+
+def test_an_asterisk_without_array_gets_one_command_per_variable_after_one_error(db, crm_url, tmp_path,
+                                                                                   monkeypatch, caplog):
+    """Without func_strings.so Asterisk answers ``200 result=1`` to ARRAY() and sets nothing: the
+    first answer reads one back, logs an error, sets them one by one, and so do all later ones."""
+    from agi.demo import asterisk_commands
+    monkeypatch.setattr(asterisk_commands, "assignments", lambda name, value: [(name, value)])
+    app = App(app_config(crm_url, tmp_path)).start()
+    try:
+        first, _ = SimulatedCall(app.agi.address, number="4930123400", callerid="+4930111111").run(ANSWERED)
+        assert first.variables["CRM_OWNER_EXTEN"] == "101" and first.variables["CRM_STATUS"] == "found"
+        assert app.flow.array_set is False and "is func_strings.so loaded?" in caplog.text
+        second, _ = SimulatedCall(app.agi.address, number="4930123400", callerid="+4930111111").run(ANSWERED)
+        assert not any(b"ARRAY(" in c for c in second.commands) and second.variables["CRM_OWNER_EXTEN"] == "101"
+        assert len(second.commands) == 1 + 9
     finally:
         app.stop(timeout=1)

@@ -48,6 +48,9 @@ class CallFlow:
     click_secret: str = ""                           # checks click-to-call marks (agi/ami/clickmark.py)
     ended_family: str = ended.FAMILY                 # AstDB family of calls ended while crmagi was down
     notify: Callable[..., None] = lambda *a, **k: None     # (kind, CallRecord, LookupResult, rings=)
+    # Whether this Asterisk sets variables through ARRAY() (func_strings.so): None until the
+    # first answer has checked it, False: one SET VARIABLE per variable from then on.
+    array_set: Optional[bool] = None
 
     # -- lookup with a deadline ------------------------------------------
     def start_lookup(self, func, *args):
@@ -137,7 +140,19 @@ def _answer(session, values, result, flow, record):
     if caller and flow.set_callerid_name and caller.name:
         values["CALLERID(name)"] = caller.name[:80]
     values["CRM_CALL"] = callstate.pack(record)
-    session.set_variables(values)
+    session.set_variables(values, combined=flow.array_set is not False)
+    if flow.array_set is None:
+        _check_array_set(session, flow, values)
+
+
+def _check_array_set(session, flow, values):
+    """Once per process: read back what ARRAY() set.  Without func_strings.so loaded Asterisk
+    answers ``200 result=1`` and sets nothing, and every call would go unrouted."""
+    flow.array_set = session.get_full_variable("${CRM_CALL_ID}") == values["CRM_CALL_ID"]
+    if not flow.array_set:
+        log.error("Asterisk did not set the variables of SET VARIABLE ARRAY(...) (is func_strings.so "
+                  "loaded?): setting them with one command each from now on")
+        session.set_variables(values, combined=False)
 
 
 def user_for_extension(directory, extension):

@@ -99,9 +99,12 @@ class AgiSession:
         self.command(protocol.set_variable(name, "" if value is None else value))
         self.variables[name] = value
 
-    def set_variables(self, values):
-        """Set every variable of the dict ``values`` (in its order) in as few commands as fit."""
-        for line in protocol.set_variables(values.items()):
+    def set_variables(self, values, combined=True):
+        """Set every variable of the dict ``values`` (in its order) in as few commands as fit
+        (``combined`` False: one command each)."""
+        lines = (protocol.set_variables(values.items()) if combined
+                 else [protocol.set_variable(name, value) for name, value in values.items()])
+        for line in lines:
             self.command(line)
         self.variables.update(values)
 
