@@ -46,6 +46,28 @@ def test_asterisk_assigns_exactly_the_values_set_in_any_number_of_lines(pairs):
     assert [pair for line in lines for pair in applied(line)] == expected
 
 
+def reference_groups(pairs):
+    """Greedy grouping by the size of each candidate line, built in full."""
+    def size(group):
+        return len(("SET VARIABLE ARRAY(%s) %s\n" % (",".join(n for n, _ in group), protocol.quote(
+            ",".join(protocol.array_escape(v) for _, v in group)))).encode("utf-8"))
+    groups = []
+    for pair in pairs:
+        if groups and size(groups[-1] + [pair]) <= protocol.MAX_COMMAND:
+            groups[-1].append(pair)
+        else:
+            groups.append([pair])
+    return groups
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(st.tuples(_NAMES, st.text(alphabet=st.sampled_from(list('ab,"\\()[]ü😀\r')), max_size=400)),
+                min_size=1, max_size=14))
+def test_lines_are_filled_as_far_as_asterisks_limit_allows(pairs):
+    lines = protocol.set_variables(pairs)
+    assert [len(applied(line)) for line in lines] == [len(group) for group in reference_groups(pairs)]
+
+
 def test_the_contract_goes_in_one_command_and_a_lone_variable_in_a_plain_one():
     pairs = [("CRM_STATUS", "found"), ("CRM_RECORD_NAME", 'Müller, "Hans" (Berlin) [VIP] \\'),
              ("CALLERID(name)", "a,b"), ("CRM_CALL", "v1|x|%7C")]

@@ -153,34 +153,39 @@ def array_escape(value: str) -> str:
 def set_variables(pairs) -> List[bytes]:
     """Command lines that set every ``(name, value)`` of ``pairs``, in order, in as few
     commands as fit Asterisk's line: several at once through ``SET VARIABLE ARRAY(n1,n2,...)``
-    (each command is a round trip; Asterisk takes no pipelining), a lone one plainly."""
-    lines, names, values = [], [], []
+    (each command is a round trip; Asterisk takes no pipelining), a lone one plainly.  Each
+    value is escaped once and the line's size kept as it grows (it was rebuilt for every
+    value added: 53 escapes for a call's 9 variables)."""
+    lines, group, size = [], [], _ARRAY_BASE
     for name, value in pairs:
         check_name(name)
         value = "" if value is None else str(value)
-        if names and _array_size(names + [name], values + [value]) > MAX_COMMAND:
-            lines.append(_set_line(names, values))
-            names, values = [], []
-        names.append(name)
-        values.append(value)
-    if names:
-        lines.append(_set_line(names, values))
+        escaped = array_escape(value)
+        cost = len(name) + _quoted_size(escaped) + (2 if group else 0)    # the commas between
+        if group and size + cost > MAX_COMMAND:
+            lines.append(_set_line(group))
+            group, size, cost = [], _ARRAY_BASE, cost - 2
+        group.append((name, value, escaped))
+        size += cost
+    if group:
+        lines.append(_set_line(group))
     return lines
 
 
-def _set_line(names, values) -> bytes:
-    return set_variable(names[0], values[0]) if len(names) == 1 else _array_line(names, values)
+_ARRAY_BASE = len('SET VARIABLE ARRAY() ""\n')
 
 
-def _array_line(names, values) -> bytes:
-    return format_command("SET VARIABLE", "ARRAY(%s)" % ",".join(names),
-                          args=(",".join(array_escape(v) for v in values),))
+def _quoted_size(text) -> int:
+    """Bytes ``quote(text)`` adds between its quotes: a backslash before each ``\\`` and ``"``."""
+    return len(text.encode("utf-8")) + text.count("\\") + text.count('"')
 
 
-def _array_size(names, values) -> int:
-    """Bytes of ``_array_line(names, values)``, which refuses a line past MAX_COMMAND."""
-    text = "SET VARIABLE ARRAY(%s) %s\n" % (",".join(names), quote(",".join(array_escape(v) for v in values)))
-    return len(text.encode("utf-8"))
+def _set_line(group) -> bytes:
+    """``group``: (name, value, escaped value) triples."""
+    if len(group) == 1:
+        return set_variable(group[0][0], group[0][1])
+    return format_command("SET VARIABLE", "ARRAY(%s)" % ",".join(name for name, _, _ in group),
+                          args=(",".join(escaped for _, _, escaped in group),))
 
 
 def joined_expression(expressions, separator) -> str:
