@@ -23,7 +23,7 @@ import select
 import socket
 import time
 
-from agi.demo.asterisk_commands import Channel, answer, assignments
+from agi.demo.asterisk_commands import Channel, answer, set_variable
 from agi.fastagi.protocol import AgiEnv
 from agi.demo.simulator import DEFAULT_THREADID, env_block, take_line
 
@@ -55,9 +55,7 @@ def fast_answer(chan, line, astdb, assigned):
         if _PLAIN.fullmatch(text):
             argv = [m.group(1) if m.group(1) is not None else m.group(2) for m in _TOKEN.finditer(text)]
             if line[0] == 83 and len(argv) == 4:       # "S": SET VARIABLE name value (or ARRAY(...))
-                for name, value in assignments(argv[2], argv[3]):
-                    chan.write(name, value)
-                    assigned[name] = value
+                set_variable(chan, argv[2], argv[3], assigned)
                 return b"200 result=1\n"
             if line[0] == 71 and len(argv) == 3:       # "G": GET VARIABLE name
                 value = chan.read(argv[2])

@@ -1,7 +1,7 @@
 """What crmagi's calls cost the real Asterisk 22.10.1 of ../shared/peers (issue #12).
 
-Starts the Asterisk peer in a temporary directory and ``crmagi serve`` (one worker, no AMI)
-on a ``generate.py`` database, then sends N ``Originate`` actions (async, at ``--rate`` per
+Starts the Asterisk peer in a temporary directory and this checkout's ``crmagi serve`` (one
+worker, no AMI) on a ``generate.py`` database, then sends N ``Originate`` actions (async, at ``--rate`` per
 second) into the fixture context ``load-in2``: the ``incoming`` FastAGI request, Answer,
 Hangup, and the hangup handler's ``hangup`` request; the caller IDs are the sample file's
 callers.  When no channel is left it prints the CPU seconds per call of the Asterisk
@@ -12,7 +12,6 @@ channel thread serves, so what crmagi asks per call shows in Asterisk's own CPU.
 """
 import argparse
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -20,18 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-PEER = Path(__file__).resolve().parents[2] / "shared" / "peers" / "asterisk"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED, cpu_seconds, free_port, start_server, stop_server  # noqa: E402
 
-
-def cpu_seconds(pid):
-    fields = Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+PEER = SHARED / "peers" / "asterisk"
 
 
 class Peer:
@@ -79,16 +70,12 @@ def _drain(sock):
 
 def run(args):
     port = free_port()
-    work = Path(tempfile.mkdtemp(prefix="crmagi-astcpu-"))
-    ini = work / "crmagi.ini"
-    ini.write_text("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n[agi]\nlisten = 127.0.0.1:%d\n"
-                   "spool = %s\n[lookup]\ndefault_region = %s\n" % (args.database, port, work / "spool.sqlite",
-                                                                   args.region))
     numbers = [s["caller"] for s in json.loads(Path(args.samples).read_text())["present"]]
     peer = Peer(port)
-    serve = subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)],
-                             stdout=open(work / "serve.log", "w"), stderr=subprocess.STDOUT)
+    serve, work = None, None
     try:
+        serve, work = start_server("mysql+pymysql://root@127.0.0.1:3306/%s" % args.database, port,
+                                   region=args.region, check=False)
         time.sleep(args.warmup)
         asterisk0, crmagi0, started = cpu_seconds(peer.pid), cpu_seconds(serve.pid), time.monotonic()
         ami = originate(peer.ami_port, numbers, args.calls, args.rate)
@@ -102,8 +89,7 @@ def run(args):
                 "asterisk_ms_per_call": (asterisk1 - asterisk0) / args.calls * 1e3,
                 "crmagi_ms_per_call": (crmagi1 - crmagi0) / args.calls * 1e3, "serve_log": str(work / "serve.log")}
     finally:
-        serve.terminate()
-        serve.wait(30)
+        stop_server(serve)
         peer.stop()
 
 

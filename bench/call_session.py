@@ -13,10 +13,14 @@ AMI listener: both AGI dialogues, the lookup, the start write, the finish write.
 import argparse
 import json
 import multiprocessing
-import os
 import resource
+import sys
 import tempfile
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_config  # noqa: E402
 
 
 def asterisk(port, database, numbers):
@@ -50,12 +54,9 @@ def run(database, samples, calls, region="DE"):
     from agi.app import App
     from agi.config import load
 
-    work = tempfile.mkdtemp(prefix="crmagi-session-")
-    ini = os.path.join(work, "crmagi.ini")
-    with open(ini, "w") as f:
-        f.write("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n[agi]\nlisten = 127.0.0.1:0\nspool = %s\n"
-                "[lookup]\ndefault_region = %s\n" % (database, os.path.join(work, "spool.sqlite"), region))
-    app = App(load(ini), popup_server=False).start()
+    ini = write_config("mysql+pymysql://root@127.0.0.1:3306/%s" % database,
+                       Path(tempfile.mkdtemp(prefix="crmagi-session-")) / "crmagi.ini", port=0, region=region)
+    app = App(load(str(ini)), popup_server=False).start()
     try:
         numbers = [s["caller"] for s in json.load(open(samples))["present"]][:calls]
         app.flow.directory.lookup(numbers[0])       # reflection, users, phonenumbers' metadata

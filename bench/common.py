@@ -106,6 +106,15 @@ def _wait_port(port, timeout=15):
     raise RuntimeError("crmagi serve did not listen on %d" % port)
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def rss_mb(pid):
     """Resident memory of one process in MB (0 when it is gone)."""
     try:

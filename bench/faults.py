@@ -55,10 +55,10 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO)]
 
-from common import SHARED, _wait_port, children, cpu_seconds, machine_busy_seconds  # noqa: E402
+from common import SHARED, _wait_port, children, cpu_seconds, free_port, machine_busy_seconds  # noqa: E402
 from faults_ami import AmiFeed, Scenario  # noqa: E402
 from faults_calls import make_plan  # noqa: E402
-from faults_db import PrivateMariaDB, free_port, hold_lock, seed_records  # noqa: E402
+from faults_db import PrivateMariaDB, hold_lock, seed_records  # noqa: E402
 from faults_report import count_calls, fetch, print_table, reconcile  # noqa: E402
 
 KINDS = ("db-kill", "crmagi-kill", "db-lock", "ami-drop", "db-stop", "down-crash", "db-freeze")

@@ -16,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from common import free_port
+
 MARIADBD = os.environ.get("CRMAGI_MARIADBD", "/usr/sbin/mariadbd")
 INSTALL_DB = shutil.which("mariadb-install-db") or "/usr/bin/mariadb-install-db"
 DID = "4930123400"
@@ -38,12 +40,6 @@ def caller_id(digit, n):
 def dialled(digit, n):
     """The number as a phone dials it (national, trunk prefix 0)."""
     return "030%s%06d" % (digit, n)
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PrivateMariaDB:

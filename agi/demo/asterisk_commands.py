@@ -90,6 +90,13 @@ def separate_args(text: str, delim: str = ",") -> List[str]:
     return args
 
 
+def set_variable(chan: "Channel", name: str, value: str, assigned: Dict[str, str]) -> None:
+    """``SET VARIABLE name value`` on ``chan``, each variable it sets noted in ``assigned``."""
+    for var, var_value in assignments(name, value):
+        chan.write(var, var_value)
+        assigned[var] = var_value
+
+
 def assignments(name: str, value: str) -> List[Tuple[str, str]]:
     """What ``SET VARIABLE name value`` assigns: func_strings.c ARRAY(n1,n2,...) sets each name
     to its value of the comma-separated list (missing ones to ""); any other name, itself."""
@@ -222,9 +229,7 @@ def _run(name: str, chan: Channel, argv: List[str], astdb, assigned) -> Optional
     """One command's reply, or None for a 520 usage reply (the argc checks of res_agi.c)."""
     argc, key = len(argv), tuple(argv[2:4])
     if name == "set variable" and argc == 4:
-        for var, value in assignments(argv[2], argv[3]):
-            chan.write(var, value)
-            assigned[var] = value
+        set_variable(chan, argv[2], argv[3], assigned)
         return "200 result=1\n"
     if name == "get variable" and argc == 3:
         return _value(chan.read(argv[2]))

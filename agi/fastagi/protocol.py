@@ -188,14 +188,9 @@ def _set_line(group) -> bytes:
                           args=(",".join(escaped for _, _, escaped in group),))
 
 
-def joined_expression(expressions, separator) -> str:
-    """One GET FULL VARIABLE expression for several: Asterisk substitutes each ``${...}`` and
-    copies its value as it is, so the values come back between the separators."""
-    return separator.join(expressions)
-
-
 def split_values(text, separator, count) -> Optional[List[str]]:
-    """The ``count`` values of a joined expression's reply, or None when they cannot be told
+    """The ``count`` values of a GET FULL VARIABLE reply to expressions joined by ``separator``
+    (Asterisk copies each one's value as it is), or None when they cannot be told
     apart (a value held the separator): the caller then reads them one by one."""
     if text is None:
         return None

@@ -125,8 +125,11 @@ def _cnam(value):
 LINKEDID = "${CHANNEL(linkedid)}"
 
 
-def _linkedid(session):
-    return session.get_full_variable(LINKEDID) or session.env.get("uniqueid", "")
+def _linkedid(session, value=None):
+    """The call's linkedid: ``value`` as read already, else read now; the uniqueid without one."""
+    if value is None:
+        value = session.get_full_variable(LINKEDID)
+    return value or session.env.get("uniqueid", "")
 
 
 MAX_VALUE = 255          # Asterisk reads at most 2047 bytes per command line
@@ -217,8 +220,7 @@ def _linkedid_and_mark(session, flow, dialled):
     if not flow.click_secret:
         return _linkedid(session), None
     linkedid, text = session.get_full_variables((LINKEDID, "${%s}" % clickmark.VARIABLE))
-    mark = valid_mark(flow.click_secret, text, dialled, time.time()) if text else None
-    return linkedid or session.env.get("uniqueid", ""), mark
+    return _linkedid(session, linkedid), valid_mark(flow.click_secret, text, dialled, time.time())
 
 
 def valid_mark(secret, text, dialled, now):

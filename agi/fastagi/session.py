@@ -113,8 +113,9 @@ class AgiSession:
         command ("" for an unset variable, as GET FULL VARIABLE says).  The separator is new
         for each read: a value a caller chose (a name, a file name) cannot forge one; should
         a value hold it anyway, each is read alone."""
+        # Asterisk copies each ${...}'s value as it is, so the values come back between separators.
         separator = "~%s~" % secrets.token_hex(6)
-        text = self.get_full_variable(protocol.joined_expression(expressions, separator))
+        text = self.get_full_variable(separator.join(expressions))
         values = protocol.split_values(text, separator, len(expressions))
         if values is None:
             values = [self.get_full_variable(expression) or "" for expression in expressions]
