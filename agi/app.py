@@ -107,7 +107,8 @@ class App:
         self.directory = Directory(self.read_engine, lookup_rules(config))
         self.missed = build_missed(config, self.engine, self.directory)
         self.store = CallStore(self.engine, system_user=config.crm.system_user, missed=self.missed,
-                               gettext=catalogues.language(config.crm.default_language).gettext)
+                               gettext=catalogues.language(config.crm.default_language).gettext,
+                               write_lanes=config.crm.write_lanes, write_wait=config.crm.query_timeout)
         self.spool = open_spool(config)
         linker = Linker(self.directory, {spec.name: spec for spec in module_specs(config)},
                         anonymous_account=config.lookup.anonymous_account)
@@ -145,6 +146,7 @@ class App:
                              interval=self.config.metrics.probe_interval)
         self.metrics.read(metrics_mod.spool_reading(self.spool))
         self.metrics.read(metrics_mod.crm_reading(self.health))
+        self.metrics.read(metrics_mod.writes_reading(self.store.group))
         if self.ami is not None:
             self.metrics.read(metrics_mod.ami_reading(self.ami))
             self.metrics.read(metrics_mod.live_reading(self.live))

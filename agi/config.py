@@ -42,6 +42,13 @@ def _count(value):
     return result
 
 
+def _nonnegative(value):
+    result = _int(value)
+    if result < 0:
+        raise ValueError("%r must be 0 or more" % value)
+    return result
+
+
 def _float(value):
     try:
         result = float(value)
@@ -181,6 +188,8 @@ class CrmSettings:
     pool_size: int = setting(20, _int, "database connections kept open")
     connect_timeout: float = setting(3.0, _float, "seconds to wait for a database connection")
     query_timeout: float = setting(5.0, _float, "seconds a database read or write may take before it is abandoned")
+    write_lanes: int = setting(2, _nonnegative, "Call writes in flight at once per process (MariaDB/MySQL): writes "
+                               "that queue meanwhile share the next transaction; 0: each write its own, at once")
     system_user: str = setting("1", _str, "users.id written as created_by/modified_user_id of Call records")
     site_url: str = setting("", _str, "SuiteCRM base URL, used in links (e.g. https://crm.example.com/)")
     acl_additive: bool = setting(True, _bool, "SuiteCRM's securitysuite_additive: of several roles the most "

@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 from hypothesis import given, settings, strategies as st
 
@@ -226,4 +225,21 @@ def test_call_session_runs_whole_calls_and_leaves_nothing_spooled(crm_url, tmp_p
     assert run.stdout.startswith("6 calls one after another") and "0 ops left in the spool" in run.stdout, run.stdout
     assert rows(engine, "SELECT COUNT(*) AS n FROM crmagi_calls WHERE ended_at IS NOT NULL "
                         "AND answered_extension = '101'")[0]["n"] == 6
+    engine.dispose()
+
+
+def test_write_batches_writes_every_start_in_shared_transactions(crm_url, tmp_path):
+    """bench/write_batches.py (the README's starts-per-transaction figures): each start's rows,
+    three starts per transaction."""
+    from test_end_to_end import SEED, rows, seeded
+    engine = seeded(crm_url, SEED)
+    samples = tmp_path / "samples.json"
+    samples.write_text(json.dumps({"present": [{"caller": "+4930111111"}, {"caller": "+4930222222"}] * 3}))
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "write_batches.py"), "--database",
+                          crm_url.rsplit("/", 1)[1], "--samples", str(samples), "--starts", "6", "--per", "3"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.startswith("6 starts, 3 per transaction: MariaDB "), run.stdout
+    assert rows(engine, "SELECT COUNT(*) AS n FROM crmagi_calls m JOIN calls c ON c.id = m.call_id "
+                        "WHERE m.did = '4930123400' AND c.status = 'Planned'")[0]["n"] == 6
     engine.dispose()

@@ -65,6 +65,8 @@ def test_recorded_calls_move_the_counters_and_histograms(db, crm_url, tmp_path):
         # was still being written (it then queues behind it); none failed.
         writes = {labels: v for (name, labels), v in samples(text).items() if name == "crmagi_call_writes_total"}
         assert sum(writes.values()) == 6 and all(("result", "ok") in labels for labels in writes)
+        # ... each in a transaction of its own: three calls one after another never queue
+        assert value(text, "crmagi_write_transactions_total") == value(text, "crmagi_write_ops_total") == 6
         assert value(text, "crmagi_spool_pending") == 0 and value(text, "crmagi_spool_dead") == 0
         assert value(text, "crmagi_spool_size_bytes") > 0
         assert not [key for key in samples(text) if key[0] == "crmagi_db_errors_total"]

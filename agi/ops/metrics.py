@@ -36,6 +36,10 @@ READINGS = {
                                         "livemax"),
     "crmagi_spool_size_bytes": ("gauge", "size of the spool file(s)", "livesum"),
     "crmagi_spool_full": ("gauge", "1 when a spool is past [agi] spool_max_mb", "livemax"),
+    "crmagi_write_transactions": ("counter", "database transactions of Call writes (starts, finishes) tried",
+                                  None),
+    "crmagi_write_ops": ("counter", "Call writes in those transactions: more than one per transaction when "
+                         "writes queued behind [crm] write_lanes", None),
     "crmagi_crm_up": ("gauge", "1 when the last background SELECT 1 on the CRM database answered", "livemin"),
     "crmagi_ami_connected": ("gauge", "1 while logged in to the Asterisk Manager (absent without [ami] host)",
                              "livemin"),
@@ -207,6 +211,12 @@ def spool_reading(spool):
                 "crmagi_spool_oldest_age_seconds": stats.oldest_age or 0.0,
                 "crmagi_spool_size_bytes": stats.size_bytes, "crmagi_spool_full": int(bool(stats.full))}
     return spool_stats
+
+
+def writes_reading(group):
+    def write_transactions():
+        return {"crmagi_write_transactions": group.transactions, "crmagi_write_ops": group.ops}
+    return write_transactions
 
 
 def ami_reading(client):
