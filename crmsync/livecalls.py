@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import sqlbatch
+from . import groupcommit
 from .calls import CRMAGI_CALLS, CallStore, _driver_errors, _fit, _unavailable
 from .models import LiveBatch
 
@@ -66,8 +66,10 @@ class LiveCalls:
             statements, now = [(self._sql.lock, (change.call_id,))], _now()
             for one in changes:
                 getattr(self, "_" + one.kind)(statements, one, now)
-            with sqlbatch.transaction(self.store.engine) as tx:
-                return bool(tx.commit(statements))
+            # The lock's rows say whether crmagi has the call; with other calls' writes when
+            # they queue (crmsync/groupcommit.py).
+            return bool(self.store.group.run(groupcommit.Op(
+                (change.call_id,), (), lambda sets: (statements, None), probe=True)))
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
         except self._errors as exc:

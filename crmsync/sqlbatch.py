@@ -92,6 +92,18 @@ class Transaction:
         self.open = False
         return [tuple(row) for row in first]
 
+    def commit_sets(self, statements):
+        """``commit``, returning every statement's rows ([] for one that returns none): several
+        calls' transactions as one (crmsync/groupcommit.py), each op finding its own rows."""
+        self.open = True
+        cursor = self.raw.cursor()
+        try:
+            sets = self.dialect.run_batch_sets(cursor, statements)
+        finally:
+            cursor.close()
+        self.open = False
+        return sets
+
     def end(self):
         """End a transaction that wrote nothing."""
         if self.open:

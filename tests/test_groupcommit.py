@@ -11,8 +11,10 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from crmsync import groupcommit
 from crmsync.calls import CallStore
 from crmsync.db import CrmUnavailable, make_engine
+from crmsync.livecalls import LiveCalls
 from crmsync.missed import MissedCalls
-from tests.test_calls import contact_rec, ended, make_rec, one, snapshot
+from crmsync.models import LiveBatch, LiveUpdate
+from tests.test_calls import CHRIS, contact_rec, ended, make_rec, one, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,30 @@ def test_a_finish_before_its_start_inserts_the_call_from_a_shared_transaction(en
     assert [g.value for g in finishes] == [True, True]
     for rec in (started, early):
         assert one(engine, "SELECT status FROM calls WHERE id = :c", c=rec.call_id)["status"] == "Held"
+
+
+def test_live_updates_share_a_transaction_and_each_says_whether_its_call_exists(engine):
+    """A live update's result is the rows of its own lock, read in the packet of its writes:
+    in a shared transaction each finds its own among the others' results."""
+    store, group = store_with(engine, lanes=1)
+    live = LiveCalls(store)
+    known = [contact_rec(engine) for _ in range(3)]
+    for rec in known:
+        store.start(rec)
+    counted(group)
+    holder = hold_lane(store)
+    changes = [LiveBatch.of([LiveUpdate(rec.call_id, "answered", extension="104", user_id=CHRIS),
+                             LiveUpdate(rec.call_id, "recording", path="/var/spool/asterisk/monitor/%d.wav" % n)])
+               for n, rec in enumerate(known)]
+    changes.insert(1, LiveUpdate(make_rec().call_id, "answered", extension="104", user_id=CHRIS))   # no row
+    updates = [gevent.spawn(live.apply, change) for change in changes]
+    gevent.joinall(updates + [holder], raise_error=True)
+    assert [g.value for g in updates] == [True, False, True, True]
+    assert counted(group) == (2, 5)
+    for n, rec in enumerate(known):
+        row = one(engine, "SELECT answered_extension, recording FROM crmagi_calls WHERE call_id = :c", c=rec.call_id)
+        assert row == {"answered_extension": "104", "recording": "/var/spool/asterisk/monitor/%d.wav" % n}
+        assert one(engine, "SELECT assigned_user_id FROM calls WHERE id = :c", c=rec.call_id)["assigned_user_id"] == CHRIS
 
 
 def test_missed_calls_of_one_number_never_share_a_transaction(engine):
