@@ -39,6 +39,15 @@ def _timed(step, items):
     return (_cpu() - started) / max(1, len(items)) * 1e6, out
 
 
+def linked_record(app, number, result, epoch, i):
+    """The CallRecord of sample call ``i`` from ``number``, linked to its lookup ``result``."""
+    rec = CallRecord(call_id=str(uuid.uuid4()), linkedid="%d.%d" % (epoch, i), uniqueid="%d.%d" % (epoch, i),
+                     direction="Inbound", number=number, started_at=datetime.now(timezone.utc),
+                     did="4930123400", extension="201")
+    app.flow.linker.link(rec, result)
+    return rec
+
+
 def run(database, samples, calls, region="DE", steps="finish"):
     """``steps``: the chain runs up to this step (lookup, start or finish); the later ones are skipped."""
     work = tempfile.mkdtemp(prefix="crmagi-steps-")
@@ -64,10 +73,7 @@ def _steps(app, samples, calls, steps):
 
     def start(pair):
         i, (number, result) = pair
-        rec = CallRecord(call_id=str(uuid.uuid4()), linkedid="%d.%d" % (epoch, i), uniqueid="%d.%d" % (epoch, i),
-                         direction="Inbound", number=number, started_at=datetime.now(timezone.utc),
-                         did="4930123400", extension="201")
-        app.flow.linker.link(rec, result)
+        rec = linked_record(app, number, result, epoch, i)
         app.writer.submit("start", rec)
         return rec
     start_us, records = _timed(start, list(enumerate(zip(numbers, results))))

@@ -11,12 +11,9 @@ per start (statement building included).
 """
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 from gevent import monkey
@@ -24,30 +21,19 @@ from gevent import monkey
 monkey.patch_all()
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from call_steps import _cpu, linked_record  # noqa: E402
 from common import cpu_seconds, pid_of, write_config  # noqa: E402
 from agi.app import App  # noqa: E402
 from agi.config import load  # noqa: E402
 from crmsync import sqlbatch  # noqa: E402
 from crmsync.calls import _now  # noqa: E402
-from crmsync.models import CallRecord  # noqa: E402
-
-
-def _cpu():
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def records(app, samples, count):
     numbers = [s["caller"] for s in json.load(open(samples))["present"]][:count]
     epoch = int(time.time())
-    out = []
-    for i, number in enumerate(numbers):
-        rec = CallRecord(call_id=str(uuid.uuid4()), linkedid="%d.%d" % (epoch, i), uniqueid="%d.%d" % (epoch, i),
-                         direction="Inbound", number=number, started_at=datetime.now(timezone.utc),
-                         did="4930123400", extension="201")
-        app.flow.linker.link(rec, app.flow.directory.lookup(number))
-        out.append(rec)
-    return out
+    return [linked_record(app, number, app.flow.directory.lookup(number), epoch, i)
+            for i, number in enumerate(numbers)]
 
 
 def run(database, samples, starts, per):

@@ -36,8 +36,8 @@ READINGS = {
                                         "livemax"),
     "crmagi_spool_size_bytes": ("gauge", "size of the spool file(s)", "livesum"),
     "crmagi_spool_full": ("gauge", "1 when a spool is past [agi] spool_max_mb", "livemax"),
-    "crmagi_write_transactions": ("counter", "database transactions of Call writes (starts, finishes) tried",
-                                  None),
+    "crmagi_write_transactions": ("counter", "database transactions of Call writes (starts, finishes, "
+                                  "live updates) tried", None),
     "crmagi_write_ops": ("counter", "Call writes in those transactions: more than one per transaction when "
                          "writes queued behind [crm] write_lanes", None),
     "crmagi_crm_up": ("gauge", "1 when the last background SELECT 1 on the CRM database answered", "livemin"),

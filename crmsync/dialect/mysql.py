@@ -119,11 +119,7 @@ class MySQL:
     def run_batch_sets(self, cursor, statements):
         """``run_batch``, returning each statement's rows (one result per statement, the
         COMMIT's dropped)."""
-        cursor.execute(_packet(cursor, [*statements, ("COMMIT", ())]))
-        sets = [[tuple(row) for row in cursor.fetchall() or ()]]
-        while cursor.nextset():
-            sets.append([tuple(row) for row in cursor.fetchall() or ()])
-        return sets[:-1]
+        return self.read_sets(cursor, [*statements, ("COMMIT", ())])[:-1]
 
     def read_sets(self, cursor, queries):
         """Each SELECT's rows, the SELECTs sent as one packet."""
