@@ -161,6 +161,18 @@ def test_ami_path_smoke_run():
 
 
 
+def test_spool_replay_smoke_run():
+    """bench/spool_replay.py (monkey-patched like crmagi serve, so in a process of its own):
+    every op replays, and both the AGI writes' waits and the loop's lateness are sampled."""
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "spool_replay.py"), "--ops", "400"],
+                         cwd=str(REPO), capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout)
+    assert report["applied"] == 400
+    assert report["agi_spool_ms"]["n"] > 0 and report["loop_lag_ms"]["n"] > 0
+    assert "over_2_ms" in report["loop_lag_ms"]
+
+
 def test_agi_session_smoke_run():
     """bench/agi_session.py: both servers get through every session (the client would hang on
     a command left unanswered; the timeout fails the test then)."""

@@ -429,6 +429,43 @@ def test_durable_writes_run_under_full_sync_and_write_ahead_entries_alone(spool)
     assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 1
 
 
+def test_the_wal_is_checkpointed_off_the_loop_and_stays_bounded(tmp_path, monkeypatch):
+    """sqlite's automatic checkpoint (two fsyncs) would run inside whichever commit crossed its
+    mark, usually a write-ahead entry on the event loop.  It is off; every CHECKPOINT_COMMITS
+    commits a PASSIVE checkpoint and the commit after it (which restarts the WAL and syncs its
+    header) go to ``_off_loop`` (a native thread under gevent), and the WAL does not grow."""
+    import crmsync.spool as spool_module
+
+    spool = Spool(tmp_path / "ops.sqlite")
+    assert spool._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    off_loop, seen = [False], []
+    real = spool_module._off_loop
+
+    def recording(func, *args):
+        off_loop[0] = True
+        try:
+            return real(func, *args)
+        finally:
+            off_loop[0] = False
+    monkeypatch.setattr(spool_module, "_off_loop", recording)
+    monkeypatch.setattr(spool_module, "CHECKPOINT_COMMITS", 10)
+    spool._db.set_trace_callback(lambda statement: seen.append((statement.split()[0], off_loop[0])))
+    for n in range(25):
+        spool.forget(spool.push_ahead("start", {"call_id": "c%d" % n}, hold=30))
+    spool._db.set_trace_callback(None)
+    checkpoints = [i for i, (verb, _) in enumerate(seen) if verb == "PRAGMA"]
+    assert len(checkpoints) == 5 and all(seen[i][1] for i in checkpoints), seen
+    assert all(seen[i + 1] in (("INSERT", True), ("DELETE", True)) for i in checkpoints), seen
+    assert sum(1 for verb, away in seen if verb != "PRAGMA" and not away) == 45
+
+    monkeypatch.setattr(spool_module, "CHECKPOINT_COMMITS", 300)
+    payload = {"call_id": "x", "pad": "y" * 800}
+    for _ in range(3000):        # without checkpoints the WAL reaches 60 MB here
+        spool.forget(spool.push_ahead("start", payload, hold=30))
+    assert (tmp_path / "ops.sqlite-wal").stat().st_size < 8 * 1024 * 1024
+    assert len(spool) == 0
+
+
 def test_a_write_left_running_past_its_timeout_is_never_overtaken(tmp_path):
     """A write that outlives ``timeout`` may still commit.  Its call's later ops wait until it
     ends: before, its entry was replayed at once beside it, the call's next update applied,
