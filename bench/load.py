@@ -131,7 +131,8 @@ class AmiSchedule(threading.Thread):
 
 
 def _start_servers(args, ami_port, sql_log):
-    url = "mysql+pymysql://root@127.0.0.1:3306/" + args.database
+    url = ("mysql+pymysql://root@localhost/%s?unix_socket=%s" % (args.database, args.mysql_socket)
+           if args.mysql_socket else "mysql+pymysql://root@127.0.0.1:3306/" + args.database)
     region = args.region
     if not region and args.samples:
         region = json.loads(Path(args.samples).read_text(encoding="utf-8")).get("meta", {}).get("region")
@@ -336,6 +337,8 @@ def parser():
                         help="separate crmagi serve processes on ports --port, --port+1, ... (calls round-robin)")
     target.add_argument("--port", type=int, default=14600)
     target.add_argument("--region", help="[lookup] default_region (default: the sample file's, else DE)")
+    target.add_argument("--mysql-socket", help="the started server reaches MariaDB through this Unix socket "
+                                               "(e.g. /run/mysqld/mysqld.sock) instead of TCP on 127.0.0.1")
     target.add_argument("--server-config", default="", help="extra INI text for the started server(s)")
     target.add_argument("--server-crm", action="append", default=[], metavar="KEY=VALUE",
                         help="a [crm] line for the started server(s), e.g. pool_size=40 (repeatable)")

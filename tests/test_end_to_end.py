@@ -149,6 +149,25 @@ def test_inbound_answered_contact_lands_in_history(app, db):
     assert extra["linkedid"] == "1795699120.0" and extra["did"] == "4930123400"
 
 
+def test_a_crm_reached_through_mariadbs_unix_socket_gets_its_calls(db, crm_url, tmp_path):
+    """README's production settings: with MariaDB on the same host, the URL's ``unix_socket``
+    (PyMySQL's) replaces TCP on loopback.  The lookup, the start and the finish all go that way:
+    MariaDB lists the app's connections from ``localhost``, TCP ones from ``127.0.0.1:port``."""
+    socket_path = rows(db, "SELECT @@socket AS s")[0]["s"]
+    name = crm_url.rsplit("/", 1)[1]
+    application = make_app("mysql+pymysql://root@localhost/%s?unix_socket=%s" % (name, socket_path), tmp_path)
+    try:
+        incoming, _ = replay(application, "01-inbound-answered")
+        v = incoming.variables
+        assert v["CRM_STATUS"] == "found" and v["CRM_RECORD_ID"] == CONTACT
+        assert call(db, v["CRM_CALL_ID"], status="Held")["parent_id"] == CONTACT
+        hosts = {r["host"] for r in rows(db, "SELECT host FROM information_schema.processlist WHERE db = :db",
+                                         db=name)}
+        assert "localhost" in hosts, hosts
+    finally:
+        application.stop(timeout=1)
+
+
 @pytest.mark.parametrize("scenario, contact, dial_status", [
     ("02a-inbound-noanswer", CONTACT_102, "NOANSWER"),
     ("02b-inbound-busy", CONTACT_103, "BUSY"),
