@@ -38,8 +38,10 @@ _ADDED = (("ops", "call_id", "TEXT"), ("ops", "retry_at", "REAL NOT NULL DEFAULT
 _INDEX = "CREATE INDEX IF NOT EXISTS ops_call ON ops (call_id, id)"
 _FIELDS = "id, kind, payload, call_id, attempts, last_error, created"
 _IN_FLIGHT = "(last_error IS NULL AND retry_at > ?)"     # a write-ahead entry within its hold
-# A write-ahead entry or its delete writes 2-3 WAL pages: 300 commits are about sqlite's own
-# 1,000-page mark (wal_autocheckpoint's default), so the WAL file grows no larger than before.
+# A write-ahead entry or its delete writes 2-3 WAL pages: 300 of them are about sqlite's own
+# 1,000-page mark (wal_autocheckpoint's default).  The WAL holds at most the pages of 300 commits
+# (more when they are large, e.g. a push_many of a backlog) plus what a reader kept from the last
+# checkpoint (the CLI's, briefly): the next one takes it.
 CHECKPOINT_COMMITS = 300
 
 
@@ -174,7 +176,7 @@ class Spool:
 
     def _durably(self, func, *args):
         """func's commit waits for fsync (synchronous=FULL); the caller holds the lock."""
-        if self._checkpoint_due():      # in a native thread (or no loop) already
+        if self._checkpoint_due():      # in a native thread already (or the CLI: retry, drop)
             self._after_checkpoint(lambda: None)
         self._db.execute("PRAGMA synchronous=FULL")
         try:
