@@ -166,18 +166,21 @@ class Spool:
         so that sync is off the loop too.  The caller holds the lock, so no commit lands during
         the checkpoint: one on a second connection beside the writes was tried, and under
         steady writes it never found the WAL fully copied, so the WAL never restarted (618 MB
-        after 60,000 commits).  A failed checkpoint is logged, not raised: the next one takes
-        the pages this one left."""
+        after 60,000 commits)."""
+        self._checkpoint()
+        return func(*args)
+
+    def _checkpoint(self):
+        """A failed checkpoint is logged, not raised: the next one takes the pages this one left."""
         try:
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error as exc:
             log.warning("spool %s: WAL checkpoint failed: %s", self.path, exc)
-        return func(*args)
 
     def _durably(self, func, *args):
         """func's commit waits for fsync (synchronous=FULL); the caller holds the lock."""
         if self._checkpoint_due():      # in a native thread already (or the CLI: retry, drop)
-            self._after_checkpoint(lambda: None)
+            self._checkpoint()
         self._db.execute("PRAGMA synchronous=FULL")
         try:
             return func(*args)

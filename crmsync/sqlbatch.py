@@ -83,26 +83,25 @@ class Transaction:
         """Run ``statements`` ((sql, params) pairs) and commit: one round trip on MySQL.
         Returns the rows of the first statement when it is a SELECT (e.g. a ``FOR UPDATE``
         lock that says whether the row exists), else an empty list."""
-        self.open = True
-        cursor = self.raw.cursor()
-        try:
-            first = self.dialect.run_batch(self.raw, cursor, statements)
-        finally:
-            cursor.close()
-        self.open = False
+        first = self._committing(lambda cursor: self.dialect.run_batch(self.raw, cursor, statements))
         return [tuple(row) for row in first]
 
     def commit_sets(self, statements):
         """``commit``, returning every statement's rows ([] for one that returns none): several
         calls' transactions as one (crmsync/groupcommit.py), each op finding its own rows."""
+        return self._committing(lambda cursor: self.dialect.run_batch_sets(cursor, statements))
+
+    def _committing(self, run):
+        """``run(cursor)``'s result; the transaction counts as open until it returns (a failure
+        leaves it open: ``transaction`` then rolls it back)."""
         self.open = True
         cursor = self.raw.cursor()
         try:
-            sets = self.dialect.run_batch_sets(cursor, statements)
+            result = run(cursor)
         finally:
             cursor.close()
         self.open = False
-        return sets
+        return result
 
     def end(self):
         """End a transaction that wrote nothing."""
