@@ -148,6 +148,9 @@ def _start_servers(args, ami_port, sql_log):
         elif args.profile == "sample":
             profiles.append(profile_dir / ("serve-%d.txt" % port))
             prefix = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "stack_sampler.py"), str(profiles[-1]))
+        if args.ablate:
+            prefix = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "ablate.py"), args.ablate)
+            os.environ["CRMAGI_ABLATE_SAMPLES"] = os.path.abspath(args.samples)
         proc, work = start_server(url, port, extra=extra, region=region or "DE", prefix=prefix,
                                   check=(k == 0), agi="workers = %d\n" % args.workers if args.workers > 1 else "",
                                   crm="".join(line + "\n" for line in args.server_crm))
@@ -254,6 +257,7 @@ def run(args):
         written["answered"], written["recorded"] = _count_calls(args.database, epoch)[2:]
     report = aggregate(args, results, addresses, pids, cpu1 - cpu0, cpu2 - cpu0, db2 - db0, rss_end,
                        sampler.peak, start_at, wall_end, written)
+    report["ablate"] = args.ablate
     report["ami"] = {"scenario": args.ami_scenario, "calls_streamed": feed.sent_calls,
                      "calls_unseen": feed.skipped_calls, "feed_cpu_s": own1 - own0} if feed else None
     # Per process (a parent, then its workers in start order): is one worker the bottleneck?
@@ -342,6 +346,8 @@ def parser():
     target.add_argument("--server-config", default="", help="extra INI text for the started server(s)")
     target.add_argument("--server-crm", action="append", default=[], metavar="KEY=VALUE",
                         help="a [crm] line for the started server(s), e.g. pool_size=40 (repeatable)")
+    target.add_argument("--ablate", metavar="PARTS", help="start crmagi without these parts of a call's work "
+                        "(spool,parse,metrics: bench/ablate.py; one worker, no --profile)")
     target.add_argument("--warmup", type=float, default=2.0, help="seconds after start before calling")
     target.add_argument("--drain", type=float, default=20.0, help="seconds to wait for the Call rows")
     p.add_argument("--samples", help="caller numbers (generate.py's sample file)")
@@ -372,6 +378,8 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.ablate and (args.workers > 1 or args.profile or not args.samples):
+        raise SystemExit("--ablate: one worker (its workers would start without it), no --profile, --samples given")
     report = run(args)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

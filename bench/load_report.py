@@ -92,6 +92,8 @@ def print_report(report, stream=sys.stdout):
         r["target_rate"], r["duration_s"], r["procs"], r["engine"], ", ".join(r["servers"]),
         " (%d workers)" % r["server_workers"] if r.get("server_workers", 1) and r["server_workers"] > 1 else "",
         r["server_pids"]), file=stream)
+    if r.get("ablate"):
+        print("  crmagi without: %s (bench/ablate.py: not a server for real calls)" % r["ablate"], file=stream)
     print("  calls: %d started, %d completed, %.1f calls/s = %.0f calls/min (late starts %d, max lag %.1f ms)" % (
         r["calls_started"], r["calls_completed"], r["calls_per_s"], r["calls_per_min"], r["late_starts"],
         r["max_start_lag_ms"]), file=stream)

@@ -258,6 +258,16 @@ class Spool:
                 "WHERE kind IN ('start', 'finish') AND json_valid(payload)" % table) for value in row if value)
         return found
 
+    def has_before(self, chain, op_id):
+        """Whether ops of ``chain`` older than ``op_id`` wait (``op_id`` itself aside)."""
+        found = self._read("SELECT 1 FROM ops WHERE call_id = ? AND id < ? LIMIT 1", (chain, op_id))
+        return found.fetchone() is not None
+
+    def queue(self, op_id):
+        """A write-ahead entry becomes a queued op, due now behind its chain's older ones; with
+        fsync, as ``push`` would have queued it (it may wait for a CRM outage to end)."""
+        self._run("UPDATE ops SET retry_at = 0 WHERE id = ?", (op_id,))
+
     def make_due(self, chain):
         """Ops of ``chain`` may be tried now (what they waited for happened); False if none."""
         return self._run("UPDATE ops SET retry_at = 0 WHERE call_id = ?", (chain,), fsync=False).rowcount > 0

@@ -255,3 +255,54 @@ def test_write_batches_writes_every_start_in_shared_transactions(crm_url, tmp_pa
     assert rows(engine, "SELECT COUNT(*) AS n FROM crmagi_calls m JOIN calls c ON c.id = m.call_id "
                         "WHERE m.did = '4930123400' AND c.status = 'Planned'")[0]["n"] == 6
     engine.dispose()
+
+
+def test_floor_and_ablated_crmagi_take_the_same_calls(tmp_path):
+    """bench/floor.py (the bare gevent + PyMySQL server) and ``load.py --ablate`` (crmagi with
+    parts of a call's work taken out): the figures README compares come from runs where every
+    call completed and was written."""
+    import pymysql
+    from common import drop_database
+
+    samples, report = tmp_path / "samples.json", tmp_path / "gen.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), "--contacts", "300", "--accounts", "60",
+                    "--leads", "300", "--samples", str(samples), "--json", str(report)],
+                   cwd=str(REPO), check=True, capture_output=True, timeout=120)
+    database = json.loads(report.read_text())["database"]
+    try:
+        ini = tmp_path / "crmagi.ini"
+        ini.write_text("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n" % database)
+        for verb in ("install", "rebuild"):
+            subprocess.run([sys.executable, "-m", "agi.cli", "index", verb, "-c", str(ini)], cwd=str(REPO),
+                           check=True, capture_output=True, timeout=120)
+        port = _free_port()
+        floor = subprocess.Popen([sys.executable, str(REPO / "bench" / "floor.py"), "--database", database,
+                                  "--port", str(port)], cwd=str(REPO), stdout=subprocess.PIPE, text=True)
+        try:
+            assert floor.stdout.readline().startswith("floor FastAGI server on")
+            floor_run = _load(tmp_path, "floor", ["--address", "127.0.0.1:%d" % port, "--server-pid", str(floor.pid),
+                                                  "--samples", str(samples)])
+        finally:
+            floor.terminate()
+            floor.wait(10)
+        db = pymysql.connect(host="127.0.0.1", user="root", database=database)
+        with db.cursor() as cursor:
+            cursor.execute("SELECT COUNT(*), COUNT(ended) FROM crmagi_floor_calls")
+            assert cursor.fetchone() == (40, 40)
+        db.close()
+        ablated = _load(tmp_path, "ablated", ["--database", database, "--samples", str(samples), "--no-ami",
+                                              "--ablate", "spool,parse,metrics", "--port", str(_free_port())])
+        for run in (floor_run, ablated):
+            assert (run["calls_completed"], run["error_count"]) == (40, 0), run["errors"]
+            assert run["crm_status"].get("found", 0) > 0
+        assert ablated["calls_written"]["finished"] == 40
+    finally:
+        drop_database(database)
+
+
+def _load(tmp_path, name, args):
+    out = tmp_path / ("%s.json" % name)
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "load.py"), "--rate", "20", "--duration", "2",
+                          "--json", str(out), *args], cwd=str(REPO), capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return json.loads(out.read_text())

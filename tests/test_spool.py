@@ -527,3 +527,133 @@ def test_a_write_left_running_past_its_timeout_is_never_overtaken(tmp_path):
         assert applied == ["101", "102"]
     finally:
         writer.stop()
+
+
+class OrderedStore:
+    """A CRM database that records each write; a start waits for ``release``, and fails when
+    ``refuse`` is set (the CRM went away meanwhile)."""
+
+    def __init__(self):
+        self.release, self.refuse, self.writes = gevent.event.Event(), False, []
+
+    def start(self, rec):
+        self.release.wait()
+        if self.refuse:
+            raise ConnectionError("CRM gone")
+        self.writes.append(("start", rec.call_id))
+
+    def finish(self, rec):
+        self.writes.append(("finish", rec.call_id))
+
+    def ping(self):
+        return not self.refuse
+
+
+def test_an_op_behind_its_calls_write_in_flight_waits_here_and_is_written_directly(tmp_path):
+    """A hangup moments after the answer found its start still being written.  It was pushed
+    with fsync and left to the flusher; now it is written ahead like any op (no fsync), waits in
+    memory for the start, and is written directly after it, not replayed."""
+    store, spool, vias = OrderedStore(), Spool(tmp_path / "spool.sqlite"), []
+    writer = CallWriter(store, spool, timeout=2.0, on_write=lambda via, ok: vias.append((via, ok)))
+    rec = make_rec()
+    start = gevent.spawn(writer.submit, "start", rec)
+    gevent.sleep(0.05)                                      # the start is in flight
+    synced = []
+    original = spool._durably
+    spool._durably = lambda *args: synced.append(args) or original(*args)
+    ticket = writer.begin("finish", finished(rec))
+    assert ticket.durable and not ticket.queued and ticket.op_id is not None
+    stats = spool.stats()
+    assert (stats.pending, stats.in_flight) == (0, 2)      # both written ahead, neither due for a replay
+    finish = gevent.spawn(writer.complete, ticket)
+    gevent.sleep(0.1)
+    assert store.writes == [] and not finish.ready()        # the finish waits for its start
+    store.release.set()
+    assert start.get(timeout=5) is True and finish.get(timeout=5) is True
+    assert store.writes == [("start", rec.call_id), ("finish", rec.call_id)]
+    assert vias == [("direct", True), ("direct", True)] and synced == [] and len(spool) == 0
+    assert not writer._flying                              # nothing left behind
+    spool.close()
+
+
+def test_an_op_behind_a_start_that_fails_meanwhile_queues_behind_it(tmp_path):
+    store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
+    writer = CallWriter(store, spool, timeout=2.0)
+    rec, other = make_rec(), make_rec()
+    store.refuse = True
+    start = gevent.spawn(writer.submit, "start", rec)
+    gevent.sleep(0.05)
+    finish = gevent.spawn(writer.submit, "finish", finished(rec))
+    gevent.sleep(0.05)
+    store.release.set()
+    assert start.get(timeout=5) is False and finish.get(timeout=5) is False
+    assert store.writes == []
+    assert [op.kind for op in spool.pending()] == ["start", "finish"]
+    assert (spool.stats().pending, spool.stats().in_flight) == (2, 0)          # both due, in order
+    store.refuse = False                                    # the CRM is back
+    assert writer.submit("start", other) is True            # another call is not held back
+    assert writer.flush() == 2
+    assert store.writes == [("start", other.call_id), ("start", rec.call_id), ("finish", rec.call_id)]
+    spool.close()
+
+
+def test_ops_waiting_on_their_calls_write_apply_in_the_order_they_began(tmp_path):
+    from crmsync.models import LiveUpdate
+
+    class Live:
+        def apply(self, change):
+            if change.extension == "101":
+                gevent.sleep(0.1)           # a slow update: the ones behind it must wait for it
+            store.writes.append(("live", change.extension))
+            return True
+
+    store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
+    writer = CallWriter(store, spool, timeout=2.0, live=Live())
+    rec = make_rec()
+    running = [gevent.spawn(writer.submit, "start", rec)]
+    gevent.sleep(0.05)
+    for extension in ("101", "102"):
+        running.append(gevent.spawn(writer.submit_live, LiveUpdate(rec.call_id, "transferred", extension=extension)))
+        gevent.sleep(0.01)
+    running.append(gevent.spawn(writer.submit, "finish", finished(rec)))
+    gevent.sleep(0.05)
+    store.release.set()
+    assert [g.get(timeout=5) for g in running] == [True, True, True, True]
+    assert store.writes == [("start", rec.call_id), ("live", "101"), ("live", "102"), ("finish", rec.call_id)]
+    assert len(spool) == 0 and not writer._flying
+    spool.close()
+
+
+def test_an_op_behind_a_write_left_running_queues_behind_its_held_entry(tmp_path):
+    store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
+    writer = CallWriter(store, spool, timeout=0.2)
+    rec = make_rec()
+    start = gevent.spawn(writer.submit, "start", rec)
+    gevent.sleep(0.05)
+    finish = gevent.spawn(writer.submit, "finish", finished(rec))
+    assert start.get(timeout=5) is False and finish.get(timeout=5) is False      # the start outlived its timeout
+    assert writer.flush() == 0 and store.writes == []        # nothing overtakes the start still running
+    store.release.set()                                      # the leftover lands, then its finish follows
+    with gevent.Timeout(5):
+        while len(spool):
+            gevent.sleep(0.02)
+    assert store.writes == [("start", rec.call_id), ("finish", rec.call_id)]
+    spool.close()
+
+
+def test_two_ops_of_a_call_begun_at_once_keep_their_order_while_the_spool_yields(tmp_path):
+    """The spool's lock and its checkpoints may yield inside ``begin``: the second op of a call,
+    begun meanwhile, must still find the first one and wait for it."""
+    store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
+    writer = CallWriter(store, spool, timeout=2.0)
+    reads = spool.has_call
+    spool.has_call = lambda chain: gevent.sleep(0.05) or reads(chain)      # a busy spool lock
+    rec = make_rec()
+    start = gevent.spawn(writer.submit, "start", rec)
+    finish = gevent.spawn(writer.submit, "finish", finished(rec))
+    gevent.sleep(0.2)
+    store.release.set()
+    assert start.get(timeout=5) is True and finish.get(timeout=5) is True
+    assert store.writes == [("start", rec.call_id), ("finish", rec.call_id)]
+    assert len(spool) == 0 and not writer._flying
+    spool.close()
