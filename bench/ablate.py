@@ -4,11 +4,13 @@
 runs, one worker) starts crmagi with these parts removed or made free:
 
 ``spool``
-    no write-ahead entries: ``has_call`` answers False, ``push_ahead`` returns a number and
-    writes nothing, ``forget`` does nothing (a failed write is still spooled).  A crash would
-    lose the calls in flight: this weighs the write-ahead entries, it is not a setting.  (Before
-    the tenth session's change, with ``load.py --hold 0``, it also took away the fsync'd push of
-    a hangup that found its start still being written: most of the 0.6-0.8 ms it showed.)
+    no write-ahead entries: ``has_call`` answers False, ``push_ahead`` returns a negative
+    number (no real entry has it) and writes nothing, ``forget`` does nothing.  A failed or
+    timed-out write is lost (its entry never existed), and so are the calls in flight at a
+    crash: this weighs the write-ahead entries, it is not a setting, and a run with errors
+    says nothing.  (Before the tenth session's change, with ``load.py --hold 0``, it also
+    took away the fsync'd push of a hangup that found its start still being written: most of
+    the 0.6-0.8 ms it showed.)
 ``parse``
     every phone number the run will parse is parsed before it starts (the callers of the
     sample file ``CRMAGI_ABLATE_SAMPLES`` and every configured module's phone columns), into
@@ -34,7 +36,7 @@ PARTS = ("spool", "parse", "metrics")
 def without_spool():
     from crmsync.spool import Spool
 
-    ids = itertools.count(1)
+    ids = itertools.count(-1, -1)
     Spool.has_call = lambda self, call_id: False
     Spool.push_ahead = lambda self, kind, payload, hold, chain=None: next(ids)
     Spool.forget = lambda self, op_id: None

@@ -136,7 +136,9 @@ class CallWriter:
             # is begin order).
             flight = self._flying[chain] = Flight()
             if ahead is not None:
-                ahead.pushed.wait(self.timeout)
+                # Not bounded here: that op's begin sets ``pushed`` on every way out, and its
+                # spool calls wait in the same lock queue this op's would.
+                ahead.pushed.wait()
             elif self.spool.has_call(chain):
                 # Ops of one call apply in order: this one waits behind the spooled ones.
                 self._spool(kind, rec)
@@ -148,13 +150,15 @@ class CallWriter:
             # tried when that op has settled (``_after_ahead``), so it is held twice as long.
             hold = self.timeout * (1 if ahead is None else 2) + AHEAD_MARGIN
             op_id = self.spool.push_ahead(kind, rec.to_json(), chain=chain, hold=hold)
-            flight.pushed.set()
             return Ticket(kind, rec, op_id=op_id, after=ahead, flight=flight)
         except Exception:   # noqa: BLE001 - a call must go on whatever happens here
             if flight is not None:
                 self._release(chain, flight)
             self.log.exception("could not spool %s of call %s", kind, getattr(rec, "call_id", "?"))
             return Ticket(kind, rec)
+        finally:
+            if flight is not None:
+                flight.pushed.set()     # also when killed in between: the next op must not wait for ever
 
     def complete(self, ticket):
         """Try a begun op on the CRM within ``timeout``; True = written.  Never raises."""
@@ -189,6 +193,9 @@ class CallWriter:
             return True
         self.spool.queue(ticket.op_id)
         self._warn_if_full()
+        # The op ahead may have been written while an older one (spooled meanwhile: the AMI
+        # backlog, an ended call from AstDB) waited: nobody else flushes this chain now.
+        gevent.spawn(self.flush)
         return False
 
     def _settled(self, ticket):

@@ -529,6 +529,15 @@ def test_a_write_left_running_past_its_timeout_is_never_overtaken(tmp_path):
         writer.stop()
 
 
+def keeping(writer, tickets):
+    """``writer.submit`` that keeps each ticket (and so its Flight) alive: ``_flying`` holds
+    them weakly, so only then does an empty ``_flying`` show that they were let go."""
+    def submit(kind, rec):
+        tickets.append(writer.begin(kind, rec))
+        return writer.complete(tickets[-1])
+    return submit
+
+
 class OrderedStore:
     """A CRM database that records each write; a start waits for ``release``, and fails when
     ``refuse`` is set (the CRM went away meanwhile)."""
@@ -563,6 +572,8 @@ def test_an_op_behind_its_calls_write_in_flight_waits_here_and_is_written_direct
     spool._durably = lambda *args: synced.append(args) or original(*args)
     ticket = writer.begin("finish", finished(rec))
     assert ticket.durable and not ticket.queued and ticket.op_id is not None
+    held_until = spool._read("SELECT retry_at FROM ops WHERE id = ?", (ticket.op_id,)).fetchone()[0]
+    assert held_until > time.time() + 2 * 2.0              # it may wait a timeout, then write for one
     stats = spool.stats()
     assert (stats.pending, stats.in_flight) == (0, 2)      # both written ahead, neither due for a replay
     finish = gevent.spawn(writer.complete, ticket)
@@ -578,7 +589,7 @@ def test_an_op_behind_its_calls_write_in_flight_waits_here_and_is_written_direct
 
 def test_an_op_behind_a_start_that_fails_meanwhile_queues_behind_it(tmp_path):
     store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
-    writer = CallWriter(store, spool, timeout=2.0)
+    writer = CallWriter(store, spool, timeout=2.0, flush_interval=0.05)    # a flush while down backs off
     rec, other = make_rec(), make_rec()
     store.refuse = True
     start = gevent.spawn(writer.submit, "start", rec)
@@ -592,7 +603,10 @@ def test_an_op_behind_a_start_that_fails_meanwhile_queues_behind_it(tmp_path):
     assert (spool.stats().pending, spool.stats().in_flight) == (2, 0)          # both due, in order
     store.refuse = False                                    # the CRM is back
     assert writer.submit("start", other) is True            # another call is not held back
-    assert writer.flush() == 2
+    with gevent.Timeout(5):
+        while len(spool):                                   # this flush, or the one queueing spawned
+            writer.flush()
+            gevent.sleep(0.02)
     assert store.writes == [("start", other.call_id), ("start", rec.call_id), ("finish", rec.call_id)]
     spool.close()
 
@@ -609,13 +623,14 @@ def test_ops_waiting_on_their_calls_write_apply_in_the_order_they_began(tmp_path
 
     store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
     writer = CallWriter(store, spool, timeout=2.0, live=Live())
-    rec = make_rec()
-    running = [gevent.spawn(writer.submit, "start", rec)]
+    rec, tickets = make_rec(), []
+    submit = keeping(writer, tickets)
+    running = [gevent.spawn(submit, "start", rec)]
     gevent.sleep(0.05)
     for extension in ("101", "102"):
-        running.append(gevent.spawn(writer.submit_live, LiveUpdate(rec.call_id, "transferred", extension=extension)))
+        running.append(gevent.spawn(submit, "live", LiveUpdate(rec.call_id, "transferred", extension=extension)))
         gevent.sleep(0.01)
-    running.append(gevent.spawn(writer.submit, "finish", finished(rec)))
+    running.append(gevent.spawn(submit, "finish", finished(rec)))
     gevent.sleep(0.05)
     store.release.set()
     assert [g.get(timeout=5) for g in running] == [True, True, True, True]
@@ -648,12 +663,65 @@ def test_two_ops_of_a_call_begun_at_once_keep_their_order_while_the_spool_yields
     writer = CallWriter(store, spool, timeout=2.0)
     reads = spool.has_call
     spool.has_call = lambda chain: gevent.sleep(0.05) or reads(chain)      # a busy spool lock
-    rec = make_rec()
-    start = gevent.spawn(writer.submit, "start", rec)
-    finish = gevent.spawn(writer.submit, "finish", finished(rec))
+    rec, tickets = make_rec(), []
+    submit = keeping(writer, tickets)
+    start = gevent.spawn(submit, "start", rec)
+    finish = gevent.spawn(submit, "finish", finished(rec))
     gevent.sleep(0.2)
     store.release.set()
     assert start.get(timeout=5) is True and finish.get(timeout=5) is True
     assert store.writes == [("start", rec.call_id), ("finish", rec.call_id)]
     assert len(spool) == 0 and not writer._flying
+    spool.close()
+
+
+def test_an_op_queued_behind_an_op_spooled_meanwhile_is_flushed_once_its_call_is_written(tmp_path):
+    """While the start was being written, an update of the call was spooled (the AMI backlog);
+    the hangup behind the start then queues behind that update.  Once the start is written,
+    both follow at once, not at the next flush interval (this writer has no periodic flusher)."""
+    from crmsync.models import LiveUpdate
+
+    class Live:
+        def apply(self, change):
+            store.writes.append(("live", change.extension))
+            return True
+
+    store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
+    writer = CallWriter(store, spool, timeout=2.0, live=Live())
+    rec = make_rec()
+    start = gevent.spawn(writer.submit, "start", rec)
+    gevent.sleep(0.05)
+    writer.enqueue("live", LiveUpdate(rec.call_id, "transferred", extension="101"))
+    finish = gevent.spawn(writer.submit, "finish", finished(rec))
+    gevent.sleep(0.05)
+    store.release.set()
+    assert start.get(timeout=5) is True and finish.get(timeout=5) is False      # queued behind the update
+    with gevent.Timeout(2):
+        while len(spool):
+            gevent.sleep(0.02)
+    assert store.writes == [("start", rec.call_id), ("live", "101"), ("finish", rec.call_id)]
+    spool.close()
+
+
+def test_an_op_begun_behind_a_stalled_begin_still_writes_its_entry_after_it(tmp_path):
+    """The first op of a call stalls in ``begin`` longer than the timeout before its entry is
+    written: the op begun behind it waits for that entry, so the spool's order stays the order
+    the ops began in, and the second never goes ahead of the first."""
+    store, spool = OrderedStore(), Spool(tmp_path / "spool.sqlite")
+    writer = CallWriter(store, spool, timeout=0.2)
+    store.release.set()
+    pushes, first = spool.push_ahead, []
+
+    def slow_first(*args, **kw):
+        if not first:
+            first.append(1)
+            gevent.sleep(0.5)           # longer than the timeout, before its entry exists
+        return pushes(*args, **kw)
+    spool.push_ahead = slow_first
+    rec = make_rec()
+    start = gevent.spawn(writer.submit, "start", rec)
+    gevent.sleep(0.01)
+    finish = gevent.spawn(writer.submit, "finish", finished(rec))
+    assert start.get(timeout=5) is True and finish.get(timeout=5) is True
+    assert store.writes == [("start", rec.call_id), ("finish", rec.call_id)]
     spool.close()
