@@ -22,7 +22,9 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import uuid
+from pathlib import Path
 
 from gevent import monkey
 
@@ -101,17 +103,16 @@ def _command(sock, reader, line):
 
 def lookup_statement(database):
     """crmagi's phone-index statement for this database, as its Directory compiles it once."""
-    from agi.config import load
     from agi.app import lookup_rules
+    from agi.config import load
+    from common import write_config
     from crmsync.db import make_engine
     from crmsync.directory import Directory
 
-    ini = "/tmp/crmagi-floor-%d.ini" % os.getpid()
-    with open(ini, "w") as f:
-        f.write("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n" % database)
-    engine = make_engine("mysql+pymysql://root@127.0.0.1:3306/%s" % database, read_only=True)
-    _union, sql, params = Directory(engine, lookup_rules(load(ini)))._index_sql()
-    os.unlink(ini)
+    url = "mysql+pymysql://root@127.0.0.1:3306/" + database
+    config = load(str(write_config(url, Path(tempfile.mkdtemp(prefix="crmagi-floor-")) / "crmagi.ini")))
+    engine = make_engine(url, read_only=True)
+    _union, sql, params = Directory(engine, lookup_rules(config))._index_sql()
     engine.dispose()
     return sql, params
 

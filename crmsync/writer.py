@@ -188,8 +188,8 @@ class CallWriter:
         as ``begin`` would have queued it had that op been spooled already.  Before, such an
         op was pushed with fsync and applied by the flusher: 0.1-0.4 ms more CPU per call
         when every hangup came moments after its answer (bench/load.py --hold 0; README)."""
-        ticket.after.done.wait(self.timeout)
-        if ticket.after.done.is_set() and not self.spool.has_before(_chain(ticket.kind, ticket.rec), ticket.op_id):
+        settled = ticket.after.done.wait(self.timeout)
+        if settled and not self.spool.has_before(_chain(ticket.kind, ticket.rec), ticket.op_id):
             return True
         self.spool.queue(ticket.op_id)
         self._warn_if_full()
@@ -204,8 +204,7 @@ class CallWriter:
             self._release(_chain(ticket.kind, ticket.rec), ticket.flight)
 
     def _release(self, chain, flight):
-        flight.pushed.set()
-        flight.done.set()
+        flight.done.set()               # ``pushed`` is set by begin itself, on every way out
         if self._flying.get(chain) is flight:
             del self._flying[chain]
 
