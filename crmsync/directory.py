@@ -7,7 +7,8 @@ with a match wins.  Two ways to find the candidates (crmsync/records.py), and
 index
     When ``crmagi_phone_index`` is ready (crmsync/phoneindex.py; asked once,
     then every ``index_check_seconds``): ONE statement (one round trip,
-    compiled once), per module a UNION ALL part reading the index range of
+    compiled once, prepared once per connection on MariaDB: crmsync/prepared.py,
+    its indexes named: crmsync/records.py), per module a UNION ALL part reading the index range of
     the values ending with the caller's last ``suffix_digits`` digits (all of
     them when the caller has fewer), joined to their records with
     ``deleted = 0`` and their current phone values (crmsync/records.py).  A
@@ -43,7 +44,7 @@ import gevent
 from sqlalchemy import exc as sa_exc, select
 
 from . import dialect as dialects
-from . import phone
+from . import phone, prepared
 from .db import CrmUnavailable, Schema, SchemaError, driver_error
 from .models import Caller, LookupResult, LookupRules, User
 from .phoneindex import MAX_CANDIDATES, PhoneIndex
@@ -262,12 +263,11 @@ class Directory:
         if not (key.isascii() and key.isdigit()):
             return None, []
         queries = self._module_queries()
-        union, sql, params = self._index_sql()
+        union, read = self._index_sql()
         with _database_errors(), self.engine.connect() as conn:
             cursor = conn.connection.driver_connection.cursor()
             try:
-                cursor.execute(sql, dict(params, p=key[::-1] + "%"))
-                rows = cursor.fetchall()
+                rows = read.rows(conn.connection, cursor, key[::-1] + "%")
                 dialects.of(self.engine).end_read(conn.connection.driver_connection)
             except self._dbapi.ProgrammingError as exc:      # e.g. the index table was dropped since
                 driver_error(self.engine, exc)
@@ -301,11 +301,13 @@ class Directory:
         return None, []
 
     def _index_sql(self):
-        """Every module's ``by_index`` as one UNION, compiled once: (IndexUnion, SQL text, fixed parameters)."""
+        """Every module's ``by_index`` as one UNION, compiled once: (IndexUnion, how it is read:
+        prepared on MariaDB, see crmsync/prepared.py)."""
         if self._index_compiled is None:
             union = index_union(self._module_queries(), dialects.of(self.engine).json_rows)
             compiled = union.statement.compile(dialect=self.engine.dialect)
-            self._index_compiled = (union, *dialects.of(self.engine).driver_statement(compiled))
+            sql, params = dialects.of(self.engine).driver_statement(compiled)
+            self._index_compiled = (union, prepared.read_for(self.engine, union.statement, sql, params, "p"))
         return self._index_compiled
 
     def _search_scan(self, caller, explain):

@@ -34,6 +34,7 @@ from sqlalchemy import bindparam, text
 from .db import SchemaError
 
 INDEX_TABLE = "crmagi_phone_index"
+DIGITS_KEY = INDEX_TABLE + "_digits"     # its index on digits_rev
 KEY_DIGITS = 32          # digits kept in digits_rev; a lookup never needs more
 KEY_VERSION = "1"        # bump when the key rule changes: every trigger body changes with it
 MAX_ID_LENGTH = 36       # record_id column width (SuiteCRM ids are char(36))

@@ -61,15 +61,21 @@ def execute(engine, sql, **params):
         return conn.execute(text(sql), params)
 
 
-@pytest.fixture(scope="module")
-def engine(crm_url_module):
-    """Sample data, test_directory's rows, the index installed and built (region RU)."""
-    engine = make_engine(crm_url_module, pool_size=5)
+def indexed_engine(url):
+    """An engine on ``url`` with test_directory's rows added and the index installed and built (RU)."""
+    engine = make_engine(url, pool_size=5)
     with engine.begin() as conn:
         add_rows(conn)
     index = PhoneIndex(engine, rules())
     index.install_triggers()
     index.rebuild()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def engine(crm_url_module):
+    """Sample data, test_directory's rows, the index installed and built (region RU)."""
+    engine = indexed_engine(crm_url_module)
     yield engine
     engine.dispose()
 
@@ -758,3 +764,50 @@ def _lookups_see_new_rows(engine, other):
                        "CONNECTION_ID()")
         assert cursor.fetchone()[0] == 0
         cursor.close()
+
+
+def _ranges_estimated(engine, directory, number):
+    """{table: the indexes MariaDB's optimizer estimated a range of} for the lookup statement of
+    ``number`` (its optimizer trace: each is a dive into that B-tree, per lookup)."""
+    import json
+
+    union, read = directory._index_sql()
+    tail = phone.suffix(phone.parse(number, "RU"), 7)[::-1] + "%"
+    estimated = {}
+    with engine.connect() as conn:
+        cursor = conn.connection.driver_connection.cursor()
+        cursor.execute("SET optimizer_trace = 'enabled=on'")
+        cursor.execute(read.sql, dict(read.params, p=tail))
+        cursor.fetchall()
+        cursor.execute("SELECT trace FROM information_schema.optimizer_trace")
+        trace = json.loads(cursor.fetchone()[0])
+        cursor.execute("SET optimizer_trace = 'enabled=off'")
+        cursor.close()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "table" in node and "range_analysis" in node:
+                alternatives = node["range_analysis"].get("analyzing_range_alternatives", {})
+                found = {alt["index"] for alt in alternatives.get("range_scan_alternatives", ())}
+                estimated.setdefault(node["table"], set()).update(found)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(trace)
+    return estimated
+
+
+def test_the_lookup_estimates_only_the_digits_range(engine):
+    """The index lookup names its indexes (FORCE INDEX): MariaDB would otherwise estimate, on
+    every lookup, the range of each index starting with a column in the WHERE clause --
+    ``deleted = 0`` of SuiteCRM's idx_contacts_del_last, idx_del_id_user, ... and ``module`` of
+    the index table's primary key, each nearly the whole table -- to pick the same plan."""
+    directory = Directory(engine, rules("RU"), users_cache_seconds=3600)
+    assert directory.lookup("+7 (499) 123-45-67").caller.record_id == "c-ivan"
+    estimated = _ranges_estimated(engine, directory, "+7 (499) 123-45-67")
+    assert estimated, "no range analysis in the optimizer trace"
+    assert set().union(*estimated.values()) == {triggers.DIGITS_KEY}, estimated
+    union, read = directory._index_sql()
+    assert read.sql.count("FORCE INDEX (PRIMARY)") == 4     # contacts, accounts, leads, the contact's account

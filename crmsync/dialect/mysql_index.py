@@ -40,10 +40,11 @@ class MySqlIndexSql:
             " national VARCHAR(32) %s NULL,"
             " parsed TINYINT(1) NOT NULL DEFAULT 0,"
             " PRIMARY KEY (module, record_id, field),"
-            " KEY crmagi_phone_index_digits (digits_rev),"
+            " KEY %s (digits_rev),"
             " KEY crmagi_phone_index_e164 (e164)"
             ") ENGINE=InnoDB COMMENT='crmagi: phone numbers of the CRM records, kept by triggers'"
-            % (INDEX_TABLE, ASCII, MAX_ID_LENGTH, ids, ASCII, triggers.KEY_DIGITS, ASCII, ASCII, ASCII))
+            % (INDEX_TABLE, ASCII, MAX_ID_LENGTH, ids, ASCII, triggers.KEY_DIGITS, ASCII, ASCII, ASCII,
+               triggers.DIGITS_KEY))
         conn.exec_driver_sql(
             "CREATE TABLE IF NOT EXISTS `%s` (name VARCHAR(64) %s NOT NULL PRIMARY KEY,"
             " value VARCHAR(255) NOT NULL) ENGINE=InnoDB" % (state_table, ASCII))
