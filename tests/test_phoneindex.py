@@ -61,14 +61,20 @@ def execute(engine, sql, **params):
         return conn.execute(text(sql), params)
 
 
-def indexed_engine(url):
-    """An engine on ``url`` with test_directory's rows added and the index installed and built (RU)."""
-    engine = make_engine(url, pool_size=5)
+def add_and_index(engine):
+    """test_directory's rows added, the index installed and built (region RU): its PhoneIndex."""
     with engine.begin() as conn:
         add_rows(conn)
     index = PhoneIndex(engine, rules())
     index.install_triggers()
     index.rebuild()
+    return index
+
+
+def indexed_engine(url):
+    """An engine on ``url`` with ``add_and_index`` done."""
+    engine = make_engine(url, pool_size=5)
+    add_and_index(engine)
     return engine
 
 
@@ -565,10 +571,10 @@ def test_a_slow_index_check_never_holds_up_a_lookup(fresh):
     index.rebuild()
     directory = Directory(fresh, rules("US"), index_check_seconds=0.05)
     assert any(line.startswith("index: ") for line in directory.lookup("0330977089").explain)
-    slow, answer = directory.index.status, Event()
+    slow, answer = directory.index.state, Event()
     # The check answers only when the test says: a lookup held up by it could not end first
     # (a "< 1 s" bound here failed on a loaded box; this needs no clock).
-    directory.index.status = lambda: (answer.wait(), (False, "checked late"))[1]
+    directory.index.state = lambda: (answer.wait(), (False, "checked late", "no index"))[1]
     gevent.sleep(0.1)
     result = directory.lookup("0330977089")
     assert directory._rechecking is not None and not answer.is_set()       # the check is still waiting
@@ -577,7 +583,7 @@ def test_a_slow_index_check_never_holds_up_a_lookup(fresh):
     answer.set()
     wait_for(lambda: directory._index_state[1] == "checked late", timeout=5)
     assert any("checked late" in line for line in directory.lookup("0330977089").explain)
-    directory.index.status = slow
+    directory.index.state = slow
 
 
 def test_sqlite_directory_scans(tmp_path):
@@ -672,6 +678,11 @@ def test_index_commands(crm_url, tmp_path):
     assert "lookups use the index: yes" in result.output
     result = run("index", "check")
     assert result.exit_code == 0 and result.output.rstrip().endswith("OK"), result.output
+    assert "its E.164 is not used" not in result.output
+    path.write_text(path.read_text().replace("default_region = US", "default_region = CA"))
+    result = run("index", "check")
+    assert "its E.164 is not used until the next rebuild (rebuilt for default_region US, not CA)" in result.output
+    path.write_text(path.read_text().replace("default_region = CA", "default_region = US"))
 
     lookup = run("lookup", "033-097-7089")
     assert lookup.exit_code == 0 and "index: 1 candidate(s)" in lookup.output
@@ -746,11 +757,7 @@ def test_a_lookup_on_a_transactional_engine_leaves_no_transaction_open(crm_url):
 
 
 def _lookups_see_new_rows(engine, other):
-    with engine.begin() as conn:
-        add_rows(conn)
-    index = PhoneIndex(engine, rules())
-    index.install_triggers()
-    index.rebuild()
+    add_and_index(engine)
     directory = Directory(engine, rules(), users_cache_seconds=3600)
     assert directory.lookup("+7 (499) 123-45-67").caller.name == "Ivan Petrov"
     with other.connect() as conn:
@@ -811,3 +818,62 @@ def test_the_lookup_estimates_only_the_digits_range(engine):
     assert set().union(*estimated.values()) == {triggers.DIGITS_KEY}, estimated
     union, read = directory._index_sql()
     assert read.sql.count("FORCE INDEX (PRIMARY)") == 4     # contacts, accounts, leads, the contact's account
+
+
+def _parsed_values(monkeypatch):
+    """The values Directory parses from now on (the cache cleared: every parse is seen)."""
+    from crmsync import directory as directory_module
+
+    seen, real = [], phone.parse
+    phone._cached.cache_clear()
+    monkeypatch.setattr(directory_module.phone, "parse", lambda raw, region: (seen.append(raw), real(raw, region))[1])
+    return seen
+
+
+def test_a_lookup_takes_the_index_e164_for_an_e164_match(fresh, monkeypatch):
+    """After a rebuild for this region and parser, an E.164 match comes from the index row's
+    e164: the record's value is not parsed again.  A value changed since (the trigger wipes
+    the row's e164 in the same transaction) is parsed: the old e164 is never believed."""
+    index = add_and_index(fresh)
+    assert index.state() == (True, index.status()[1], "")
+    directory = Directory(fresh, rules(), users_cache_seconds=3600)
+    seen = _parsed_values(monkeypatch)
+    result = directory.lookup("+7 (499) 123-45-67")
+    assert (result.caller.record_id, result.caller.rule) == ("c-ivan", "e164")
+    assert "8 (499) 123-45-67" not in seen
+    same(result, Directory(fresh, rules(), use_index=False).lookup("+7 (499) 123-45-67"))
+
+    execute(fresh, "UPDATE contacts SET phone_work = '+7 (499) 123-45-67 x' WHERE id = 'c-ivan'")
+    assert index_rows(fresh, "c-ivan")[("Contacts", "c-ivan", "phone_work")][1:] == (None, None, 0)
+    seen.clear()
+    result = directory.lookup("+7 (499) 123-45-67")
+    assert result.caller.record_id == "c-ivan" and "+7 (499) 123-45-67 x" in seen
+
+    # Equal E.164, but the value has no more digits than an extension may: no match, as phone.match says.
+    with fresh.begin() as conn:
+        contact(conn, "t-short", "Short", "Digits", phone_work="499 765 00 00")
+    index.rebuild()
+    seen.clear()
+    strict = rules(internal_max_digits=10)
+    indexed = Directory(fresh, strict, users_cache_seconds=3600).lookup("+7 499 765-00-00")
+    assert "499 765 00 00" not in seen and indexed.status == "unknown"
+    same(indexed, Directory(fresh, strict, use_index=False).lookup("+7 499 765-00-00"))
+
+
+def test_the_index_e164_waits_for_a_rebuild_after_the_region_or_parser_changed(fresh, monkeypatch):
+    index = add_and_index(fresh)
+    us = PhoneIndex(fresh, rules("US"))
+    assert us.state()[:2] == index.status() and us.state()[2] == "rebuilt for default_region RU, not US"
+    explain = Directory(fresh, rules("US")).lookup("+7 (499) 123-45-67").explain
+    assert any(line.startswith("the index's E.164 is not used (rebuilt for default_region RU, not US)")
+               for line in explain), explain
+
+    monkeypatch.setattr(phone, "PARSER_VERSION", "2/phonenumbers 99")
+    assert index.state()[2] == "computed by parser %s, not 2/phonenumbers 99" % ("1/phonenumbers " + __import__(
+        "phonenumbers").__version__)
+    directory = Directory(fresh, rules(), users_cache_seconds=3600)
+    seen = _parsed_values(monkeypatch)
+    result = directory.lookup("+7 (499) 123-45-67")
+    assert result.caller.rule == "e164" and "8 (499) 123-45-67" in seen          # parsed: not trusted
+    assert index.rebuild() == len(index_rows(fresh))        # the parser changed: every row recomputed
+    assert index.state()[2] == "" and index.rebuild() == 0
