@@ -102,7 +102,8 @@ def _command(sock, reader, line):
 
 
 def lookup_statement(database):
-    """crmagi's phone-index statement for this database, as its Directory compiles it once."""
+    """crmagi's phone-index statement for this database, as its Directory compiles it once (as
+    text: crmagi prepares it once per connection on MariaDB, crmsync/prepared.py)."""
     from agi.app import lookup_rules
     from agi.config import load
     from common import write_config
@@ -112,9 +113,9 @@ def lookup_statement(database):
     url = "mysql+pymysql://root@127.0.0.1:3306/" + database
     config = load(str(write_config(url, Path(tempfile.mkdtemp(prefix="crmagi-floor-")) / "crmagi.ini")))
     engine = make_engine(url, read_only=True)
-    _union, sql, params = Directory(engine, lookup_rules(config))._index_sql()
+    _union, read = Directory(engine, lookup_rules(config))._index_sql()
     engine.dispose()
-    return sql, params
+    return read.sql, read.params
 
 
 def main(argv=None):

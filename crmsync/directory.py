@@ -217,7 +217,7 @@ class Directory:
                 return self._search_index(caller, explain)
             except sa_exc.ProgrammingError as exc:     # e.g. the table was dropped since
                 log.warning("phone index unusable, scanning instead: %s", exc.orig)
-                self._index_state = (False, "unusable: %s" % exc.orig, time.monotonic(), "no index")
+                self._index_state = (False, "unusable: %s" % exc.orig, time.monotonic())
                 explain.append("index unusable (%s): scanning instead" % exc.orig)
         else:
             explain.append("scan: the phone index is not used (%s)" % why)
@@ -239,13 +239,12 @@ class Directory:
         return state[0], state[1]
 
     def _check_index(self):
-        """(ready, why, when asked, why the rows' e164 may not be used or '')."""
         try:
             with _database_errors():
-                ready, why, e164 = self.index.state()
+                ready, why = self.index.status()
         except (SchemaError, sa_exc.ProgrammingError) as exc:
-            ready, why, e164 = False, str(exc).splitlines()[0], "no index"
-        self._index_state = (ready, why, time.monotonic(), e164)
+            ready, why = False, str(exc).splitlines()[0]
+        self._index_state = (ready, why, time.monotonic())
         return self._index_state
 
     def _recheck_index(self):
@@ -253,8 +252,7 @@ class Directory:
             self._check_index()
         except CrmUnavailable as exc:       # the lookups say so; keep the last answer until next time
             log.debug("phone index check failed: %s", exc)
-            ready, why, _, e164 = self._index_state
-            self._index_state = (ready, why, time.monotonic(), e164)
+            self._index_state = self._index_state[:2] + (time.monotonic(),)
         finally:
             self._rechecking = None
 
@@ -271,30 +269,27 @@ class Directory:
             try:
                 rows = read.rows(conn.connection, cursor, key[::-1] + "%")
                 dialects.of(self.engine).end_read(conn.connection.driver_connection)
-            except self._dbapi.ProgrammingError as exc:      # e.g. the index table was dropped since
-                driver_error(self.engine, exc)
-                raise sa_exc.ProgrammingError("phone index lookup", None, exc) from exc
             except self._dbapi.Error as exc:
                 driver_error(self.engine, exc)
+                # The index table dropped since, or a key its hints name (crmsync/records.py) gone:
+                # the index is unusable and the lookup scans, rather than every call failing.
+                if isinstance(exc, self._dbapi.ProgrammingError) or dialects.of(self.engine).is_missing_key(exc):
+                    raise sa_exc.ProgrammingError("phone index lookup", None, exc) from exc
                 raise CrmUnavailable("CRM database unavailable: %s" % exc) from exc
             finally:
                 cursor.close()
         records = [{} for _ in queries]          # per module: record id -> its row
-        fields = [{} for _ in queries]           # per module: record id -> {index field: its e164}
+        fields = [{} for _ in queries]           # per module: record id -> the index fields
         counts = [0] * len(queries)
-        stored = not self._index_state[3]
         for row in rows:
             position, field = int(row[0]), row[1]
             own = union.own_row(queries[position], row)
             records[position].setdefault(own[0], own)
-            fields[position].setdefault(own[0], {})[field] = row[2] if stored else None
+            fields[position].setdefault(own[0], set()).add(field)
             counts[position] += 1
         explain.append("index: %d candidate(s)%s ending in %s%s" % (
             len(rows), " (capped)" if max(counts) >= MAX_CANDIDATES else "", tail,
             "".join(", %s %d" % (q.spec.name, len(r)) for q, r in zip(queries, records) if r)))
-        if not stored:
-            explain.append("the index's E.164 is not used (%s): every candidate is parsed; "
-                           "`crmagi index rebuild` recomputes it" % self._index_state[3])
         for query, found, named in zip(queries, records, fields):
             if not found:
                 continue
@@ -337,36 +332,23 @@ class Directory:
         return self._queries
 
     def _matches(self, spec, names, rows, caller, only=None):
-        """The matching columns of ``rows``; ``only``: record id -> {column: the index row's
-        e164 or None}, the columns to look at (the index named them)."""
-        found = []
+        rules, found = self.rules, []
         first_phone = 3 + len(names)
         extra = first_phone + len(spec.phone_fields)     # account name, when selected
         for row in rows:
             record_id, owner_id, modified = row[0], row[1 + len(names)], row[2 + len(names)]
             name = " ".join(str(part).strip() for part in row[1:1 + len(names)] if part and str(part).strip())
             account = row[extra] if len(row) > extra else None
-            wanted = only.get(record_id, {}) if only is not None else dict.fromkeys(spec.phone_fields)
+            wanted = only.get(record_id, ()) if only is not None else spec.phone_fields
             for index, column in enumerate(spec.phone_fields):
                 if column not in wanted:
                     continue
-                value = row[first_phone + index]
-                rule = self._rule(caller, value, wanted[column])
+                stored = phone.parse(row[first_phone + index], rules.default_region)
+                rule = stored and phone.match(caller, stored, rules.suffix_digits, rules.internal_max_digits)
                 if rule:
                     key = (phone.strength(rule), index, _recency(modified), record_id)
-                    found.append(_Match(key, record_id, name, account, owner_id, column, value, rule))
+                    found.append(_Match(key, record_id, name, account, owner_id, column, stored.raw, rule))
         return found
-
-    def _rule(self, caller, value, e164):
-        """How ``value`` matches the caller (``phone.match``), else None.  ``e164``: the index's
-        parse of value (crmsync/phoneindex.py): equal to the caller's, that is the answer
-        ``phone.match`` would give, without parsing value again."""
-        rules = self.rules
-        if e164 and e164 == caller.e164:
-            short = min(len(caller.digits), len(phone.digits(value))) <= rules.internal_max_digits
-            return None if short else "e164"
-        stored = phone.parse(value, rules.default_region)
-        return stored and phone.match(caller, stored, rules.suffix_digits, rules.internal_max_digits)
 
     def _found(self, number, caller, spec, matches, explain):
         best = matches[0]

@@ -62,12 +62,6 @@ class PhoneKey:
 
 CACHED_LENGTH = 64         # longer text (junk, a hostile caller ID) is parsed, not kept
 
-# What ``parse`` gives for a text: the phone index keeps the E.164 it computed with this
-# (crmsync/phoneindex.py) and a lookup trusts that E.164 only while it is still the same.
-# Bump RULES_VERSION whenever parse's result for a text can change.
-RULES_VERSION = "1"
-PARSER_VERSION = "%s/phonenumbers %s" % (RULES_VERSION, phonenumbers.__version__)
-
 
 def parse(raw, region) -> Optional[PhoneKey]:
     """A PhoneKey for raw as dialled or typed in ``region``; None when it has no digits.
@@ -81,21 +75,11 @@ def parse(raw, region) -> Optional[PhoneKey]:
     return _parse(raw, region)
 
 
-def _number_text(raw):
-    """raw without its extension suffix, spaces collapsed and stripped."""
-    # One space per run: _EXTENSION may start anywhere in a run of spaces, so a long run
-    # costs quadratic time (8,000 spaces in a caller ID held the event loop 2.7 s).
-    return _EXTENSION.sub("", _SPACES.sub(" ", raw or "")).strip()
-
-
-def digits(raw) -> str:
-    """``parse(raw, ...).digits`` without parsing: every digit of raw, extension suffix removed."""
-    return phonenumbers.normalize_digits_only(_number_text(raw))
-
-
 def _parse(raw, region):
     raw = raw or ""
-    text = _number_text(raw)
+    # One space per run: _EXTENSION may start anywhere in a run of spaces, so a long run
+    # costs quadratic time (8,000 spaces in a caller ID held the event loop 2.7 s).
+    text = _EXTENSION.sub("", _SPACES.sub(" ", raw)).strip()
     digits = phonenumbers.normalize_digits_only(text)
     if not digits:
         return None

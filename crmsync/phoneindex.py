@@ -4,17 +4,11 @@ One row per non-empty phone value of a live record (``deleted = 0``) of every
 configured module: ``(module, record_id, field)`` is the primary key, and
 ``digits_rev`` (see crmsync/triggers.py) makes "the caller's last N digits" an
 index range read.  ``e164`` and ``national`` (phonenumbers with ``[lookup]
-default_region``) come from the rebuild: the triggers cannot compute them, so a
-row written by a trigger has them NULL with ``parsed = 0`` until the next
-rebuild.  Directory reads candidates here, then fetches the records themselves
-and verifies them with ``phone.match``; the one thing it takes from a row is
-its ``e164``, as the parse of the record's value, when it equals the caller's
-(an ``e164`` match without parsing the value again: ~50 us a lookup).  That is
-sound because a trigger sets ``e164`` NULL in the same transaction as any byte
-of the value changes, and only while ``state()`` says the last rebuild computed
-them with this ``default_region`` and this parser (``phone.PARSER_VERSION``;
-a rebuild after either changed recomputes every row).  Digits and ids are
-never taken on trust: a stale row can cost a query, not a wrong record.
+default_region``) are informative: the triggers cannot compute them, so a row
+written by a trigger has them NULL with ``parsed = 0`` until the next rebuild.
+Matching never depends on them: Directory reads candidates here, then fetches
+the records themselves and verifies them with ``phone.match``, so a stale row
+can cost a query but never produce a wrong match.
 
 Users are NOT indexed here: there are few of them and Directory keeps them in
 an in-memory map (users.id and extension), refreshed every
@@ -50,26 +44,11 @@ class PhoneIndexError(Exception):
     """The phone index cannot be used here (not MariaDB/MySQL/SQL Server, or not installed)."""
 
 
-class IndexState(NamedTuple):
-    ready: bool
-    why: str
-    e164: str           # '' when lookups may take the rows' e164 (module docstring), else why not
-
-
 class RebuildStats(NamedTuple):
     records: int        # source records read
     written: int        # index rows inserted or updated
     deleted: int        # index rows removed
     seconds: float
-
-
-def _e164_state(state, rules):
-    """'' when the rows' e164 were computed for ``rules`` by this parser, else why not."""
-    if state.get("region") != rules.default_region:
-        return "rebuilt for default_region %s, not %s" % (state.get("region"), rules.default_region)
-    if state.get("parser") != phone.PARSER_VERSION:
-        return "computed by parser %s, not %s" % (state.get("parser", "of an older crmagi"), phone.PARSER_VERSION)
-    return ""
 
 
 class PhoneIndex:
@@ -187,26 +166,19 @@ class PhoneIndex:
 
     def status(self) -> Tuple[bool, str]:
         """(ready, why): cheap (two small reads); Directory asks about once a minute."""
-        return self.state()[:2]
-
-    def state(self) -> IndexState:
-        """``status``, and whether lookups may take the rows' e164 (see the module docstring)."""
         if not self.supported:
-            return IndexState(False, "needs MariaDB or MySQL (this CRM database is %s)"
-                              % self.engine.dialect.name, "no index")
+            return False, "needs MariaDB or MySQL (this CRM database is %s)" % self.engine.dialect.name
         with self.engine.connect() as conn:
             missing = self._trigger_problems(conn)
             if missing:
-                return IndexState(False, "%s (run `crmagi index install`, then `crmagi index rebuild`)"
-                                  % missing, "no index")
+                return False, "%s (run `crmagi index install`, then `crmagi index rebuild`)" % missing
             try:
                 state = dict(conn.execute(text("SELECT name, value FROM %s" % STATE_TABLE)).all())
             except sa_exc.ProgrammingError:
-                return IndexState(False, "%s not created (run `crmagi index install`)" % STATE_TABLE, "no index")
+                return False, "%s not created (run `crmagi index install`)" % STATE_TABLE
         if state.get("fingerprint") != self._generated()[1]:
-            return IndexState(False, "not rebuilt since the triggers were installed (run `crmagi index rebuild`)",
-                              "no index")
-        return IndexState(True, "ready, rebuilt %s" % state.get("built_at", "?"), _e164_state(state, self.rules))
+            return False, "not rebuilt since the triggers were installed (run `crmagi index rebuild`)"
+        return True, "ready, rebuilt %s" % state.get("built_at", "?")
 
     def is_ready(self) -> bool:
         return self.status()[0]
@@ -265,8 +237,7 @@ class PhoneIndex:
         safe while users edit (crmsync/indexsync.py: each row is written only
         if the source row, re-read under a shared lock, still says so).
         ``full`` recomputes e164/national of every row (automatic when
-        ``default_region`` or ``phone.PARSER_VERSION`` changed since the last
-        rebuild).  ``progress`` is
+        ``default_region`` changed since the last rebuild).  ``progress`` is
         called with the number of source records of each batch.
         """
         self.ensure_table()
@@ -279,15 +250,14 @@ class PhoneIndex:
             if not triggers_ok:
                 log.warning("rebuilding without the crmagi triggers: edits made meanwhile are not indexed "
                             "(run `crmagi index install`); lookups will not use the index")
-            full = full or bool(_e164_state(state, self.rules))
+            full = full or state.get("region") != self.rules.default_region
             records, written, deleted = self.sql.rebuild(conn, self.rules, tables, self.batch_size, full, progress)
             with indexsync.transaction(conn):
                 conn.exec_driver_sql("DELETE FROM %s" % self.sql.quote(STATE_TABLE))
                 if triggers_ok and not self._trigger_problems(conn):
                     conn.execute(text("INSERT INTO %s (name, value) VALUES ('fingerprint', :f), ('region', :r),"
-                                      " ('parser', :p), ('built_at', :b)" % STATE_TABLE),
+                                      " ('built_at', :b)" % STATE_TABLE),
                                  {"f": self._generated()[1], "r": self.rules.default_region,
-                                  "p": phone.PARSER_VERSION,
                                   "b": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")})
         self.last_rebuild = RebuildStats(records, written, deleted, time.monotonic() - started)
         return written + deleted

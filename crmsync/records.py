@@ -38,8 +38,7 @@ from .phoneindex import MAX_CANDIDATES
 from .triggers import DIGITS_KEY, INDEX_TABLE
 
 MAX_SCAN_ROWS = 200
-_INDEX = table_clause(INDEX_TABLE, column("module"), column("record_id"), column("field"), column("digits_rev"),
-                      column("e164"))
+_INDEX = table_clause(INDEX_TABLE, column("module"), column("record_id"), column("field"), column("digits_rev"))
 _SEPARATORS = (" ", "-", "(", ")", ".", "+", "/")
 _HINTED = ("mysql", "mariadb")      # SQLAlchemy's names of the dialects that take index hints
 
@@ -116,21 +115,20 @@ def _digits_only(column):
 
 class IndexUnion(NamedTuple):
     """Every module's ``by_index`` as ONE statement: its rows carry the module's position,
-    the index field, the index row's e164, then the module's row, either padded with NULLs
-    to the widest module or (``json``) as one JSON array column (see the dialects'
-    ``json_rows``)."""
+    the index field, then the module's row, either padded with NULLs to the widest module
+    or (``json``) as one JSON array column (see the dialects' ``json_rows``)."""
     statement: object
     names: int          # name columns of the widest module
     phones: int         # phone columns of the widest module
     json: bool = False
 
     def own_row(self, query, row):
-        """(position, field, e164) already read: the module's own row shape, as ``module_query`` says."""
+        """(position, field) already read: the module's own row shape, as ``module_query`` says."""
         if self.json:
-            return _from_json(query, row[3])
+            return _from_json(query, row[2])
         n, m = len(query.names), len(query.spec.phone_fields)
-        rest = row[4 + self.names:]           # owner, modified, phones..., account
-        out = (row[3], *row[4:4 + n], rest[0], rest[1], *rest[2:2 + m])
+        rest = row[3 + self.names:]           # owner, modified, phones..., account
+        out = (row[2], *row[3:3 + n], rest[0], rest[1], *rest[2:2 + m])
         return out + (rest[2 + self.phones],) if _has_account(query) else out
 
 
@@ -156,7 +154,6 @@ def index_union(queries, json_rows=False) -> IndexUnion:
         cols = list(query.by_index.selected_columns)
         row = [literal_column(str(position)), *(_json_row(cols) if json_rows else
                                                 _padded_row(query, cols, widest_names, widest_phones))]
-        row.insert(2, _INDEX.c.e164)          # after the field
         parts.append(query.by_index.with_only_columns(*[c.label("c%d" % i) for i, c in enumerate(row)],
                                                       maintain_column_froms=False))
     return IndexUnion(union_all(*parts), widest_names, widest_phones, json_rows)

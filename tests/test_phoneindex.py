@@ -61,20 +61,14 @@ def execute(engine, sql, **params):
         return conn.execute(text(sql), params)
 
 
-def add_and_index(engine):
-    """test_directory's rows added, the index installed and built (region RU): its PhoneIndex."""
+def indexed_engine(url):
+    """An engine on ``url`` with test_directory's rows added and the index installed and built (RU)."""
+    engine = make_engine(url, pool_size=5)
     with engine.begin() as conn:
         add_rows(conn)
     index = PhoneIndex(engine, rules())
     index.install_triggers()
     index.rebuild()
-    return index
-
-
-def indexed_engine(url):
-    """An engine on ``url`` with ``add_and_index`` done."""
-    engine = make_engine(url, pool_size=5)
-    add_and_index(engine)
     return engine
 
 
@@ -571,10 +565,10 @@ def test_a_slow_index_check_never_holds_up_a_lookup(fresh):
     index.rebuild()
     directory = Directory(fresh, rules("US"), index_check_seconds=0.05)
     assert any(line.startswith("index: ") for line in directory.lookup("0330977089").explain)
-    slow, answer = directory.index.state, Event()
+    slow, answer = directory.index.status, Event()
     # The check answers only when the test says: a lookup held up by it could not end first
     # (a "< 1 s" bound here failed on a loaded box; this needs no clock).
-    directory.index.state = lambda: (answer.wait(), (False, "checked late", "no index"))[1]
+    directory.index.status = lambda: (answer.wait(), (False, "checked late"))[1]
     gevent.sleep(0.1)
     result = directory.lookup("0330977089")
     assert directory._rechecking is not None and not answer.is_set()       # the check is still waiting
@@ -583,7 +577,7 @@ def test_a_slow_index_check_never_holds_up_a_lookup(fresh):
     answer.set()
     wait_for(lambda: directory._index_state[1] == "checked late", timeout=5)
     assert any("checked late" in line for line in directory.lookup("0330977089").explain)
-    directory.index.state = slow
+    directory.index.status = slow
 
 
 def test_sqlite_directory_scans(tmp_path):
@@ -678,11 +672,6 @@ def test_index_commands(crm_url, tmp_path):
     assert "lookups use the index: yes" in result.output
     result = run("index", "check")
     assert result.exit_code == 0 and result.output.rstrip().endswith("OK"), result.output
-    assert "its E.164 is not used" not in result.output
-    path.write_text(path.read_text().replace("default_region = US", "default_region = CA"))
-    result = run("index", "check")
-    assert "its E.164 is not used until the next rebuild (rebuilt for default_region US, not CA)" in result.output
-    path.write_text(path.read_text().replace("default_region = CA", "default_region = US"))
 
     lookup = run("lookup", "033-097-7089")
     assert lookup.exit_code == 0 and "index: 1 candidate(s)" in lookup.output
@@ -757,7 +746,11 @@ def test_a_lookup_on_a_transactional_engine_leaves_no_transaction_open(crm_url):
 
 
 def _lookups_see_new_rows(engine, other):
-    add_and_index(engine)
+    with engine.begin() as conn:
+        add_rows(conn)
+    index = PhoneIndex(engine, rules())
+    index.install_triggers()
+    index.rebuild()
     directory = Directory(engine, rules(), users_cache_seconds=3600)
     assert directory.lookup("+7 (499) 123-45-67").caller.name == "Ivan Petrov"
     with other.connect() as conn:
@@ -773,19 +766,17 @@ def _lookups_see_new_rows(engine, other):
         cursor.close()
 
 
-def _ranges_estimated(engine, directory, number):
-    """{table: the indexes MariaDB's optimizer estimated a range of} for the lookup statement of
-    ``number`` (its optimizer trace: each is a dive into that B-tree, per lookup)."""
+def _ranges_estimated(engine, read, number):
+    """{table: the indexes MariaDB's optimizer estimated a range of} for the lookup of ``number``
+    as ``read`` runs it (its optimizer trace: each is a dive into that B-tree, per lookup)."""
     import json
 
-    union, read = directory._index_sql()
     tail = phone.suffix(phone.parse(number, "RU"), 7)[::-1] + "%"
     estimated = {}
     with engine.connect() as conn:
         cursor = conn.connection.driver_connection.cursor()
         cursor.execute("SET optimizer_trace = 'enabled=on'")
-        cursor.execute(read.sql, dict(read.params, p=tail))
-        cursor.fetchall()
+        read.rows(conn.connection, cursor, tail)
         cursor.execute("SELECT trace FROM information_schema.optimizer_trace")
         trace = json.loads(cursor.fetchone()[0])
         cursor.execute("SET optimizer_trace = 'enabled=off'")
@@ -811,69 +802,28 @@ def test_the_lookup_estimates_only_the_digits_range(engine):
     every lookup, the range of each index starting with a column in the WHERE clause --
     ``deleted = 0`` of SuiteCRM's idx_contacts_del_last, idx_del_id_user, ... and ``module`` of
     the index table's primary key, each nearly the whole table -- to pick the same plan."""
+    from crmsync.prepared import PreparedRead, TextRead
+
     directory = Directory(engine, rules("RU"), users_cache_seconds=3600)
     assert directory.lookup("+7 (499) 123-45-67").caller.record_id == "c-ivan"
-    estimated = _ranges_estimated(engine, directory, "+7 (499) 123-45-67")
-    assert estimated, "no range analysis in the optimizer trace"
-    assert set().union(*estimated.values()) == {triggers.DIGITS_KEY}, estimated
     union, read = directory._index_sql()
+    assert isinstance(read, PreparedRead)
+    for way in (read, TextRead(read.sql, read.params, "p")):        # as MariaDB runs it, and as text
+        estimated = _ranges_estimated(engine, way, "+7 (499) 123-45-67")
+        assert estimated, "no range analysis in the optimizer trace"
+        assert set().union(*estimated.values()) == {triggers.DIGITS_KEY}, (type(way), estimated)
     assert read.sql.count("FORCE INDEX (PRIMARY)") == 4     # contacts, accounts, leads, the contact's account
 
 
-def _parsed_values(monkeypatch):
-    """The values Directory parses from now on (the cache cleared: every parse is seen)."""
-    from crmsync import directory as directory_module
-
-    seen, real = [], phone.parse
-    phone._cached.cache_clear()
-    monkeypatch.setattr(directory_module.phone, "parse", lambda raw, region: (seen.append(raw), real(raw, region))[1])
-    return seen
-
-
-def test_a_lookup_takes_the_index_e164_for_an_e164_match(fresh, monkeypatch):
-    """After a rebuild for this region and parser, an E.164 match comes from the index row's
-    e164: the record's value is not parsed again.  A value changed since (the trigger wipes
-    the row's e164 in the same transaction) is parsed: the old e164 is never believed."""
-    index = add_and_index(fresh)
-    assert index.state() == (True, index.status()[1], "")
-    directory = Directory(fresh, rules(), users_cache_seconds=3600)
-    seen = _parsed_values(monkeypatch)
-    result = directory.lookup("+7 (499) 123-45-67")
-    assert (result.caller.record_id, result.caller.rule) == ("c-ivan", "e164")
-    assert "8 (499) 123-45-67" not in seen
-    same(result, Directory(fresh, rules(), use_index=False).lookup("+7 (499) 123-45-67"))
-
-    execute(fresh, "UPDATE contacts SET phone_work = '+7 (499) 123-45-67 x' WHERE id = 'c-ivan'")
-    assert index_rows(fresh, "c-ivan")[("Contacts", "c-ivan", "phone_work")][1:] == (None, None, 0)
-    seen.clear()
-    result = directory.lookup("+7 (499) 123-45-67")
-    assert result.caller.record_id == "c-ivan" and "+7 (499) 123-45-67 x" in seen
-
-    # Equal E.164, but the value has no more digits than an extension may: no match, as phone.match says.
-    with fresh.begin() as conn:
-        contact(conn, "t-short", "Short", "Digits", phone_work="499 765 00 00")
+def test_a_lookup_without_the_hinted_key_scans_instead_of_failing(fresh):
+    """The hints name crmagi_phone_index_digits; a DBA who dropped it gets error 1176 from every
+    lookup.  The index is then unusable (the lookup scans), not the CRM unavailable."""
+    index = PhoneIndex(fresh, rules("US"))
+    index.install_triggers()
     index.rebuild()
-    seen.clear()
-    strict = rules(internal_max_digits=10)
-    indexed = Directory(fresh, strict, users_cache_seconds=3600).lookup("+7 499 765-00-00")
-    assert "499 765 00 00" not in seen and indexed.status == "unknown"
-    same(indexed, Directory(fresh, strict, use_index=False).lookup("+7 499 765-00-00"))
-
-
-def test_the_index_e164_waits_for_a_rebuild_after_the_region_or_parser_changed(fresh, monkeypatch):
-    index = add_and_index(fresh)
-    us = PhoneIndex(fresh, rules("US"))
-    assert us.state()[:2] == index.status() and us.state()[2] == "rebuilt for default_region RU, not US"
-    explain = Directory(fresh, rules("US")).lookup("+7 (499) 123-45-67").explain
-    assert any(line.startswith("the index's E.164 is not used (rebuilt for default_region RU, not US)")
-               for line in explain), explain
-
-    monkeypatch.setattr(phone, "PARSER_VERSION", "2/phonenumbers 99")
-    assert index.state()[2] == "computed by parser %s, not 2/phonenumbers 99" % ("1/phonenumbers " + __import__(
-        "phonenumbers").__version__)
-    directory = Directory(fresh, rules(), users_cache_seconds=3600)
-    seen = _parsed_values(monkeypatch)
-    result = directory.lookup("+7 (499) 123-45-67")
-    assert result.caller.rule == "e164" and "8 (499) 123-45-67" in seen          # parsed: not trusted
-    assert index.rebuild() == len(index_rows(fresh))        # the parser changed: every row recomputed
-    assert index.state()[2] == "" and index.rebuild() == 0
+    directory = Directory(fresh, rules("US"), index_check_seconds=3600)
+    assert any(line.startswith("index: ") for line in directory.lookup("0330977089").explain)
+    execute(fresh, "ALTER TABLE %s DROP INDEX %s" % (INDEX_TABLE, triggers.DIGITS_KEY))
+    result = directory.lookup("0330977089")
+    assert result.caller.record_id == PATSY
+    assert any(line.startswith("index unusable") and "1176" in line for line in result.explain), result.explain

@@ -50,10 +50,8 @@ def _phone_index(config_path, batch_size=2000):
 
 
 def _status(index):
-    ready, why, e164 = index.state()
+    ready, why = index.status()
     click.echo("lookups use the index: %s (%s)" % ("yes" if ready else "no", why))
-    if ready and e164:
-        click.echo("its E.164 is not used until the next rebuild (%s): each candidate is parsed" % e164)
     return ready
 
 

@@ -32,6 +32,7 @@ class SqlServer(MySQL):
     lock_suffix = ""
     duplicate_errors = (DUPLICATE_KEY, DUPLICATE_INDEX_KEY)
     deadlock_errors = (DEADLOCK,)
+    missing_key_errors = ()        # no index hints are sent to SQL Server
 
     @staticmethod
     def quote(name):

@@ -12,6 +12,7 @@ from pymysql.constants import CLIENT, SERVER_STATUS
 from pymysql.converters import escape_string
 
 DUPLICATE_KEY = 1062
+KEY_DOES_NOT_EXIST = 1176      # an index hint names a key the table lacks
 DEADLOCK = 1213
 LOCK_WAIT_TIMEOUT = 1205
 
@@ -67,6 +68,7 @@ class MySQL:
     lock_suffix = " FOR UPDATE"
     duplicate_errors = (DUPLICATE_KEY,)
     deadlock_errors = (DEADLOCK,)
+    missing_key_errors = (KEY_DOES_NOT_EXIST,)
 
     @staticmethod
     def quote(name):
@@ -154,6 +156,9 @@ class MySQL:
 
     def is_deadlock(self, exc):
         return errno(exc) in self.deadlock_errors
+
+    def is_missing_key(self, exc):
+        return errno(exc) in self.missing_key_errors
 
     # -- connections ------------------------------------------------------------------
 

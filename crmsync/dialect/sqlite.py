@@ -47,5 +47,8 @@ class SQLite(MySQL):
     def is_deadlock(self, exc):
         return False
 
+    def is_missing_key(self, exc):
+        return False
+
 
 SQLITE = SQLite()
