@@ -229,7 +229,7 @@ def test_outbound_to_unknown_number_is_logged_unlinked(app, db):
 def test_queue_call_answered_without_dialstatus_is_held(app, db):
     incoming, _ = replay(app, "05a-queue-ringall")
     call_id = incoming.variables["CRM_CALL_ID"]
-    row = call(db, call_id, status="Held")
+    call(db, call_id, status="Held")        # waits for the row to say Held
     extra = crmagi_row(db, call_id)
     assert extra["dial_status"] is None and extra["talk_seconds"] is not None
 
