@@ -84,7 +84,8 @@ def module_query(spec, tables) -> ModuleQuery:
     by_id = select(*columns).where(table.c.deleted == 0, table.c.id.in_(bindparam("ids", expanding=True)))
     by_index = (select(_INDEX.c.field, *columns)
                 .select_from(_INDEX.join(table, table.c.id == _INDEX.c.record_id))
-                .where(_INDEX.c.digits_rev.like(bindparam("p", type_=String())), _INDEX.c.module == spec.name, table.c.deleted == 0)
+                .where(_INDEX.c.digits_rev.like(bindparam("p", type_=String())), _INDEX.c.module == spec.name,
+                       table.c.deleted == 0)
                 .limit(MAX_CANDIDATES))
     by_index = _by_primary_key(_hint(by_index, _INDEX, DIGITS_KEY), table)
     return ModuleQuery(spec, names, scan, by_id, by_index)

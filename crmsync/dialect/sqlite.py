@@ -8,6 +8,7 @@ class SQLite(MySQL):
     name = "sqlite"
     packed = False
     json_rows = False
+    missing_key_errors = ()        # no index hints are sent to SQLite
 
     @staticmethod
     def end_read(driver_connection):
@@ -45,9 +46,6 @@ class SQLite(MySQL):
         return "UNIQUE constraint failed" in str(getattr(exc, "orig", exc))
 
     def is_deadlock(self, exc):
-        return False
-
-    def is_missing_key(self, exc):
         return False
 
 
