@@ -15,6 +15,7 @@ import uuid
 from datetime import datetime
 
 import gevent
+import gevent.event
 import pytest
 import websocket
 
@@ -224,6 +225,7 @@ def test_a_reload_mid_traffic_drops_no_call_of_any_tenant(server, two_crms, tmp_
     urls, engines = two_crms
     taken = {"acme": [], "globex": [], "initech": []}
     refused = []
+    reloaded_before_hangup = []
 
     def one_call(name):
         call = SimulatedCall(running.address, "incoming", number="4930123400", callerid="+4930111111",
@@ -233,26 +235,34 @@ def test_a_reload_mid_traffic_drops_no_call_of_any_tenant(server, two_crms, tmp_
             refused.append((name, first.variables))
             return
         taken[name].append(call.uniqueid)
+        before = "initech" in running.apps
         gevent.sleep(0.3)
+        if name == "globex" and not before and "initech" in running.apps:
+            reloaded_before_hangup.append(call.uniqueid)
         assert call.finish({"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "3"}).agistatus == "SUCCESS"
 
-    def traffic(seconds):
-        jobs, until = [], time.monotonic() + seconds
-        while time.monotonic() < until:
+    def traffic(stop):
+        jobs = []
+        while not stop.is_set():
             names = ("acme", "initech") if "initech" in running.apps else ("acme", "globex")
             jobs += [gevent.spawn(one_call, name) for name in names]
             gevent.sleep(0.05)
         return jobs
 
-    background = gevent.spawn(traffic, 3.0)
-    gevent.sleep(1.0)
+    # Counted, not timed: the reload comes once globex has calls behind it, and the traffic
+    # stops once initech has taken its own, however long a busy box takes to place them.
+    stop = gevent.event.Event()
+    background = gevent.spawn(traffic, stop)
+    wait_for(lambda: len(taken["globex"]) >= 5 and len(taken["acme"]) >= 10, timeout=30)
     os.remove(os.path.join(str(folder), "globex.ini"))
     tenant_file(folder, "initech", urls["globex"], tmp_path)
     os.kill(os.getpid(), signal.SIGHUP)
+    wait_for(lambda: len(taken["initech"]) >= 5 and len(taken["acme"]) >= 20, timeout=30)
+    stop.set()
     jobs = background.get()
     gevent.joinall(jobs, raise_error=True)
     assert all(name == "globex" for name, _ in refused)    # only globex calls raced the reload
-    assert len(taken["acme"]) >= 20 and len(taken["globex"]) >= 5 and len(taken["initech"]) >= 5
+    assert reloaded_before_hangup, "no globex call was under way across the reload"
     held = {name: lambda engine=engine: {r["linkedid"] for r in rows(
         engine, "SELECT linkedid FROM crmagi_calls WHERE status='Held'")} for name, engine in engines.items()}
     wait_for(lambda: held["acme"]() == set(taken["acme"]), timeout=15)
