@@ -77,8 +77,10 @@ def worker_pid(proc, index):
 
 def both_serve(proc, port):
     """Both workers accept calls (one call each, the other frozen): a worker still starting
-    (seconds on a loaded box) would otherwise leave every call to the first."""
+    (seconds on a loaded box) would otherwise leave every call to the first.  Calls are refused
+    until the first worker is ready, then queue for the one not frozen."""
     pids = workers_of(proc)
+    wait_for(lambda: listening(port), timeout=30)
     served = []
     for pid in pids:
         with frozen(*(set(pids) - {pid})):
@@ -87,19 +89,25 @@ def both_serve(proc, port):
     return pids
 
 
+def listening(port):
+    """Whether a worker opened the port's accept queue (before, calls are refused)."""
+    return bool(subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True).stdout.strip())
+
+
 def queued(port):
     """Connections waiting to be accepted on 127.0.0.1:``port`` (the Recv-Q of its listeners)."""
     lines = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True).stdout
     return sum(int(line.split()[1]) for line in lines.splitlines() if line.strip())
 
 
-def serve_two(crm_url, tmp_path, stderr=subprocess.DEVNULL, agi=""):
+def serve_two(crm_url, tmp_path, stderr=subprocess.DEVNULL, agi="", env=None):
     """`crmagi serve` with 2 workers on a free port: (the parent's Popen, the port)."""
     port = free_port()
     ini = tmp_path / "crmagi.ini"
     ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\nworkers = 2\nspool = crmagi-spool.sqlite\n%s"
                    "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, agi, free_port()))
-    return subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=stderr, text=True), port
+    return subprocess.Popen([sys.executable, "-m", "agi.cli", "serve", "-c", str(ini)], stderr=stderr, text=True,
+                            env=env), port
 
 
 def test_worker_spool_names():
@@ -172,6 +180,7 @@ def test_two_workers_give_one_metrics_view(crm_url, tmp_path):
                             text=True, env=dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir)))
     try:
         workers = workers_of(proc)
+        wait_for(lambda: listening(port), timeout=30)
         served = []
         for pid in workers:             # 20 calls on each worker: while one is frozen the other takes all
             with frozen(*(set(workers) - {pid})):
@@ -424,3 +433,59 @@ def test_a_port_freed_within_the_bind_wait_is_taken():
     started = time.monotonic()
     _listen(address, wait=10).close()
     assert 0.8 < time.monotonic() - started < 5
+
+
+def first_command_after(port, limit=30.0):
+    """Seconds from connecting to 127.0.0.1:``port`` to the first AGI command of an incoming
+    request (its environment sent at once, as Asterisk does), or None when refused."""
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=limit)
+    except ConnectionRefusedError:
+        return None
+    with sock:
+        connected = time.monotonic()
+        sock.sendall(b"agi_network_script: incoming\nagi_uniqueid: 1.1\nagi_callerid: 4930999999\n\n")
+        assert sock.recv(100)
+        return time.monotonic() - connected
+
+
+def test_a_call_placed_while_the_workers_start_is_refused_never_held(crm_url, tmp_path):
+    """Asterisk waits for an AGI server's first command without a time limit.  While `crmagi
+    serve` starts, its workers import and start for a second or more; a call placed then must be
+    refused (the dialplan goes on at once, and the hangup request writes the call) or served within
+    [agi] timeout, not held in the accept queue until a worker is ready.  The fault campaign saw
+    such calls answered 570-600 ms after they connected, right after each restart of crmagi."""
+    proc, port = serve_two(crm_url, tmp_path)
+    try:
+        waits, deadline = [], time.monotonic() + 60
+        while not waits and time.monotonic() < deadline:
+            wait = first_command_after(port)
+            if wait is None:
+                time.sleep(0.01)
+            else:
+                waits.append(wait)
+        waits += [first_command_after(port) for _ in range(5)]
+        assert len(waits) == 6 and max(waits) < 0.5 + 0.25, waits
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+
+
+
+def test_systemd_hears_ready_once_a_worker_takes_calls(crm_url, tmp_path):
+    """READY=1 (Type=notify) says crmagi takes calls: the parent sends it once a worker has
+    opened the port's queue, not when it has bound the port."""
+    import uuid
+
+    name = "crmagi-test-%s" % uuid.uuid4().hex
+    notices = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notices.bind("\0" + name)
+    notices.settimeout(60)
+    proc, port = serve_two(crm_url, tmp_path, env=dict(os.environ, NOTIFY_SOCKET="@" + name))
+    try:
+        assert notices.recv(4096).startswith(b"READY=1")
+        assert listening(port)
+    finally:
+        notices.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)

@@ -47,18 +47,30 @@ class Router:
         return sorted(self._routes)
 
 
-def make_listener(address, backlog=1024):
-    """The one listening socket of all worker processes, bound by the parent
+LISTEN_BACKLOG = 1024
+
+
+def make_listener(address):
+    """The one FastAGI socket of all worker processes, bound by the parent
     (agi/ops/workers.py), which passes it to each worker.  One accept queue for all: a worker
     busy (worker 0 also follows AMI) or frozen accepts less and the others take the calls.
     With one socket per worker (SO_REUSEPORT) the kernel hashed each connection to a worker
-    whatever its load, and the connections queued at a worker that died were reset."""
+    whatever its load, and the connections queued at a worker that died were reset.
+
+    Bound, not listening: the first worker ready to answer makes it listen (FastAgiServer.start).
+    Until then a call is refused and the dialplan goes on at once; a listening socket would have
+    queued it while the workers imported and started, and Asterisk waits for the first command
+    without a time limit (the fault campaign saw answers 570-600 ms after connect, past [agi]
+    timeout, right after each restart)."""
     family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(address)
-    sock.listen(backlog)
     return sock
+
+
+def is_listening(sock):
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
 
 
 class FastAgiServer:
@@ -66,7 +78,7 @@ class FastAgiServer:
                  listener=None, observe=None, pick=None):
         """``pick(env)`` -> Route: which handler and CallFlow serve a request (agi/tenants
         picks the tenant's); default: ``router`` by script name, with ``flow``.  ``listener``:
-        a listening socket shared with other workers (make_listener), used instead of ``listen``."""
+        the socket shared with other workers (make_listener), used instead of ``listen``."""
         self.router = router
         self.pick = pick or self._by_script
         # observe(route, CRM_STATUS or None, seconds from accept to close): the metrics hook
@@ -75,8 +87,11 @@ class FastAgiServer:
         self.env_timeout = env_timeout
         self.reply_timeout = reply_timeout
         self.pool = Pool(max_sessions)
-        self.server = StreamServer(listen if listener is None else listener, self.handle, spawn=self.pool)
-        if listener is not None:
+        self.listener = listener
+        if listener is None:
+            self.server = StreamServer(listen, self.handle, spawn=self.pool)
+        else:
+            self.server = StreamServer(listener, self.handle, spawn=self.pool)
             # One accept per wake-up: gevent takes up to 100 queued connections at once, so the
             # busiest worker, waking late, would take all that queued meanwhile.
             self.server.max_accept = 1
@@ -87,6 +102,8 @@ class FastAgiServer:
         return self.server.address
 
     def start(self):
+        if self.listener is not None:       # the first worker ready opens the shared queue
+            self.listener.listen(LISTEN_BACKLOG)
         self.server.start()
         log.info("FastAGI listening on %s:%d (routes: %s)", self.address[0], self.address[1],
                  ", ".join(self.router.names()))

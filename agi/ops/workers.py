@@ -64,9 +64,11 @@ def run_workers(config_path, count, listen=None, metrics_listen=None, address=No
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     log.info("started %d FastAGI workers: %s", count, ", ".join(str(p.pid) for p in procs.values()))
-    # Ready once started: the port is bound, and calls queue on it until a worker accepts them.
-    systemd.notify("READY=1\nSTATUS=%d FastAGI workers" % count)
+    ready = False
     while not stopping:
+        if not ready and port.listening():      # a worker has started and takes calls
+            systemd.notify("READY=1\nSTATUS=%d FastAGI workers" % count)
+            ready = True
         dead = [index for index, proc in procs.items() if proc.poll() is not None]
         if dead:
             _restart(procs, dead, port, start, metrics_dir)
@@ -101,8 +103,9 @@ def _restart(procs, dead, port, start, metrics_dir):
 
 
 class SharedPort:
-    """The FastAGI socket the workers share, open only while a worker runs.  Asterisk waits for
-    an AGI server's first command without a time limit: with no worker, a call queued on a socket
+    """The FastAGI socket the workers share, bound while a worker runs and listening from when
+    the first of them is ready (agi/fastagi/server.py make_listener).  Asterisk waits for an AGI
+    server's first command without a time limit: with no worker ready, a call queued on a socket
     nobody reads would hold its caller in silence, where a refused one goes on in the dialplan."""
 
     def __init__(self, address):
@@ -114,6 +117,11 @@ class SharedPort:
         if self.sock is None:
             self.sock = _listen(self.address)
         return self.sock.fileno()
+
+    def listening(self):
+        from agi.fastagi.server import is_listening
+
+        return self.sock is not None and is_listening(self.sock)
 
     def close(self):
         if self.sock is not None:
