@@ -306,3 +306,34 @@ def _load(tmp_path, name, args):
                           "--json", str(out), *args], cwd=str(REPO), capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads(out.read_text())
+
+
+def test_memprobe_writes_rss_and_a_snapshot_on_sigusr2(tmp_path):
+    """bench/memprobe: a process whose command line says ``serve`` writes its RSS by mapping kind
+    and, with CRMAGI_TRACEMALLOC_FRAMES, a tracemalloc snapshot on each SIGUSR2; others are left alone."""
+    import signal
+    import time
+    import tracemalloc
+
+    env = dict(os.environ, CRMAGI_MEMPROBE=str(tmp_path), CRMAGI_TRACEMALLOC_FRAMES="1",
+               PYTHONPATH=os.pathsep.join([str(REPO / "bench" / "memprobe"), str(REPO)]))
+    wait = "import sys, time; print('up', flush=True); time.sleep(30)"
+    serve = subprocess.Popen([sys.executable, "-c", wait, "serve"], env=env, stdout=subprocess.PIPE)
+    other = subprocess.Popen([sys.executable, "-c", wait, "check"], env=env, stdout=subprocess.PIPE)
+    try:
+        for proc in (serve, other):
+            assert proc.stdout.readline() == b"up\n"
+        os.kill(serve.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + 10
+        while not (tmp_path / ("snap-%d-01" % serve.pid)).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        line = (tmp_path / ("mem-%d.txt" % serve.pid)).read_text()
+        assert line.startswith("1 rss_kb=") and int(line.split()[1][7:]) > 1000 and "objects=" in line
+        assert tracemalloc.Snapshot.load(str(tmp_path / ("snap-%d-01" % serve.pid))).statistics("filename")
+        os.kill(other.pid, signal.SIGUSR2)          # no handler there: the default action ends it
+        assert other.wait(timeout=10) == -signal.SIGUSR2
+        assert not any(str(other.pid) in p.name for p in tmp_path.iterdir())
+    finally:
+        for proc in (serve, other):
+            proc.kill()
+            proc.wait()
