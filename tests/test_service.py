@@ -201,8 +201,10 @@ def test_sigterm_finishes_the_running_agi_session_then_exits_0(crm_url, tmp_path
     address, notices = notify_socket
     port = free_port()
     ini = tmp_path / "crmagi.ini"
+    # Every port its own: another crmagi on this box holding the default [metrics] port made the
+    # start fail (a port in use stops it).
     ini.write_text("[crm]\nurl = %s\n[agi]\nlisten = 127.0.0.1:%d\ntimeout = 3\nspool = %s\n"
-                   % (crm_url, port, tmp_path / "spool.sqlite"))
+                   "[metrics]\nlisten = 127.0.0.1:%d\n" % (crm_url, port, tmp_path / "spool.sqlite", free_port()))
     proc = start_serve(ini, address)
     try:
         assert wait_message(notices, "READY=1").startswith("READY=1\nSTATUS=FastAGI on 127.0.0.1:%d" % port)
@@ -248,8 +250,8 @@ def test_serve_with_ami_and_popups_under_memory_deny_write_execute(crm_url, tmp_
     ini.write_text("[crm]\nurl = %s\nsite_url = https://crm.example.com/\n"
                    "[agi]\nlisten = 127.0.0.1:%d\ntimeout = 3\nspool = %s\n"
                    "[ami]\nhost = 127.0.0.1\nport = %d\nusername = crm\nsecret = s3cret-ami\n"
-                   "[webpush]\nlisten = 127.0.0.1:%d\nsecret = %s\n"
-                   % (crm_url, port, tmp_path / "spool.sqlite", ami.port, web_port, "k" * 32))
+                   "[webpush]\nlisten = 127.0.0.1:%d\nsecret = %s\n[metrics]\nlisten = 127.0.0.1:%d\n"
+                   % (crm_url, port, tmp_path / "spool.sqlite", ami.port, web_port, "k" * 32, free_port()))
     proc = start_serve(ini, address, mdwe=True)
     try:
         wait_message(notices, "READY=1")

@@ -300,8 +300,6 @@ def test_a_worker_whose_parent_died_before_it_watched_exits(monkeypatch):
     """CI: the parent was SIGKILLed while a worker was still starting its App; the worker then
     took its new parent (init) for its parent and was never told.  The parent's pid comes from
     the parent (PARENT_ENV), so a parent gone before the watch starts is seen at the first look."""
-    import gevent
-
     from agi.ops import workers
 
     signals = []
