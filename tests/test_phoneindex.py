@@ -61,14 +61,19 @@ def execute(engine, sql, **params):
         return conn.execute(text(sql), params)
 
 
-def indexed_engine(url):
-    """An engine on ``url`` with test_directory's rows added and the index installed and built (RU)."""
-    engine = make_engine(url, pool_size=5)
+def add_and_index(engine):
+    """test_directory's rows added, the index installed and built (region RU)."""
     with engine.begin() as conn:
         add_rows(conn)
     index = PhoneIndex(engine, rules())
     index.install_triggers()
     index.rebuild()
+
+
+def indexed_engine(url):
+    """An engine on ``url`` with ``add_and_index`` done."""
+    engine = make_engine(url, pool_size=5)
+    add_and_index(engine)
     return engine
 
 
@@ -746,11 +751,7 @@ def test_a_lookup_on_a_transactional_engine_leaves_no_transaction_open(crm_url):
 
 
 def _lookups_see_new_rows(engine, other):
-    with engine.begin() as conn:
-        add_rows(conn)
-    index = PhoneIndex(engine, rules())
-    index.install_triggers()
-    index.rebuild()
+    add_and_index(engine)
     directory = Directory(engine, rules(), users_cache_seconds=3600)
     assert directory.lookup("+7 (499) 123-45-67").caller.name == "Ivan Petrov"
     with other.connect() as conn:

@@ -89,15 +89,20 @@ def both_serve(proc, port):
     return pids
 
 
+def _listeners(port):
+    """`ss` lines of the sockets listening on ``port`` (none while it is only bound)."""
+    lines = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True).stdout
+    return [line for line in lines.splitlines() if line.strip()]
+
+
 def listening(port):
     """Whether a worker opened the port's accept queue (before, calls are refused)."""
-    return bool(subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True).stdout.strip())
+    return bool(_listeners(port))
 
 
 def queued(port):
     """Connections waiting to be accepted on 127.0.0.1:``port`` (the Recv-Q of its listeners)."""
-    lines = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True).stdout
-    return sum(int(line.split()[1]) for line in lines.splitlines() if line.strip())
+    return sum(int(line.split()[1]) for line in _listeners(port))
 
 
 def serve_two(crm_url, tmp_path, stderr=subprocess.DEVNULL, agi="", env=None):
@@ -452,7 +457,7 @@ def test_a_call_placed_while_the_workers_start_is_refused_never_held(crm_url, tm
     serve` starts, its workers import and start for a second or more; a call placed then must be
     refused (the dialplan goes on at once, and the hangup request writes the call) or served within
     [agi] timeout, not held in the accept queue until a worker is ready.  The fault campaign saw
-    such calls answered 570-600 ms after they connected, right after each restart of crmagi."""
+    such calls answered 566-604 ms after they connected, right after each restart of crmagi."""
     proc, port = serve_two(crm_url, tmp_path)
     try:
         waits, deadline = [], time.monotonic() + 60
