@@ -68,9 +68,11 @@ def start_server(url, port, extra="", region="DE", prefix=(), check=True, agi=""
                             stdout=subprocess.DEVNULL, stderr=open(work / "serve.log", "wb"), cwd=str(REPO))
     try:
         _wait_port(port)
-    except RuntimeError:
+    except BaseException as exc:        # not listening, or the bench stopped (SIGTERM, ^C) meanwhile
         proc.kill()
-        raise RuntimeError("crmagi serve did not listen on %d; log: %s" % (port, work / "serve.log"))
+        if isinstance(exc, RuntimeError):
+            raise RuntimeError("crmagi serve did not listen on %d; log: %s" % (port, work / "serve.log")) from exc
+        raise
     return proc, work
 
 

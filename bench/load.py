@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -140,6 +141,17 @@ def _start_servers(args, ami_port, sql_log):
     profile_dir = Path(tempfile.mkdtemp(prefix="crmagi-profile-")) if args.profile else None
     servers, workdirs, profiles = [], [], []
     extra = args.server_config + (AMI_SECTION % ami_port if ami_port else "")
+    try:
+        _start_each(args, url, region, addresses, extra, profile_dir, servers, workdirs, profiles)
+        time.sleep(args.warmup + (1.0 if args.workers > 1 else 0.0))    # reflection, users, phonenumbers: _warm_up
+    except BaseException:           # stopped while starting: stop what did start
+        for proc in servers:
+            stop_server(proc)
+        raise
+    return addresses, servers, workdirs, profiles
+
+
+def _start_each(args, url, region, addresses, extra, profile_dir, servers, workdirs, profiles):
     for k, (_, port) in enumerate(addresses):
         prefix = ()
         if args.profile == "cprofile":
@@ -156,8 +168,6 @@ def _start_servers(args, ami_port, sql_log):
                                   crm="".join(line + "\n" for line in args.server_crm))
         servers.append(proc)
         workdirs.append(work)
-    time.sleep(args.warmup + (1.0 if args.workers > 1 else 0.0))        # reflection, users, phonenumbers: _warm_up
-    return addresses, servers, workdirs, profiles
 
 
 def _pyspies(args, pids):
@@ -182,12 +192,20 @@ def _generators(args, base):
         procs[-1].stdin.write(json.dumps(cfg).encode())
         procs[-1].stdin.close()
     results = []
-    for proc in procs:
-        out, err = proc.stdout.read(), proc.stderr.read()
-        proc.wait()
-        if proc.returncode != 0:
-            raise RuntimeError("load worker failed (%d): %s" % (proc.returncode, err.decode()[-2000:]))
-        results.append(json.loads(out))
+    try:
+        for proc in procs:
+            out, err = proc.stdout.read(), proc.stderr.read()
+            proc.wait()
+            if proc.returncode != 0:
+                raise RuntimeError("load worker failed (%d): %s" % (proc.returncode, err.decode()[-2000:]))
+            results.append(json.loads(out))
+    except BaseException:
+        # Stopped (SIGTERM, ^C) or failed: a generator left running would go on calling the
+        # port for the rest of --duration, where the next run's servers listen.
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        raise
     return results
 
 
@@ -376,8 +394,14 @@ def parser():
     return p
 
 
+def _stop_on_sigterm(signum, frame):
+    """``kill``: unwind like ^C, so that the servers and generators started are stopped."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None):
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     if args.ablate and (args.workers > 1 or args.profile or not args.samples):
         raise SystemExit("--ablate: one worker (its workers would start without it), no --profile, --samples given")
     report = run(args)

@@ -102,6 +102,11 @@ def _parse(raw, region):
 _cached = functools.lru_cache(maxsize=8192)(_parse)
 
 
+def clear_cache():
+    """Forget every cached parse (bench/lookup_compare.py: lookups as of a fresh process)."""
+    _cached.cache_clear()
+
+
 def classify(raw, internal_max_digits) -> str:
     """``anonymous``, ``internal`` (an extension) or ``number``.
 

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from conftest import ASTERISK, REPO
@@ -257,47 +258,34 @@ def test_write_batches_writes_every_start_in_shared_transactions(crm_url, tmp_pa
     engine.dispose()
 
 
-def test_floor_and_ablated_crmagi_take_the_same_calls(tmp_path):
+def test_floor_and_ablated_crmagi_take_the_same_calls(tiny_bench_db, tmp_path):
     """bench/floor.py (the bare gevent + PyMySQL server) and ``load.py --ablate`` (crmagi with
     parts of a call's work taken out): the figures README compares come from runs where every
     call completed and was written."""
     import pymysql
-    from common import drop_database
 
-    samples, report = tmp_path / "samples.json", tmp_path / "gen.json"
-    subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), "--contacts", "300", "--accounts", "60",
-                    "--leads", "300", "--samples", str(samples), "--json", str(report)],
-                   cwd=str(REPO), check=True, capture_output=True, timeout=120)
-    database = json.loads(report.read_text())["database"]
+    database, samples = tiny_bench_db
+    port = _free_port()
+    floor = subprocess.Popen([sys.executable, str(REPO / "bench" / "floor.py"), "--database", database,
+                              "--port", str(port)], cwd=str(REPO), stdout=subprocess.PIPE, text=True)
     try:
-        ini = tmp_path / "crmagi.ini"
-        ini.write_text("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n" % database)
-        for verb in ("install", "rebuild"):
-            subprocess.run([sys.executable, "-m", "agi.cli", "index", verb, "-c", str(ini)], cwd=str(REPO),
-                           check=True, capture_output=True, timeout=120)
-        port = _free_port()
-        floor = subprocess.Popen([sys.executable, str(REPO / "bench" / "floor.py"), "--database", database,
-                                  "--port", str(port)], cwd=str(REPO), stdout=subprocess.PIPE, text=True)
-        try:
-            assert floor.stdout.readline().startswith("floor FastAGI server on")
-            floor_run = _load(tmp_path, "floor", ["--address", "127.0.0.1:%d" % port, "--server-pid", str(floor.pid),
-                                                  "--samples", str(samples)])
-        finally:
-            floor.terminate()
-            floor.wait(10)
-        db = pymysql.connect(host="127.0.0.1", user="root", database=database)
-        with db.cursor() as cursor:
-            cursor.execute("SELECT COUNT(*), COUNT(ended) FROM crmagi_floor_calls")
-            assert cursor.fetchone() == (40, 40)
-        db.close()
-        ablated = _load(tmp_path, "ablated", ["--database", database, "--samples", str(samples), "--no-ami",
-                                              "--ablate", "spool,parse,metrics", "--port", str(_free_port())])
-        for run in (floor_run, ablated):
-            assert (run["calls_completed"], run["error_count"]) == (40, 0), run["errors"]
-            assert run["crm_status"].get("found", 0) > 0
-        assert ablated["calls_written"]["finished"] == 40
+        assert floor.stdout.readline().startswith("floor FastAGI server on")
+        floor_run = _load(tmp_path, "floor", ["--address", "127.0.0.1:%d" % port, "--server-pid", str(floor.pid),
+                                              "--samples", str(samples)])
     finally:
-        drop_database(database)
+        floor.terminate()
+        floor.wait(10)
+    db = pymysql.connect(host="127.0.0.1", user="root", database=database)
+    with db.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*), COUNT(ended) FROM crmagi_floor_calls")
+        assert cursor.fetchone() == (40, 40)
+    db.close()
+    ablated = _load(tmp_path, "ablated", ["--database", database, "--samples", str(samples), "--no-ami",
+                                          "--ablate", "spool,parse,metrics", "--port", str(_free_port())])
+    for run in (floor_run, ablated):
+        assert (run["calls_completed"], run["error_count"]) == (40, 0), run["errors"]
+        assert run["crm_status"].get("found", 0) > 0
+    assert ablated["calls_written"]["finished"] == 40
 
 
 def _load(tmp_path, name, args):
@@ -309,15 +297,17 @@ def _load(tmp_path, name, args):
 
 
 def test_memprobe_writes_rss_and_a_snapshot_on_sigusr2(tmp_path):
-    """bench/memprobe: a process whose command line says ``serve`` writes its RSS by mapping kind
-    and, with CRMAGI_TRACEMALLOC_FRAMES, a tracemalloc snapshot on each SIGUSR2; others are left alone."""
+    """bench/memprobe: a process whose command line says ``serve`` writes its RSS by mapping kind,
+    sqlite's and malloc's own counts and, with CRMAGI_TRACEMALLOC_FRAMES, a tracemalloc snapshot on
+    each SIGUSR2; others are left alone."""
     import signal
     import time
     import tracemalloc
 
     env = dict(os.environ, CRMAGI_MEMPROBE=str(tmp_path), CRMAGI_TRACEMALLOC_FRAMES="1",
                PYTHONPATH=os.pathsep.join([str(REPO / "bench" / "memprobe"), str(REPO)]))
-    wait = "import sys, time; print('up', flush=True); time.sleep(30)"
+    wait = ("import sqlite3, time; db = sqlite3.connect(':memory:'); db.execute('CREATE TABLE t (x)');"
+            "print('up', flush=True); time.sleep(30)")
     serve = subprocess.Popen([sys.executable, "-c", wait, "serve"], env=env, stdout=subprocess.PIPE)
     other = subprocess.Popen([sys.executable, "-c", wait, "check"], env=env, stdout=subprocess.PIPE)
     try:
@@ -329,6 +319,10 @@ def test_memprobe_writes_rss_and_a_snapshot_on_sigusr2(tmp_path):
             time.sleep(0.05)
         line = (tmp_path / ("mem-%d.txt" % serve.pid)).read_text()
         assert line.startswith("1 rss_kb=") and int(line.split()[1][7:]) > 1000 and "objects=" in line
+        fields = dict(word.split("=") for word in line.split()[1:5])
+        assert int(fields["sqlite"]) > 0                     # the open connection's schema and cache
+        in_use, free, mapped = map(int, fields["malloc"].split("/"))
+        assert in_use > 100 and free >= 0 and mapped >= 0
         assert tracemalloc.Snapshot.load(str(tmp_path / ("snap-%d-01" % serve.pid))).statistics("filename")
         os.kill(other.pid, signal.SIGUSR2)          # no handler there: the default action ends it
         assert other.wait(timeout=10) == -signal.SIGUSR2
@@ -337,3 +331,87 @@ def test_memprobe_writes_rss_and_a_snapshot_on_sigusr2(tmp_path):
         for proc in (serve, other):
             proc.kill()
             proc.wait()
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_terminated_load_run_leaves_no_generator_or_server_behind(tiny_bench_db):
+    """``kill`` of bench/load.py (SIGTERM) stops what it started.  Before, its generator process
+    went on placing calls for the rest of ``--duration`` at the port the next run's servers took:
+    a 10-minute run at 200 calls/s measured against 400 (thirteenth session)."""
+    import signal
+    import time
+    from common import children
+
+    database, samples = tiny_bench_db
+    run = subprocess.Popen([sys.executable, str(REPO / "bench" / "load.py"), "--database", database, "--samples",
+                            str(samples), "--rate", "20", "--duration", "120", "--port", str(_free_port())],
+                           cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, started = time.monotonic() + 60, []
+        while time.monotonic() < deadline:
+            started = children(run.pid)
+            commands = [open("/proc/%d/cmdline" % p, "rb").read() for p in started if _alive(p)]
+            if any(b"load_worker.py" in c for c in commands) and any(b"serve" in c for c in commands):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("load.py did not start its server and generator: %s" % started)
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(_alive(p) for p in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in started if _alive(p)], "left running after load.py ended"
+    finally:
+        run.kill()
+        for pid in children(run.pid) + [p for p in started if _alive(p)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def test_lookup_compare_passes_look_the_same_numbers_up_again(tiny_bench_db, tmp_path):
+    """``lookup_compare.py --passes 2 [--clear-parse-cache]``: a row per pass over the same numbers,
+    with the same answers (README: "Where the rest of the tail goes")."""
+    database, samples = tiny_bench_db
+    for extra in ([], ["--clear-parse-cache"]):
+        out = tmp_path / "lookups.json"
+        subprocess.run([sys.executable, str(REPO / "bench" / "lookup_compare.py"), "--database", database,
+                        "--samples", str(samples), "--methods", "crmagi", "--iterations", "40", "--passes", "2",
+                        "--json", str(out), *extra], cwd=str(REPO), check=True, capture_output=True, timeout=120)
+        rows = json.loads(out.read_text())["results"]
+        assert [r["method"] for r in rows] == ["crmagi (index)", "crmagi pass 2"]
+        assert rows[0]["n"] == rows[1]["n"] == 40 and rows[0]["errors"] == 0
+        assert [rows[0][k] for k in ("right", "wrong", "missed")] == [rows[1][k] for k in ("right", "wrong", "missed")]
+        assert rows[0]["right"] > 20
+
+
+@pytest.fixture(scope="module")
+def tiny_bench_db(tmp_path_factory):
+    """A 200/40/200 generate.py database with its phone index rebuilt: (name, samples file).
+    Shared by this module's tests: the floor and load runs add their calls to it."""""
+    from common import drop_database
+
+    folder = tmp_path_factory.mktemp("tiny")
+    samples, report = folder / "samples.json", folder / "gen.json"
+    subprocess.run([sys.executable, str(REPO / "bench" / "generate.py"), "--contacts", "200", "--accounts", "40",
+                    "--leads", "200", "--samples", str(samples), "--json", str(report)],
+                   cwd=str(REPO), check=True, capture_output=True, timeout=120)
+    database = json.loads(report.read_text())["database"]
+    try:
+        ini = folder / "crmagi.ini"
+        ini.write_text("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n[lookup]\ndefault_region = DE\n" % database)
+        for verb in ("install", "rebuild"):
+            subprocess.run([sys.executable, "-m", "agi.cli", "index", verb, "-c", str(ini)], cwd=str(REPO),
+                           check=True, capture_output=True, timeout=120)
+        yield database, samples
+    finally:
+        drop_database(database)
