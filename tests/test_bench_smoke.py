@@ -408,7 +408,8 @@ def tiny_bench_db(tmp_path_factory):
     database = json.loads(report.read_text())["database"]
     try:
         ini = folder / "crmagi.ini"
-        ini.write_text("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n[lookup]\ndefault_region = DE\n" % database)
+        ini.write_text("[crm]\nurl = mysql+pymysql://root@127.0.0.1:3306/%s\n"
+                       "[lookup]\ndefault_region = DE\n" % database)
         for verb in ("install", "rebuild"):
             subprocess.run([sys.executable, "-m", "agi.cli", "index", verb, "-c", str(ini)], cwd=str(REPO),
                            check=True, capture_output=True, timeout=120)

@@ -4,9 +4,9 @@ Put this folder first on PYTHONPATH and name an output folder; every process who
 line says ``serve`` then writes, on each SIGUSR2, one line of its RSS by mapping kind
 (/proc/self/smaps: [anon], [heap], shared objects ...), its count of live objects, what
 sqlite says it holds (``sqlite=``: every spool connection's page cache and statements) and what
-glibc's malloc holds (``malloc=`` in use / free / mmapped, summed over its arenas: bytes freed but
-kept by malloc are "free"), and with CRMAGI_TRACEMALLOC_FRAMES=N (N >= 1) a tracemalloc snapshot to compare later
-(tracemalloc costs about twice the CPU: run it at a rate the box keeps):
+glibc's malloc holds (``malloc=`` in use / free / mmapped, kB, summed over its arenas: bytes freed
+but kept by malloc are "free"), and with CRMAGI_TRACEMALLOC_FRAMES=N (N >= 1) a tracemalloc
+snapshot to compare later (tracemalloc costs about twice the CPU: run it at a rate the box keeps):
 
     CRMAGI_MEMPROBE=/tmp/mem PYTHONPATH=bench/memprobe:. python bench/load.py ... &
     while sleep 60; do pkill -USR2 -f 'agi.cli serve'; done
@@ -44,8 +44,9 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _libraries():
-    """sqlite and libc, found at start: find_library runs ldconfig in a subprocess, which a
-    signal handler in a gevent-patched process must not do (the workers died in it)."""
+    """sqlite and libc, found at start: find_library runs ldconfig in a subprocess, not a thing
+    for a signal handler in a gevent-patched process (found there, the workers died at the
+    first signal)."""
     sqlite = ctypes.CDLL(ctypes.util.find_library("sqlite3"))
     sqlite.sqlite3_memory_used.restype = ctypes.c_int64
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
