@@ -44,7 +44,7 @@ import gevent
 from sqlalchemy import exc as sa_exc, select
 
 from . import dialect as dialects
-from . import indexsync, parsememo, phone, prepared
+from . import phone, prepared
 from .db import CrmUnavailable, Schema, SchemaError, driver_error
 from .models import Caller, LookupResult, LookupRules, User
 from .phoneindex import MAX_CANDIDATES, PhoneIndex
@@ -279,13 +279,13 @@ class Directory:
             finally:
                 cursor.close()
         records = [{} for _ in queries]          # per module: record id -> its row
-        fields = [{} for _ in queries]           # per module: record id -> {index field: its parse memo}
+        fields = [{} for _ in queries]           # per module: record id -> the index fields
         counts = [0] * len(queries)
         for row in rows:
             position, field = int(row[0]), row[1]
             own = union.own_row(queries[position], row)
             records[position].setdefault(own[0], own)
-            fields[position].setdefault(own[0], {})[field] = row[-1] if union.memo else None
+            fields[position].setdefault(own[0], set()).add(field)
             counts[position] += 1
         explain.append("index: %d candidate(s)%s ending in %s%s" % (
             len(rows), " (capped)" if max(counts) >= MAX_CANDIDATES else "", tail,
@@ -305,16 +305,11 @@ class Directory:
         """Every module's ``by_index`` as one UNION, compiled once: (IndexUnion, how it is read:
         prepared on MariaDB, see crmsync/prepared.py)."""
         if self._index_compiled is None:
-            union = index_union(self._module_queries(), dialects.of(self.engine).json_rows, self._has_memo())
+            union = index_union(self._module_queries(), dialects.of(self.engine).json_rows)
             compiled = union.statement.compile(dialect=self.engine.dialect)
             sql, params = dialects.of(self.engine).driver_statement(compiled)
             self._index_compiled = (union, prepared.read_for(self.engine, union.statement, sql, params, "p"))
         return self._index_compiled
-
-    def _has_memo(self):
-        """The index table has parse memos (crmsync/parsememo.py): read once, with the statement."""
-        with _database_errors(), self.engine.connect() as conn:
-            return indexsync.has_memo(conn)
 
     def _search_scan(self, caller, explain):
         pattern = "%" + phone.suffix(caller, self.rules.suffix_digits) + "%"
@@ -344,13 +339,11 @@ class Directory:
             record_id, owner_id, modified = row[0], row[1 + len(names)], row[2 + len(names)]
             name = " ".join(str(part).strip() for part in row[1:1 + len(names)] if part and str(part).strip())
             account = row[extra] if len(row) > extra else None
-            memos = only.get(record_id, {}) if only is not None else None
+            wanted = only.get(record_id, ()) if only is not None else spec.phone_fields
             for index, column in enumerate(spec.phone_fields):
-                if memos is not None and column not in memos:
+                if column not in wanted:
                     continue
-                value = row[first_phone + index]
-                stored = ((memos and parsememo.read(value, rules.default_region, memos[column]))
-                          or phone.parse(value, rules.default_region))
+                stored = phone.parse(row[first_phone + index], rules.default_region)
                 rule = stored and phone.match(caller, stored, rules.suffix_digits, rules.internal_max_digits)
                 if rule:
                     key = (phone.strength(rule), index, _recency(modified), record_id)

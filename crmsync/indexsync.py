@@ -25,9 +25,9 @@ import random
 from contextlib import contextmanager
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, exc as sa_exc, inspect, select, text
+from sqlalchemy import bindparam, exc as sa_exc, select, text
 
-from . import parsememo, phone, triggers
+from . import phone, triggers
 from .dialect.mysql import LOCK_WAIT_TIMEOUT, DEADLOCK, errno
 from .triggers import INDEX_TABLE, MAX_ID_LENGTH, digits_rev
 
@@ -41,7 +41,7 @@ _ATTEMPTS = 5
 
 class Batch(NamedTuple):
     rows: list          # (id, deleted, *phones) of the source table, by id
-    existing: dict      # (record_id, field) -> (digits_rev, e164, national, parsed, parse_memo)
+    existing: dict      # (record_id, field) -> (digits_rev, e164, national, parsed)
 
 
 LOCK_WAIT = ("SET SESSION innodb_lock_wait_timeout = 10", "SET SESSION innodb_lock_wait_timeout = DEFAULT")
@@ -74,12 +74,6 @@ def transaction(conn):
     conn.commit()
 
 
-def has_memo(conn):
-    """The index table has its ``parse_memo`` column (crmsync/parsememo.py; indexes installed
-    before it lack the column until ``crmagi index install``)."""
-    return any(column["name"] == "parse_memo" for column in inspect(conn).get_columns(INDEX_TABLE))
-
-
 def table_exists(conn, name):
     return conn.execute(text("SELECT COUNT(*) FROM information_schema.TABLES"
                              " WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = :n"), {"n": name}).scalar() > 0
@@ -97,7 +91,6 @@ class Sync:
         self.rules = rules
         self.batch_size = batch_size
         self.id_collation = id_collation     # of record_id, as in the CRM's id columns
-        self.memo = has_memo(conn)
 
     # -- reading -------------------------------------------------------------------
 
@@ -127,8 +120,8 @@ class Sync:
             last = high
 
     def _existing(self, where, params, bind=None):
-        stmt = text("SELECT record_id, field, digits_rev, e164, national, parsed, %s FROM %s WHERE %s"
-                    % ("parse_memo" if self.memo else "NULL", INDEX_TABLE, where))
+        stmt = text("SELECT record_id, field, digits_rev, e164, national, parsed FROM %s WHERE %s"
+                    % (INDEX_TABLE, where))
         if bind:
             stmt = stmt.bindparams(expanding(bind))
         return {(r[0], r[1]): tuple(r[2:]) for r in self.conn.execute(stmt, params)}
@@ -157,25 +150,23 @@ class Sync:
             "CREATE TEMPORARY TABLE `%s` (record_id VARCHAR(%d) %s NOT NULL,"
             " field VARCHAR(64) %s NOT NULL, value TEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL,"
             " digits_rev VARCHAR(32) %s NULL, e164 VARCHAR(16) %s NULL, national VARCHAR(32) %s NULL,"
-            " parse_memo VARCHAR(%d) %s NULL,"
             " PRIMARY KEY (record_id, field)) ENGINE=InnoDB"
-            % (STAGE_TABLE, MAX_ID_LENGTH, self.id_collation, ASCII, ASCII, ASCII, ASCII,
-               parsememo.MAX_LENGTH, ASCII))
+            % (STAGE_TABLE, MAX_ID_LENGTH, self.id_collation, ASCII, ASCII, ASCII, ASCII))
 
     def drop_stage(self):
         self.conn.exec_driver_sql("DROP TEMPORARY TABLE IF EXISTS `%s`" % STAGE_TABLE)
 
     def apply(self, spec, batch, full):
         """Write what differs in this batch: (rows written, rows deleted)."""
-        desired, region = self.desired(spec, batch.rows), self.rules.default_region
+        desired = self.desired(spec, batch.rows)
         writes = []
         for (record_id, field), (key, value) in desired.items():
             have = batch.existing.get((record_id, field))
-            if full or have is None or have[0] != key or not have[3] or self._memo_stale(have[4], value):
-                parsed = phone.parse(value, region)
-                writes.append((record_id, field, value, key, parsed.e164 if parsed else None,
-                               parsed.national if parsed else None, parsememo.make(value, region)))
-        extras = [(record_id, field, None, None, None, None, None)
+            if full or have is None or have[0] != key or not have[3]:
+                parsed = phone.parse(value, self.rules.default_region)
+                writes.append((record_id, field, value, key,
+                               parsed.e164 if parsed else None, parsed.national if parsed else None))
+        extras = [(record_id, field, None, None, None, None)
                   for record_id, field in batch.existing if (record_id, field) not in desired]
         if not writes and not extras:
             return 0, 0
@@ -188,35 +179,26 @@ class Sync:
                     raise
                 log.info("rebuild batch of %s: %s; retrying", spec.name, exc.orig)
 
-    def _memo_stale(self, memo, value):
-        """The row's memo is not of this value, region and parser (and could be)."""
-        if not self.memo:
-            return False
-        head = parsememo.digest(value, self.rules.default_region)
-        return head is not None and (memo or "")[:parsememo.DIGEST_CHARS] != head
-
     def _write(self, spec, writes, extras):
         """Apply a batch; each row only if the source row still says so (read under a shared lock)."""
         conn = self.conn
         self._new_stage()
-        conn.exec_driver_sql("INSERT INTO `%s` (record_id, field, value, digits_rev, e164, national, parse_memo)"
-                             " VALUES (%%s, %%s, %%s, %%s, %%s, %%s, %%s)" % STAGE_TABLE, writes + extras)
+        conn.exec_driver_sql("INSERT INTO `%s` (record_id, field, value, digits_rev, e164, national)"
+                             " VALUES (%%s, %%s, %%s, %%s, %%s, %%s)" % STAGE_TABLE, writes + extras)
         current = "CASE s.field %s END" % " ".join("WHEN '%s' THEN t.`%s`" % (f, f) for f in spec.phone_fields)
         names = dict(idx=INDEX_TABLE, stage=STAGE_TABLE, table=spec.table, current=current,
                      fields=", ".join("'%s'" % f for f in spec.phone_fields),
-                     digits=triggers.sql_digits_rev(current), memo=", parse_memo" if self.memo else "",
-                     stage_memo=", s.parse_memo" if self.memo else "",
-                     update_memo=", parse_memo = VALUES(parse_memo)" if self.memo else "")
+                     digits=triggers.sql_digits_rev(current))
         deleted = 0
         if writes:
             conn.exec_driver_sql(
-                "INSERT INTO `{idx}` (module, record_id, field, digits_rev, e164, national, parsed{memo})"
-                " SELECT STRAIGHT_JOIN %s, s.record_id, s.field, s.digits_rev, s.e164, s.national, 1{stage_memo}"
+                "INSERT INTO `{idx}` (module, record_id, field, digits_rev, e164, national, parsed)"
+                " SELECT STRAIGHT_JOIN %s, s.record_id, s.field, s.digits_rev, s.e164, s.national, 1"
                 " FROM `{stage}` s JOIN `{table}` t ON t.id = s.record_id"
                 " WHERE s.value IS NOT NULL AND t.deleted = 0"
                 " AND CONVERT({current} USING utf8mb4) COLLATE utf8mb4_bin = s.value"
                 " ON DUPLICATE KEY UPDATE digits_rev = VALUES(digits_rev), e164 = VALUES(e164),"
-                " national = VALUES(national), parsed = 1{update_memo}".format(**names), (spec.name,))
+                " national = VALUES(national), parsed = 1".format(**names), (spec.name,))
         if extras:
             deleted = conn.exec_driver_sql(
                 "DELETE i FROM `{stage}` s STRAIGHT_JOIN `{idx}` i"

@@ -8,10 +8,7 @@ default_region``) are informative: the triggers cannot compute them, so a row
 written by a trigger has them NULL with ``parsed = 0`` until the next rebuild.
 Matching never depends on them: Directory reads candidates here, then fetches
 the records themselves and verifies them with ``phone.match``, so a stale row
-can cost a query but never produce a wrong match.  ``parse_memo`` (MariaDB/MySQL,
-written by the rebuild) saves the lookup the parse of a candidate's value, and
-is believed only for the very value, region and parser it was made from
-(crmsync/parsememo.py): a stale memo costs a parse.
+can cost a query but never produce a wrong match.
 
 Users are NOT indexed here: there are few of them and Directory keeps them in
 an in-memory map (users.id and extension), refreshed every

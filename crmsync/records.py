@@ -38,8 +38,7 @@ from .phoneindex import MAX_CANDIDATES
 from .triggers import DIGITS_KEY, INDEX_TABLE
 
 MAX_SCAN_ROWS = 200
-_INDEX = table_clause(INDEX_TABLE, column("module"), column("record_id"), column("field"), column("digits_rev"),
-                      column("parse_memo"))
+_INDEX = table_clause(INDEX_TABLE, column("module"), column("record_id"), column("field"), column("digits_rev"))
 _SEPARATORS = (" ", "-", "(", ")", ".", "+", "/")
 _HINTED = ("mysql", "mariadb")      # SQLAlchemy's names of the dialects that take index hints
 
@@ -118,13 +117,11 @@ def _digits_only(column):
 class IndexUnion(NamedTuple):
     """Every module's ``by_index`` as ONE statement: its rows carry the module's position,
     the index field, then the module's row, either padded with NULLs to the widest module
-    or (``json``) as one JSON array column (see the dialects' ``json_rows``), and last, with
-    ``memo``, the index row's ``parse_memo`` (crmsync/parsememo.py)."""
+    or (``json``) as one JSON array column (see the dialects' ``json_rows``)."""
     statement: object
     names: int          # name columns of the widest module
     phones: int         # phone columns of the widest module
     json: bool = False
-    memo: bool = False
 
     def own_row(self, query, row):
         """(position, field) already read: the module's own row shape, as ``module_query`` says."""
@@ -150,7 +147,7 @@ def _has_account(query):
     return len(query.by_index.selected_columns) > 4 + len(query.names) + len(query.spec.phone_fields)
 
 
-def index_union(queries, json_rows=False, memo=False) -> IndexUnion:
+def index_union(queries, json_rows=False) -> IndexUnion:
     widest_names = max(len(q.names) for q in queries)
     widest_phones = max(len(q.spec.phone_fields) for q in queries)
     parts = []
@@ -158,11 +155,9 @@ def index_union(queries, json_rows=False, memo=False) -> IndexUnion:
         cols = list(query.by_index.selected_columns)
         row = [literal_column(str(position)), *(_json_row(cols) if json_rows else
                                                 _padded_row(query, cols, widest_names, widest_phones))]
-        if memo:
-            row.append(_INDEX.c.parse_memo)
         parts.append(query.by_index.with_only_columns(*[c.label("c%d" % i) for i, c in enumerate(row)],
                                                       maintain_column_froms=False))
-    return IndexUnion(union_all(*parts), widest_names, widest_phones, json_rows, memo)
+    return IndexUnion(union_all(*parts), widest_names, widest_phones, json_rows)
 
 
 def _json_row(cols):

@@ -2,7 +2,7 @@
 and the session settings of its DDL.  crmsync/phoneindex.py asks for these by name."""
 from sqlalchemy import text
 
-from .. import indexsync, parsememo, triggers
+from .. import indexsync, triggers
 from ..indexsync import ASCII
 from ..triggers import INDEX_TABLE, MAX_ID_LENGTH
 
@@ -39,16 +39,12 @@ class MySqlIndexSql:
             " e164 VARCHAR(16) %s NULL,"
             " national VARCHAR(32) %s NULL,"
             " parsed TINYINT(1) NOT NULL DEFAULT 0,"
-            " parse_memo VARCHAR(%d) %s NULL,"
             " PRIMARY KEY (module, record_id, field),"
             " KEY %s (digits_rev),"
             " KEY crmagi_phone_index_e164 (e164)"
             ") ENGINE=InnoDB COMMENT='crmagi: phone numbers of the CRM records, kept by triggers'"
             % (INDEX_TABLE, ASCII, MAX_ID_LENGTH, ids, ASCII, triggers.KEY_DIGITS, ASCII, ASCII, ASCII,
-               parsememo.MAX_LENGTH, ASCII, triggers.DIGITS_KEY))
-        if not indexsync.has_memo(conn):      # an index installed before the memos: add their column
-            conn.exec_driver_sql("ALTER TABLE `%s` ADD COLUMN parse_memo VARCHAR(%d) %s NULL"
-                                 % (INDEX_TABLE, parsememo.MAX_LENGTH, ASCII))
+               triggers.DIGITS_KEY))
         conn.exec_driver_sql(
             "CREATE TABLE IF NOT EXISTS `%s` (name VARCHAR(64) %s NOT NULL PRIMARY KEY,"
             " value VARCHAR(255) NOT NULL) ENGINE=InnoDB" % (state_table, ASCII))
