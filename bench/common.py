@@ -1,6 +1,7 @@
 """Shared set-up for the benchmark scripts: a SuiteCRM database in the local MariaDB and a
 `crmagi serve` process to measure (a separate process, so the load generator does not steal its CPU)."""
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,6 +75,17 @@ def start_server(url, port, extra="", region="DE", prefix=(), check=True, agi=""
             raise RuntimeError("crmagi serve did not listen on %d; log: %s" % (port, work / "serve.log")) from exc
         raise
     return proc, work
+
+
+def sigterm_like_ctrl_c():
+    """``kill`` unwinds the bench as Ctrl-C does, so its ``finally`` blocks stop the servers and
+    load generators it started (left running, a generator goes on calling the port where the
+    next run's servers listen)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(*_):
+    raise KeyboardInterrupt()
 
 
 def stop_server(proc, timeout=15):

@@ -55,7 +55,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path[:0] = [str(BENCH), str(REPO)]
 
-from common import SHARED, _wait_port, children, cpu_seconds, free_port, machine_busy_seconds  # noqa: E402
+from common import (SHARED, _wait_port, children, cpu_seconds, free_port, machine_busy_seconds,  # noqa: E402
+                    sigterm_like_ctrl_c)
 from faults_ami import AmiFeed, Scenario  # noqa: E402
 from faults_calls import make_plan  # noqa: E402
 from faults_db import PrivateMariaDB, hold_lock, seed_records  # noqa: E402
@@ -401,13 +402,9 @@ def parser():
     return p
 
 
-def _interrupt(*_):
-    raise KeyboardInterrupt()     # SIGTERM cleans up like Ctrl-C
-
-
 def main(argv=None):
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    sigterm_like_ctrl_c()
     campaign = Campaign(args)
     try:
         report = campaign.run()

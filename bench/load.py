@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from agi_dialogue import serial_of  # noqa: E402
 from common import (SHARED, children, cpu_seconds, machine_busy_seconds, pid_of, rss_mb,  # noqa: E402
-                    start_server, stop_server)
+                    sigterm_like_ctrl_c, start_server, stop_server)
 from load_probes import RssSampler, SqlLog, counter_delta, rss_summary, tcp_counters  # noqa: E402
 from load_report import _profile_text, _pyspy_summary, aggregate, print_report  # noqa: E402
 
@@ -394,17 +393,16 @@ def parser():
     return p
 
 
-def _stop_on_sigterm(signum, frame):
-    """``kill``: unwind like ^C, so that the servers and generators started are stopped."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv=None):
     args = parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    sigterm_like_ctrl_c()
     if args.ablate and (args.workers > 1 or args.profile or not args.samples):
         raise SystemExit("--ablate: one worker (its workers would start without it), no --profile, --samples given")
-    report = run(args)
+    try:
+        report = run(args)
+    except KeyboardInterrupt:
+        print("interrupted: the servers and load generators started are stopped", file=sys.stderr)
+        raise SystemExit(130)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     print_report(report)

@@ -341,10 +341,19 @@ def _alive(pid):
         return False
 
 
+def _command_line(pid):
+    """b"" for a process that is gone (it may end between listing and reading)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
+
+
 def test_a_terminated_load_run_leaves_no_generator_or_server_behind(tiny_bench_db):
     """``kill`` of bench/load.py (SIGTERM) stops what it started.  Before, its generator process
-    went on placing calls for the rest of ``--duration`` at the port the next run's servers took:
-    a 10-minute run at 200 calls/s measured against 400 (thirteenth session)."""
+    went on placing calls for the rest of ``--duration`` at the port the next run's servers took
+    (most likely what spoiled a 10-minute run at 200 calls/s in the thirteenth session)."""
     import signal
     import time
     from common import children
@@ -357,7 +366,7 @@ def test_a_terminated_load_run_leaves_no_generator_or_server_behind(tiny_bench_d
         deadline, started = time.monotonic() + 60, []
         while time.monotonic() < deadline:
             started = children(run.pid)
-            commands = [open("/proc/%d/cmdline" % p, "rb").read() for p in started if _alive(p)]
+            commands = [_command_line(p) for p in started if _alive(p)]
             if any(b"load_worker.py" in c for c in commands) and any(b"serve" in c for c in commands):
                 break
             time.sleep(0.2)
