@@ -88,10 +88,8 @@ class FastAgiServer:
         self.reply_timeout = reply_timeout
         self.pool = Pool(max_sessions)
         self.listener = listener
-        if listener is None:
-            self.server = StreamServer(listen, self.handle, spawn=self.pool)
-        else:
-            self.server = StreamServer(listener, self.handle, spawn=self.pool)
+        self.server = StreamServer(listen if listener is None else listener, self.handle, spawn=self.pool)
+        if listener is not None:
             # One accept per wake-up: gevent takes up to 100 queued connections at once, so the
             # busiest worker, waking late, would take all that queued meanwhile.
             self.server.max_accept = 1
