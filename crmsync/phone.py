@@ -14,8 +14,9 @@ first:
     default region (a foreign number typed without its prefix).
 ``suffix``
     One side carried no country code and its digits (at least ``suffix_digits``
-    of them) are the trailing digits of the other: ``123-45-67`` matches
-    ``+7 499 123-45-67``.  Not when that side is a valid number of the default
+    of them) are the trailing digits of the other, as typed or in E.164:
+    ``123-45-67`` matches ``+7 499 123-45-67``, a trunk's ``492113696525``
+    matches ``+49 (0)211 3696525``.  Not when that side is a valid number of the default
     region and the other carries a different country code.
 
 Numbers of ``internal_max_digits`` digits or fewer are extensions and never
@@ -169,7 +170,11 @@ def _suffix_of(local, other, suffix_digits):
     # The bare digits, or without a leading trunk/IDD zero ("030 1234567",
     # "0049…" typed in a CRM whose default region does not know that prefix),
     # or the national number (trunk prefix "8" of "8 (499)…" removed).
+    # Of the other number its digits as typed, and as E.164: "+49 (0)211 3696525" types
+    # a trunk zero that is no digit of the number, so a trunk's bare "492113696525"
+    # is the tail of 492113696525, not of 4902113696525.
+    ends = (other.digits, other.e164[1:]) if other.e164 else (other.digits,)
     for tail in {local.digits, local.digits.lstrip("0"), local.national or ""}:
-        if len(tail) >= suffix_digits and other.digits.endswith(tail):
+        if len(tail) >= suffix_digits and any(end.endswith(tail) for end in ends):
             return True
     return False

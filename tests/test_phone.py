@@ -145,6 +145,13 @@ def test_parse_and_classify_accept_any_text(text, region):
     ("+49 30 12345678", "0049 30 12345678", "US", "suffix"),
     ("+49 30 12345678", "030/1234 5678", "DE", "e164"),
     ("+49 30 12345678", "030 12345678", "US", "suffix"),
+    # A trunk's bare 49… against the "+49 (0)…" Germans write: the "(0)" is in the typed digits
+    # (49 0 211…), not in the number.  492113696525 is also valid as 04921 13696525 in DE.
+    ("492113696525", "+49 (0)211 3696525", "DE", "suffix"),
+    ("4915225414845", "+49 (0)152 25414845", "DE", "suffix"),
+    ("495113034390", "+49 (0)511 3034390 x230", "DE", "suffix"),
+    ("492113696525", "+49 (0)211 3696526", "DE", None),
+    ("442079460000", "+44 (0)20 7946 0000", "US", "suffix"),
     ("+7 499 123 45 67", "499 123 45 67", "US", "national"),  # a foreign number typed without prefix
     ("+44 20 7946 0000", "(207) 946-0000", "US", None),       # ... but not a valid local one
     ("+1 650 253 0000", "650 253 0000   ", "US", "e164"),    # asterlink #19: trailing spaces
