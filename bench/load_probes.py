@@ -17,6 +17,7 @@ import time
 
 from common import rss_mb
 
+_BLOCK = "BEGIN NOT ATOMIC "
 TCP_COUNTERS = ("TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPSynRetrans", "TcpExtTCPTimeouts",
                 "TcpRetransSegs")
 
@@ -83,7 +84,11 @@ _STATEMENT = re.compile(r"^[\s(]*(\w+)")
 
 
 def split_statements(text):
-    """The statements of one command text (';' outside quotes ends a statement)."""
+    """The statements of one command text (';' outside quotes ends a statement); those of a
+    MariaDB compound statement (``BEGIN NOT ATOMIC ...; END``, crmsync/dialect/mysql.py) are
+    counted as the statements it holds."""
+    if text.startswith(_BLOCK):
+        return split_statements(text[len(_BLOCK):])[:-1]      # without its END
     out, start, quote, i = [], 0, None, 0
     while i < len(text):
         c = text[i]

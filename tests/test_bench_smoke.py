@@ -425,3 +425,13 @@ def tiny_bench_db(tmp_path_factory):
         yield database, samples
     finally:
         drop_database(database)
+
+
+def test_the_statement_count_sees_inside_a_compound_statement():
+    """bench/load_probes.py counts statements per call from MariaDB's general log, where a
+    transaction of crmagi's hot path is one ``BEGIN NOT ATOMIC ... END`` block."""
+    from load_probes import split_statements
+
+    block = "BEGIN NOT ATOMIC INSERT INTO `t` VALUES ('a;b', 'END');\nUPDATE `u` SET `v` = 1;\nCOMMIT;\nEND"
+    assert split_statements(block) == ["INSERT INTO `t` VALUES ('a;b', 'END')", "UPDATE `u` SET `v` = 1", "COMMIT"]
+    assert split_statements("INSERT INTO `t` VALUES (';');\nCOMMIT") == ["INSERT INTO `t` VALUES (';')", "COMMIT"]

@@ -141,7 +141,7 @@ def test_the_finish_of_a_started_call_is_two_round_trips_with_its_missed_entries
         store.start(rec)
         sent = packets(engine, monkeypatch)
         assert store.finish(rec) is True
-        assert len(sent) == 2 and "crmagi_missed" in sent[0] and sent[1].endswith("COMMIT"), sent
+        assert len(sent) == 2 and "crmagi_missed" in sent[0] and sent[1].endswith("COMMIT;\nEND"), sent
         monkeypatch.undo()
     [closed, again] = sorted(entries(engine, number), key=lambda entry: entry["open"] is not None)
     assert (closed["open"], closed["attempts"], again["open"], again["attempts"]) == (None, 1, 1, 1)

@@ -56,8 +56,95 @@ def test_statements_and_commit_go_in_one_round_trip(engine, monkeypatch):
         tx.commit([sqlbatch.insert("t", {"id": str(uuid.uuid4()), "name": "a'b", "at": at}),
                    sqlbatch.insert("t", {"id": str(uuid.uuid4()), "name": "c;d", "at": at})])
     if engine.dialect.name != "sqlite":
-        assert len(sent) == 1 and sent[0].count("INSERT INTO `t`") == 2 and sent[0].endswith("COMMIT")
+        assert len(sent) == 1 and sent[0].count("INSERT INTO `t`") == 2
+        assert sent[0].startswith("BEGIN NOT ATOMIC ") and sent[0].endswith("COMMIT;\nEND")   # MariaDB
     assert names(engine) == ["a'b", "c;d"]
+
+
+@pytest.fixture(params=["block", "plain"])
+def packet_form(request, monkeypatch):
+    """MariaDB's compound statement, or (as on MySQL, which has none) the plain multi-statement
+    packet, on the same MariaDB server."""
+    if request.param == "plain":
+        from crmsync.dialect import mysql
+        monkeypatch.setattr(mysql, "runs_blocks", lambda version: False)
+    return request.param
+
+
+def results_read(monkeypatch):
+    """How many results (OK packets or result sets) PyMySQL reads, the first of each query too."""
+    import pymysql.connections
+
+    read = []
+    real = pymysql.connections.Connection._read_query_result
+
+    def counted(self, unbuffered=False):
+        read.append(1)
+        return real(self, unbuffered)
+    monkeypatch.setattr(pymysql.connections.Connection, "_read_query_result", counted)
+    return read
+
+
+def test_mariadb_answers_a_transaction_packet_with_one_result(crm_url_module, packet_form, monkeypatch):
+    """Each result costs PyMySQL a packet parse in Python: the compound statement gets one OK for
+    three INSERTs and the COMMIT (four in the plain packet), and the same rows are committed."""
+    engine = make_engine(crm_url_module, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS t"))
+            conn.execute(text(TABLE))
+        read = results_read(monkeypatch)
+        with sqlbatch.transaction(engine) as tx:
+            tx.commit([sqlbatch.insert("t", {"id": str(n), "name": "v%d" % n}) for n in range(3)])
+        assert len(read) == (1 if packet_form == "block" else 4)
+        assert names(engine) == ["v0", "v1", "v2"]
+    finally:
+        engine.dispose()
+
+
+def test_a_leading_locking_read_gives_its_rows_in_either_packet(crm_url_module, packet_form):
+    """A live update's probe: its SELECT ... FOR UPDATE first, its writes after, one packet."""
+    engine = make_engine(crm_url_module, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS t"))
+            conn.execute(text(TABLE))
+        with sqlbatch.transaction(engine) as tx:
+            tx.commit([sqlbatch.insert("t", {"id": "a", "name": "x"})])
+        lock = "SELECT name FROM t WHERE id = %s FOR UPDATE"
+        for key, found in (("a", [("x",)]), ("none", [])):
+            with sqlbatch.transaction(engine) as tx:
+                assert tx.commit([(lock, (key,)), sqlbatch.update("t", {"name": "y"}, "id", key)]) == found
+        assert names(engine) == ["y"]
+    finally:
+        engine.dispose()
+
+
+def test_hostile_values_round_trip_through_a_transaction_packet(crm_url_module, packet_form):
+    """Quotes, semicolons, END, line breaks and NULs in values stay values inside the block."""
+    engine = make_engine(crm_url_module, pool_size=1)
+    values = HOSTILE + ["END", "x'; END; COMMIT; BEGIN NOT ATOMIC SELECT 1; END; --", "\\", "END\n;"]
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS lit"))
+            conn.execute(text("CREATE TABLE lit (n INT PRIMARY KEY, v TEXT) CHARACTER SET utf8mb4"))
+        with sqlbatch.transaction(engine) as tx:
+            tx.commit([sqlbatch.insert("lit", {"n": n, "v": v}) for n, v in enumerate(values)])
+        with engine.connect() as conn:
+            assert [row[0] for row in conn.execute(text("SELECT v FROM lit ORDER BY n"))] == values
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS lit"))
+        engine.dispose()
+
+
+@pytest.mark.parametrize("version, runs", [
+    ("5.5.5-10.11.19-MariaDB-0+deb12u1", True), ("11.4.2-MariaDB-ubu2404", True),
+    ("5.5.5-10.1.1-MariaDB", True), ("5.5.5-10.0.38-MariaDB", False), ("8.0.36", False),
+    ("8.4.0-MySQL", False), ("", False), (None, False)])
+def test_only_mariadb_from_10_1_1_gets_the_compound_statement(version, runs):
+    from crmsync.dialect.mysql import runs_blocks
+    assert runs_blocks(version) is runs
 
 
 def test_several_locking_reads_go_in_one_round_trip_with_their_rows_each(engine, monkeypatch):
