@@ -44,8 +44,8 @@ _EXTENSION = re.compile(
 _SPACES = re.compile(r"\s+")
 
 # phonenumbers recorded a country code that the raw text itself carried.  A bare
-# one ("7 499 …", "1 650 …") counts: phonenumbers strips it only when it is the
-# default region's code and the number is valid without it.
+# one ("7 499 …", "1 650 …") counts when it is the default region's code and what
+# follows is a valid number (see _parse for the other case).
 _FROM_NUMBER = (CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN,
                 CountryCodeSource.FROM_NUMBER_WITH_IDD,
                 CountryCodeSource.FROM_NUMBER_WITHOUT_PLUS_SIGN)
@@ -90,6 +90,13 @@ def _parse(raw, region):
         # Still comparable by its trailing digits.
         return PhoneKey(raw=raw, digits=digits, e164=None, national=None, international=text.startswith("+"))
     valid = phonenumbers.is_valid_number(number)
+    if number.country_code_source == CountryCodeSource.FROM_NUMBER_WITHOUT_PLUS_SIGN and not valid:
+        # phonenumbers also strips leading digits equal to the region's code when what is
+        # left is merely of a possible length: a Munich subscriber stored without its 089,
+        # "4983740", became +49 83740, an invalid number, and as "international" it could
+        # not be the tail of a caller's +49 89 4983740.  Such digits are a local number.
+        return PhoneKey(raw=raw, digits=digits, e164=None, national=digits, international=False,
+                        country_code=number.country_code)
     return PhoneKey(
         raw=raw,
         digits=digits,

@@ -152,6 +152,13 @@ def test_parse_and_classify_accept_any_text(text, region):
     ("495113034390", "+49 (0)511 3034390 x230", "DE", "suffix"),
     ("492113696525", "+49 (0)211 3696526", "DE", None),
     ("442079460000", "+44 (0)20 7946 0000", "US", "suffix"),
+    # A local number whose first digits are the region's code: "4983740" (089 4983740 without
+    # its area code) is no +49 83740, stored or calling.
+    ("+49 89 4983740", "4983740", "DE", "suffix"),
+    ("+49 89 4983740", "4983740 ext. 836", "DE", "suffix"),
+    ("4983740", "089 4983740", "DE", "suffix"),
+    ("4983740", "4983740", "DE", "national"),
+    ("+49 89 4983740", "4983741", "DE", None),
     ("+7 499 123 45 67", "499 123 45 67", "US", "national"),  # a foreign number typed without prefix
     ("+44 20 7946 0000", "(207) 946-0000", "US", None),       # ... but not a valid local one
     ("+1 650 253 0000", "650 253 0000   ", "US", "e164"),    # asterlink #19: trailing spaces
@@ -182,6 +189,8 @@ def test_match_table(caller, stored, region, expected):
     ("011 49 30 12345678", "US", "3012345678", "+493012345678", True),
     ("(033) 097-7089", "US", "0330977089", None, False),
     ("+1 650 253 0000 x12", "US", "6502530000", "+16502530000", True),
+    ("4983740", "DE", "4983740", None, False),                # not +49 83740
+    ("4930123456", "DE", "30123456", "+4930123456", True),    # valid without its bare 49: +49 30 123456
 ])
 def test_parse(raw, region, national, e164, international):
     key = parse(raw, region)
