@@ -16,8 +16,8 @@ first:
     One side carried no country code and its digits (at least ``suffix_digits``
     of them) are the trailing digits of the other, as typed or in E.164:
     ``123-45-67`` matches ``+7 499 123-45-67``, a trunk's ``492113696525``
-    matches ``+49 (0)211 3696525``.  Not when that side is a valid number of the default
-    region and the other carries a different country code.
+    matches ``+49 (0)211 3696525``.  Not when that side is a valid number of
+    the default region and the other carries a different country code.
 
 Numbers of ``internal_max_digits`` digits or fewer are extensions and never
 match anything: an extension ``1234`` must not find the customer ``…1234``.
