@@ -16,8 +16,7 @@ import threading
 import time
 
 from common import rss_mb
-
-_BLOCK = "BEGIN NOT ATOMIC "
+from crmsync.dialect.mysql import BLOCK_BEGIN
 TCP_COUNTERS = ("TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPSynRetrans", "TcpExtTCPTimeouts",
                 "TcpRetransSegs")
 
@@ -87,8 +86,8 @@ def split_statements(text):
     """The statements of one command text (';' outside quotes ends a statement); those of a
     MariaDB compound statement (``BEGIN NOT ATOMIC ...; END``, crmsync/dialect/mysql.py) are
     counted as the statements it holds."""
-    if text.startswith(_BLOCK):
-        return split_statements(text[len(_BLOCK):])[:-1]      # without its END
+    if text.startswith(BLOCK_BEGIN):
+        return split_statements(text[len(BLOCK_BEGIN):])[:-1]      # without its END
     out, start, quote, i = [], 0, None, 0
     while i < len(text):
         c = text[i]

@@ -14,17 +14,41 @@ from crmsync.db import make_engine, watch_errors
 TABLE = "CREATE TABLE t (id VARCHAR(36) PRIMARY KEY, name VARCHAR(10), at DATETIME)"
 
 
+def _with_table(url, create=TABLE):
+    """An engine on ``url`` whose table (``t`` unless named in ``create``) is new and empty."""
+    engine = make_engine(url, pool_size=2)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS %s" % create.split()[2]))
+        conn.execute(text(create))
+    return engine
+
+
 @pytest.fixture(params=["mariadb", "sqlite"])
 def engine(request, tmp_path):
     if request.param == "sqlite":
         url = "sqlite:///%s" % (tmp_path / "crm.sqlite")
     else:
         url = request.getfixturevalue("crm_url_module")
-    engine = make_engine(url, pool_size=2)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS t"))
-        conn.execute(text(TABLE))
+    engine = _with_table(url)
     yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def mariadb(crm_url_module):
+    """``engine`` on MariaDB only: what the packet forms of crmsync/dialect/mysql.py do there."""
+    engine = _with_table(crm_url_module)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def lit_engine(crm_url_module):
+    """A MariaDB engine with ``lit`` (n, v TEXT utf8mb4) for hostile values, dropped after."""
+    engine = _with_table(crm_url_module, "CREATE TABLE lit (n INT PRIMARY KEY, v TEXT) CHARACTER SET utf8mb4")
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS lit"))
     engine.dispose()
 
 
@@ -85,57 +109,34 @@ def results_read(monkeypatch):
     return read
 
 
-def test_mariadb_answers_a_transaction_packet_with_one_result(crm_url_module, packet_form, monkeypatch):
+def test_mariadb_answers_a_transaction_packet_with_one_result(mariadb, packet_form, monkeypatch):
     """Each result costs PyMySQL a packet parse in Python: the compound statement gets one OK for
     three INSERTs and the COMMIT (four in the plain packet), and the same rows are committed."""
-    engine = make_engine(crm_url_module, pool_size=1)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS t"))
-            conn.execute(text(TABLE))
-        read = results_read(monkeypatch)
-        with sqlbatch.transaction(engine) as tx:
-            tx.commit([sqlbatch.insert("t", {"id": str(n), "name": "v%d" % n}) for n in range(3)])
-        assert len(read) == (1 if packet_form == "block" else 4)
-        assert names(engine) == ["v0", "v1", "v2"]
-    finally:
-        engine.dispose()
+    read = results_read(monkeypatch)
+    with sqlbatch.transaction(mariadb) as tx:
+        tx.commit([sqlbatch.insert("t", {"id": str(n), "name": "v%d" % n}) for n in range(3)])
+    assert len(read) == (1 if packet_form == "block" else 4)
+    assert names(mariadb) == ["v0", "v1", "v2"]
 
 
-def test_a_leading_locking_read_gives_its_rows_in_either_packet(crm_url_module, packet_form):
+def test_a_leading_locking_read_gives_its_rows_in_either_packet(mariadb, packet_form):
     """A live update's probe: its SELECT ... FOR UPDATE first, its writes after, one packet."""
-    engine = make_engine(crm_url_module, pool_size=1)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS t"))
-            conn.execute(text(TABLE))
-        with sqlbatch.transaction(engine) as tx:
-            tx.commit([sqlbatch.insert("t", {"id": "a", "name": "x"})])
-        lock = "SELECT name FROM t WHERE id = %s FOR UPDATE"
-        for key, found in (("a", [("x",)]), ("none", [])):
-            with sqlbatch.transaction(engine) as tx:
-                assert tx.commit([(lock, (key,)), sqlbatch.update("t", {"name": "y"}, "id", key)]) == found
-        assert names(engine) == ["y"]
-    finally:
-        engine.dispose()
+    with sqlbatch.transaction(mariadb) as tx:
+        tx.commit([sqlbatch.insert("t", {"id": "a", "name": "x"})])
+    lock = "SELECT name FROM t WHERE id = %s FOR UPDATE"
+    for key, found in (("a", [("x",)]), ("none", [])):
+        with sqlbatch.transaction(mariadb) as tx:
+            assert tx.commit([(lock, (key,)), sqlbatch.update("t", {"name": "y"}, "id", key)]) == found
+    assert names(mariadb) == ["y"]
 
 
-def test_hostile_values_round_trip_through_a_transaction_packet(crm_url_module, packet_form):
+def test_hostile_values_round_trip_through_a_transaction_packet(lit_engine, packet_form):
     """Quotes, semicolons, END, line breaks and NULs in values stay values inside the block."""
-    engine = make_engine(crm_url_module, pool_size=1)
     values = HOSTILE + ["END", "x'; END; COMMIT; BEGIN NOT ATOMIC SELECT 1; END; --", "\\", "END\n;"]
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS lit"))
-            conn.execute(text("CREATE TABLE lit (n INT PRIMARY KEY, v TEXT) CHARACTER SET utf8mb4"))
-        with sqlbatch.transaction(engine) as tx:
-            tx.commit([sqlbatch.insert("lit", {"n": n, "v": v}) for n, v in enumerate(values)])
-        with engine.connect() as conn:
-            assert [row[0] for row in conn.execute(text("SELECT v FROM lit ORDER BY n"))] == values
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS lit"))
-        engine.dispose()
+    with sqlbatch.transaction(lit_engine) as tx:
+        tx.commit([sqlbatch.insert("lit", {"n": n, "v": v}) for n, v in enumerate(values)])
+    with lit_engine.connect() as conn:
+        assert [row[0] for row in conn.execute(text("SELECT v FROM lit ORDER BY n"))] == values
 
 
 @pytest.mark.parametrize("version, runs", [
@@ -207,33 +208,24 @@ OTHERS = [0, -1, 2 ** 70, True, False, None, 1.5, datetime(2026, 12, 6, 8, 0, 0)
           datetime(2026, 12, 6, 8, 0, 0, tzinfo=timezone.utc), date(2026, 12, 6), Decimal("1.10"), b"by'tes"]
 
 
-def test_literals_are_exactly_pymysqls_and_round_trip(crm_url_module):
+def test_literals_are_exactly_pymysqls_and_round_trip(lit_engine):
     """crmsync.dialect.mysql.literals writes the hot path's values without PyMySQL's dispatch
     per value: it must write what PyMySQL's own escape writes, for hostile strings and every type,
     also while the server is in NO_BACKSLASH_ESCAPES mode (quotes doubled, backslashes literal)."""
     from crmsync.dialect.mysql import literals
 
-    engine = make_engine(crm_url_module, pool_size=1)
+    raw = lit_engine.raw_connection()
     try:
-        with engine.begin() as c:
-            c.execute(text("DROP TABLE IF EXISTS lit"))
-            c.execute(text("CREATE TABLE lit (n INT PRIMARY KEY, v TEXT) CHARACTER SET utf8mb4"))
-        raw = engine.raw_connection()
-        try:
-            conn = raw.driver_connection
-            for mode in ("", "NO_BACKSLASH_ESCAPES"):
-                cursor = raw.cursor()
-                cursor.execute("SET SESSION sql_mode = %s", (mode,))
-                assert literals(conn, HOSTILE + OTHERS) == tuple(conn.escape(v) for v in HOSTILE + OTHERS)
-                cursor.execute("DELETE FROM lit")
-                for n, value in enumerate(HOSTILE):
-                    cursor.execute("INSERT INTO lit (n, v) VALUES (%s, %s)" % literals(conn, (n, value)))
-                cursor.execute("SELECT v FROM lit ORDER BY n")
-                assert [row[0] for row in cursor.fetchall()] == HOSTILE, mode
-                raw.commit()
-        finally:
-            raw.close()
+        conn = raw.driver_connection
+        for mode in ("", "NO_BACKSLASH_ESCAPES"):
+            cursor = raw.cursor()
+            cursor.execute("SET SESSION sql_mode = %s", (mode,))
+            assert literals(conn, HOSTILE + OTHERS) == tuple(conn.escape(v) for v in HOSTILE + OTHERS)
+            cursor.execute("DELETE FROM lit")
+            for n, value in enumerate(HOSTILE):
+                cursor.execute("INSERT INTO lit (n, v) VALUES (%s, %s)" % literals(conn, (n, value)))
+            cursor.execute("SELECT v FROM lit ORDER BY n")
+            assert [row[0] for row in cursor.fetchall()] == HOSTILE, mode
+            raw.commit()
     finally:
-        with engine.begin() as c:
-            c.execute(text("DROP TABLE IF EXISTS lit"))
-        engine.dispose()
+        raw.close()

@@ -19,6 +19,7 @@ DEADLOCK = 1213
 LOCK_WAIT_TIMEOUT = 1205
 
 
+BLOCK_BEGIN = "BEGIN NOT ATOMIC "     # a MariaDB compound statement; bench/load_probes.py unwraps it
 _WHOLE_SECOND = "'%Y-%m-%d %H:%M:%S'"     # PyMySQL's escape_datetime without microseconds
 
 
@@ -130,7 +131,7 @@ class MySQL:
         multi-statement packet: nothing after it runs, and the caller rolls back."""
         packet = _packet(cursor, [*statements, ("COMMIT", ())])
         if runs_blocks(cursor.connection.server_version):
-            packet = "BEGIN NOT ATOMIC " + packet + ";\nEND"
+            packet = BLOCK_BEGIN + packet + ";\nEND"
         cursor.execute(packet)
         first = list(cursor.fetchall() or ())
         while cursor.nextset():
