@@ -32,8 +32,9 @@ class AmiHandlers:
             if value:
                 setattr(chan, attr, value)
         for attr, key in (("cid_num", "CallerIDNum"), ("cid_name", "CallerIDName")):
-            if msg.get(prefix + key) is not None:
-                setattr(chan, attr, clean(msg.get(prefix + key)))
+            value = msg.get(prefix + key)
+            if value is not None:
+                setattr(chan, attr, clean(value))
         call = self.calls.get(chan.call)
         if call is not None:
             call.last_seen = now
