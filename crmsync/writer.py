@@ -208,14 +208,13 @@ class CallWriter:
         if self._flying.get(chain) is flight:
             del self._flying[chain]
 
-    def _settle(self, ticket, error, counted=True):
+    def _settle(self, ticket, error):
         """After a direct write: forget its write-ahead entry, or make it due for replay."""
         kind, rec = ticket.kind, ticket.rec
         if isinstance(error, NotYet):
             self._not_yet(ticket, error)
             return False
-        if counted:
-            self.on_write("direct", error is None)
+        self.on_write("direct", error is None)
         if error is None:
             if ticket.op_id is not None:
                 self.spool.forget(ticket.op_id)
@@ -243,12 +242,12 @@ class CallWriter:
         """Past ``timeout`` the write goes on in its greenlet and may still commit.  No replay
         may run beside it: committing after the call's later ops, it would undo them (a late
         transfer puts the call back with the wrong user).  Its write-ahead entry, the head of
-        the call's chain, stays held until the write ends, then is forgotten or made due."""
+        the call's chain, stays held until the write ends, then is forgotten or made due.  It
+        is counted (``on_write``) then, with how it ended: a late commit is a write that went in."""
         error = "timed out after %.2fs" % self.timeout
         if ticket.op_id is None:        # the spool failed at begin: nothing to hold, spool it now
             self._settle(ticket, error)
             return
-        self.on_write("direct", False)
         self._failed("%s %s" % (ticket.kind, ticket.rec.call_id), error)
         self.spool.fail(ticket.op_id, error, retry_at=time.time() + LEFTOVER_HOLD, counted=False)
         gevent.spawn(self._after_leftover, ticket, worker)
@@ -256,7 +255,7 @@ class CallWriter:
     def _after_leftover(self, ticket, worker):
         worker.join()
         try:
-            self._settle(ticket, worker.value, counted=False)
+            self._settle(ticket, worker.value)
         except Exception:   # noqa: BLE001 - the held entry replays after LEFTOVER_HOLD anyway
             self.log.exception("could not settle %s of call %s", ticket.kind, ticket.rec.call_id)
 
