@@ -28,8 +28,8 @@ class Message:
     """One AMI message: ordered headers; ``get`` returns the first value of a key.
 
     A message read off the wire (``parse_frame``) keeps its text and reads a key when asked:
-    the call model asks for about half of an event's 20-odd lines, and one C-level search of
-    the text costs a fraction of reading every line in Python (issue #12).  ``headers`` is
+    the call model asks for about 7 of an event's 20 lines, and one C-level search of the text
+    costs a fraction of reading every line in Python (issue #12).  ``headers`` is
     read whole the first time it is asked for.  Both readings follow the same rule (see
     ``_header_lines``); a message built from a list of headers is read from that list."""
 
