@@ -235,9 +235,10 @@ def test_a_reload_mid_traffic_drops_no_call_of_any_tenant(server, two_crms, tmp_
             refused.append((name, first.variables))
             return
         taken[name].append(call.uniqueid)
-        before = "initech" in running.apps
         gevent.sleep(0.3)
-        if name == "globex" and not before and "initech" in running.apps:
+        # Its tenant was removed while it rang.  Not "initech has appeared": the reload drains
+        # globex first and builds initech after, which on a busy box outlasted every ring.
+        if name == "globex" and "globex" not in running.apps:
             reloaded_before_hangup.append(call.uniqueid)
         assert call.finish({"DIALSTATUS": "ANSWER", "ANSWEREDTIME": "3"}).agistatus == "SUCCESS"
 
